@@ -1,0 +1,31 @@
+"""jobrunner: a topic-based, supervised job runner on SQLite (and PostgreSQL).
+
+Subclass :class:`Worker`, configure topics in ``config.toml``, run ``python -m jobrunner``.
+"""
+
+from __future__ import annotations
+
+from . import events
+from .config import Settings, load as load_config
+from .errors import ConfigError, EnqueueError, JobNotFoundError, JobrunnerError, MigrationError, UnknownWorkerError
+from .job import Job, JobState
+from .runner import Runner
+from .worker import Cancel, Snooze, Worker
+
+__all__ = [
+    "Cancel",
+    "ConfigError",
+    "EnqueueError",
+    "Job",
+    "JobNotFoundError",
+    "JobState",
+    "JobrunnerError",
+    "MigrationError",
+    "Runner",
+    "Settings",
+    "Snooze",
+    "UnknownWorkerError",
+    "Worker",
+    "events",
+    "load_config",
+]

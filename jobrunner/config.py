@@ -1,0 +1,263 @@
+"""Configuration: a TOML file plus environment overrides, parsed into frozen dataclasses.
+
+Every key has a default. An unknown key or a value of the wrong type raises
+:class:`ConfigError` naming the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "config.toml"
+ENV_CONFIG = "JOBRUNNER_CONFIG"
+ENV_DATABASE_URL = "JOBRUNNER_DATABASE_URL"
+
+BACKOFF_STRATEGIES = ("exponential", "linear", "constant")
+SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA", "OFF")
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffSettings:
+    """How long a failed job waits before its next attempt.
+
+    ``base`` is the delay before the first retry; exponential waits base·2^(n-1)
+    before retry n, linear base·n, constant base; never more than ``max``;
+    ``jitter`` spreads each delay by ± that fraction.
+    """
+
+    strategy: str = "exponential"
+    base: float = 1.0
+    max: float = 32.0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    """One topic: its parallelism, default priority, poll interval and backoff."""
+
+    name: str
+    parallelism: int = 4
+    priority: int = 2
+    poll_interval: float = 1.0
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """Where the jobs live and how SQLite commits.
+
+    ``synchronous`` is SQLite's ``PRAGMA synchronous``: FULL (default) makes every
+    acknowledged write survive a power loss; NORMAL survives a process crash only.
+    ``busy_timeout`` is how long (seconds) a writer waits for another process's lock.
+    ``watch_interval`` is how often (seconds) a running runner checks whether another
+    process committed, so their inserts start without waiting for the poll (0: never).
+    """
+
+    url: str = "sqlite:///jobrunner.db"
+    synchronous: str = "FULL"
+    busy_timeout: float = 5.0
+    watch_interval: float = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    """Process-wide runner options."""
+
+    modules: tuple[str, ...] = ()
+    shutdown_grace: float = 15.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration of a runner."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    topics: Mapping[str, TopicSettings] = field(default_factory=dict)
+    source: str = "<defaults>"
+    base_dir: Path | None = None
+
+    def topic(self, name: str) -> TopicSettings:
+        """The settings of topic ``name``; ConfigError when it is not configured."""
+        try:
+            return self.topics[name]
+        except KeyError:
+            configured = ", ".join(sorted(self.topics)) or "none"
+            raise ConfigError(
+                f"{self.source}: topic {name!r} is not configured (configured topics: {configured})"
+            ) from None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _type_name(kind: Any) -> str:
+    if kind is float:
+        return "a number"
+    if kind is int:
+        return "an integer"
+    if kind is str:
+        return "a string"
+    if kind is bool:
+        return "a boolean"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _check(where: str, key: str, value: Any, kind: type) -> Any:
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{where}: key {key!r} must be a finite number, got {value!r}")
+        value = float(value) if ok else value
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(
+            f"{where}: key {key!r} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _reject_unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
+        )
+
+
+def _table(where: str, key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: key {key!r} must be a table, got {type(value).__name__}")
+    return value
+
+
+def _at_least(where: str, key: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        bound = f"greater than {low}" if strict else f"at least {low}"
+        raise ConfigError(f"{where}: key {key!r} must be {bound}, got {value!r}")
+
+
+def _parse_backoff(where: str, raw: Mapping[str, Any]) -> BackoffSettings:
+    kinds = {"strategy": str, "base": float, "max": float, "jitter": float}
+    _reject_unknown(where, raw, set(kinds))
+    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    settings = BackoffSettings(**values)
+    if settings.strategy not in BACKOFF_STRATEGIES:
+        raise ConfigError(
+            f"{where}: key 'strategy' must be one of {', '.join(BACKOFF_STRATEGIES)}, "
+            f"got {settings.strategy!r}"
+        )
+    _at_least(where, "base", settings.base, 0)
+    _at_least(where, "max", settings.max, 0)
+    if not 0 <= settings.jitter <= 1:
+        raise ConfigError(f"{where}: key 'jitter' must be between 0 and 1, got {settings.jitter!r}")
+    return settings
+
+
+def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
+    where = f"{source}: [topics.{name}]"
+    raw = _table(f"{source}: [topics]", name, raw)
+    kinds = {"parallelism": int, "priority": int, "poll_interval": float}
+    _reject_unknown(where, raw, set(kinds) | {"backoff"})
+    values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    if "backoff" in raw:
+        values["backoff"] = _parse_backoff(
+            f"{where} backoff", _table(where, "backoff", raw["backoff"])
+        )
+    settings = TopicSettings(name=name, **values)
+    _at_least(where, "parallelism", settings.parallelism, 1)
+    if not 0 <= settings.priority <= 9:
+        raise ConfigError(f"{where}: key 'priority' must be between 0 and 9, got {settings.priority}")
+    _at_least(where, "poll_interval", settings.poll_interval, 0, strict=True)
+    return settings
+
+
+def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
+    where = f"{source}: [database]"
+    kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float}
+    _reject_unknown(where, raw, set(kinds))
+    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    settings = DatabaseSettings(**values)
+    level = settings.synchronous.upper()
+    if level not in SYNCHRONOUS_LEVELS:
+        raise ConfigError(
+            f"{where}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
+            f"got {settings.synchronous!r}"
+        )
+    _at_least(where, "busy_timeout", settings.busy_timeout, 0)
+    _at_least(where, "watch_interval", settings.watch_interval, 0)
+    return dataclasses.replace(settings, synchronous=level)
+
+
+def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
+    where = f"{source}: [runner]"
+    kinds = {
+        "shutdown_grace": float,
+        "max_restarts": int,
+        "restart_window": float,
+        "node": str,
+    }
+    _reject_unknown(where, raw, set(kinds) | {"modules"})
+    values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    if "modules" in raw:
+        modules = raw["modules"]
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise ConfigError(f"{where}: key 'modules' must be a list of strings, got {modules!r}")
+        values["modules"] = tuple(modules)
+    settings = RunnerSettings(**values)
+    _at_least(where, "shutdown_grace", settings.shutdown_grace, 0)
+    _at_least(where, "max_restarts", settings.max_restarts, 0)
+    _at_least(where, "restart_window", settings.restart_window, 0, strict=True)
+    return settings
+
+
+def parse(data: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> Settings:
+    """Build :class:`Settings` from an already-decoded TOML document.
+
+    Environment variable ``JOBRUNNER_DATABASE_URL`` overrides ``[database] url``.
+    """
+    _reject_unknown(source, data, {"database", "runner", "topics"})
+    database = _parse_database(source, _table(source, "database", data.get("database", {})))
+    runner = _parse_runner(source, _table(source, "runner", data.get("runner", {})))
+    topics_raw = _table(source, "topics", data.get("topics", {}))
+    topics = {name: _parse_topic(source, name, raw) for name, raw in topics_raw.items()}
+    env_url = os.environ.get(ENV_DATABASE_URL)
+    if env_url:
+        database = dataclasses.replace(database, url=env_url)
+    return Settings(database=database, runner=runner, topics=topics, source=source, base_dir=base_dir)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the configuration file.
+
+    ``path`` defaults to ``$JOBRUNNER_CONFIG``, then ``./config.toml``. A missing
+    default file yields the defaults; a missing named file is an error.
+    """
+    explicit = path is not None or bool(os.environ.get(ENV_CONFIG))
+    chosen = Path(path if path is not None else os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE)
+    if not chosen.exists():
+        if explicit:
+            raise ConfigError(f"{chosen}: configuration file not found")
+        return parse({}, source="<defaults>", base_dir=Path.cwd())
+    try:
+        with chosen.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read configuration: {exc.strerror}") from None
+    return parse(data, source=str(chosen), base_dir=chosen.resolve().parent)

@@ -1,0 +1,167 @@
+"""Lifecycle events: one blinker signal per transition, sent with the topic name as sender.
+
+Subscribe with ``jobrunner.events.job_completed.connect(fn, sender="demo")`` (or without
+``sender`` for every topic). Job signals carry ``job=`` (a :class:`~jobrunner.Job` snapshot
+taken after the transition) and, where relevant, ``duration=`` (seconds spent in
+``perform``), ``error=`` (the exception or a message), ``will_retry=``, ``result=``,
+``reason=`` and ``seconds=``. Events are sent after the database write. A receiver that
+raises is logged and never harms the runner or the other receivers; an ``async def``
+receiver is scheduled on the running runner's event loop and never blocks workers.
+
+Every event is also logged on the ``jobrunner.events`` logger, one line per event, with
+the event name in the record's ``event`` attribute.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from typing import Any, Awaitable, Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+from blinker import Namespace, Signal
+
+logger = logging.getLogger("jobrunner.events")
+
+signals = Namespace()
+
+job_inserted = signals.signal("job_inserted", doc="A job was stored. Payload: job.")
+job_started = signals.signal("job_started", doc="A job was claimed and perform begins. Payload: job.")
+job_completed = signals.signal(
+    "job_completed", doc="perform returned a value. Payload: job, duration, result."
+)
+job_failed = signals.signal(
+    "job_failed", doc="perform raised; the job will retry or is discarded. Payload: job, duration, error, will_retry."
+)
+job_discarded = signals.signal(
+    "job_discarded", doc="A job failed for the last time (or cannot run). Payload: job, error, duration."
+)
+job_cancelled = signals.signal("job_cancelled", doc="A job was cancelled. Payload: job, reason, duration.")
+job_snoozed = signals.signal(
+    "job_snoozed", doc="perform returned Snooze. Payload: job, seconds, duration."
+)
+job_rescued = signals.signal(
+    "job_rescued", doc="A job left executing by a dead node was put back. Payload: job."
+)
+topic_started = signals.signal("topic_started", doc="A topic supervisor is claiming jobs. Payload: parallelism.")
+topic_stopped = signals.signal("topic_stopped", doc="A topic supervisor stopped. Payload: reason.")
+topic_crashed = signals.signal("topic_crashed", doc="A topic's producer raised. Payload: error, restarts.")
+topic_restarted = signals.signal("topic_restarted", doc="A crashed producer was restarted. Payload: restarts, delay.")
+runner_started = signals.signal("runner_started", doc="Every topic is running. Sender: the node id. Payload: topics.")
+runner_stopped = signals.signal("runner_stopped", doc="The runner stopped. Sender: the node id. Payload: topics.")
+
+ALL_SIGNALS: tuple[Signal, ...] = (
+    job_inserted,
+    job_started,
+    job_completed,
+    job_failed,
+    job_discarded,
+    job_cancelled,
+    job_snoozed,
+    job_rescued,
+    topic_started,
+    topic_stopped,
+    topic_crashed,
+    topic_restarted,
+    runner_started,
+    runner_stopped,
+)
+
+_LEVELS: dict[str, int] = {
+    "job_inserted": logging.DEBUG,
+    "job_started": logging.DEBUG,
+    "job_completed": logging.INFO,
+    "job_failed": logging.WARNING,
+    "job_discarded": logging.ERROR,
+    "job_cancelled": logging.INFO,
+    "job_snoozed": logging.INFO,
+    "job_rescued": logging.WARNING,
+    "topic_crashed": logging.ERROR,
+    "topic_restarted": logging.WARNING,
+}
+
+
+class AsyncReceiverHost:
+    """Runs ``async def`` receivers as tasks of a task group on one event loop.
+
+    A runner installs one while it runs; receivers emitted from other threads are
+    handed over to the loop thread.
+    """
+
+    def __init__(self, task_group: TaskGroup) -> None:
+        self._tg = task_group
+        self._thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+
+    def submit(self, awaitable: Awaitable[Any], name: str) -> None:
+        """Schedule ``awaitable`` (a receiver's coroutine) without waiting for it."""
+        if threading.get_ident() == self._thread:
+            self._tg.start_soon(_run_receiver, awaitable, name)
+        else:
+            anyio.from_thread.run_sync(self._tg.start_soon, _run_receiver, awaitable, name, token=self._token)
+
+
+_hosts: list[AsyncReceiverHost] = []
+
+
+def install_async_host(host: AsyncReceiverHost) -> Callable[[], None]:
+    """Make ``host`` run async receivers; returns the function that uninstalls it."""
+    _hosts.append(host)
+    return lambda: _hosts.remove(host)
+
+
+async def _run_receiver(awaitable: Awaitable[Any], name: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("async receiver of %s raised", name, extra={"event": "receiver_error"})
+
+
+def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
+    parts = [name, f"topic={sender}"]
+    job = payload.get("job")
+    if job is not None:
+        parts.insert(1, f"id={job.id}")
+        parts.append(f"worker={job.worker}")
+        parts.append(f"attempt={job.attempt}/{job.max_attempts}")
+    for key, value in payload.items():
+        if key == "job":
+            continue
+        if key == "duration" and isinstance(value, float):
+            value = f"{value * 1000:.1f}ms"
+        elif isinstance(value, BaseException):
+            value = f"{type(value).__name__}: {value}"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def emit(signal: Signal, sender: Any, **payload: Any) -> None:
+    """Log one line for the event, then send it to every receiver, each isolated."""
+    name = signal.name
+    level = _LEVELS.get(name, logging.INFO)
+    if logger.isEnabledFor(level):
+        job = payload.get("job")
+        extra = {"event": name, "topic": sender, "job_id": getattr(job, "id", None)}
+        logger.log(level, "%s", _describe(name, sender, payload), extra=extra)
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            outcome = receiver(sender, **payload)
+        except Exception:
+            logger.exception("receiver %r of %s raised", receiver, name, extra={"event": "receiver_error"})
+            continue
+        if inspect.isawaitable(outcome):
+            if _hosts:
+                _hosts[-1].submit(outcome, name)
+            else:
+                if inspect.iscoroutine(outcome):
+                    outcome.close()
+                logger.warning(
+                    "async receiver %r of %s dropped: no runner is running", receiver, name,
+                    extra={"event": "receiver_error"},
+                )

@@ -1,0 +1,223 @@
+"""Runs one job and turns what happened into a storage ack and an event.
+
+The pipeline: resolve the worker → run ``perform`` under its deadline → classify the
+outcome (a pure function) → plan the transition (ack) → the producer writes the ack and
+emits the event after the write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import anyio
+
+from . import events
+from .backoff import backoff_delay
+from .config import TopicSettings
+from .errors import UnknownWorkerError
+from .job import Job, iso
+from .store import Ack
+from .worker import Cancel, Snooze, Worker, resolve_worker
+
+logger = logging.getLogger("jobrunner.executor")
+
+_TRACEBACK_LIMIT = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one execution of ``perform`` came to.
+
+    ``kind`` is ``completed`` (``result`` set), ``snoozed`` (``seconds``),
+    ``cancelled`` (``reason``), ``failed`` (``error`` and ``traceback``) or
+    ``unrunnable`` (the worker cannot be loaded: ``error``).
+    """
+
+    kind: str
+    result: Any = None
+    seconds: float = 0.0
+    reason: str | None = None
+    error: BaseException | None = None
+    traceback: str | None = None
+
+
+def classify(value: Any) -> Outcome:
+    """The outcome of a ``perform`` that returned ``value``."""
+    if isinstance(value, Snooze):
+        return Outcome("snoozed", seconds=float(value.seconds))
+    if isinstance(value, Cancel):
+        return Outcome("cancelled", reason=value.reason)
+    return Outcome("completed", result=value)
+
+
+def classify_error(error: BaseException) -> Outcome:
+    """The outcome of a ``perform`` that raised ``error``."""
+    text = "".join(traceback.format_exception(error))
+    if len(text) > _TRACEBACK_LIMIT:
+        text = "…" + text[-_TRACEBACK_LIMIT:]
+    return Outcome("failed", error=error, traceback=text)
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` for an exception."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def encode_result(value: Any) -> str | None:
+    """The JSON text stored as a job's result; None when the value is not JSON."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(slots=True)
+class Finished:
+    """An execution waiting to be written: the ack plus what its event will say."""
+
+    ack: Ack
+    signal: Any
+    snapshot: Job
+    payload: dict[str, Any]
+
+    def emit(self) -> None:
+        """Send the event (call only after the ack was written)."""
+        if self.signal is None:  # put back at shutdown: no lifecycle transition to announce
+            logger.info(
+                "job_released id=%s topic=%s: put back as available", self.snapshot.id, self.snapshot.topic,
+                extra={"event": "job_released", "topic": self.snapshot.topic, "job_id": self.snapshot.id},
+            )
+            return
+        events.emit(self.signal, self.snapshot.topic, job=self.snapshot, **self.payload)
+
+
+def plan(
+    job: Job,
+    outcome: Outcome,
+    topic: TopicSettings,
+    now: float,
+    worker: Worker | None = None,
+    duration: float = 0.0,
+) -> Finished:
+    """The transition for ``job`` after ``outcome``: the ack to write and the event to send."""
+    kind = outcome.kind
+    if kind == "completed":
+        result = encode_result(outcome.result)
+        stored = None if result is None else outcome.result
+        snap = dataclasses.replace(job, state="completed", completed_at=now, result=stored)
+        return Finished(Ack("complete", job, at=now, result=result), events.job_completed, snap,
+                        {"duration": duration, "result": stored})
+    if kind == "snoozed":
+        until = now + outcome.seconds
+        snap = dataclasses.replace(job, state="scheduled", scheduled_at=until, attempt=job.attempt - 1)
+        return Finished(Ack("snooze", job, at=until), events.job_snoozed, snap,
+                        {"duration": duration, "seconds": outcome.seconds})
+    if kind == "cancelled":
+        entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {outcome.reason}", "traceback": None}
+        errors = [*job.errors, entry]
+        snap = dataclasses.replace(job, state="cancelled", cancelled_at=now, errors=errors)
+        return Finished(Ack("cancel", job, at=now, errors=json.dumps(errors)), events.job_cancelled, snap,
+                        {"duration": duration, "reason": outcome.reason})
+    # failed or unrunnable
+    error = outcome.error
+    message = describe_error(error) if error is not None else "unknown error"
+    entry = {"attempt": job.attempt, "at": iso(now), "error": message, "traceback": outcome.traceback}
+    if outcome.reason:
+        entry["note"] = outcome.reason
+    errors = [*job.errors, entry]
+    encoded = json.dumps(errors, default=str)
+    if kind == "failed" and job.attempt < job.max_attempts:
+        delay = None
+        if worker is not None:
+            try:
+                delay = worker.backoff(job)
+            except Exception as exc:  # a broken override must not lose the job
+                logger.error("backoff() of %s raised %s; using the topic's backoff", job.worker, exc)
+        if delay is None:
+            delay = backoff_delay(topic.backoff, job.attempt)
+        retry_at = now + max(0.0, float(delay))
+        snap = dataclasses.replace(job, state="retryable", scheduled_at=retry_at, errors=errors)
+        return Finished(Ack("retry", job, at=retry_at, errors=encoded), events.job_failed, snap,
+                        {"duration": duration, "error": error, "will_retry": True})
+    snap = dataclasses.replace(job, state="discarded", discarded_at=now, errors=errors)
+    signal = events.job_discarded
+    payload: dict[str, Any] = {"duration": duration, "error": error}
+    return Finished(Ack("discard", job, at=now, errors=encoded), signal, snap, payload)
+
+
+class Executor:
+    """Runs the jobs of one topic.
+
+    ``thread_limiter`` bounds the worker threads that plain ``def perform`` uses.
+    """
+
+    def __init__(
+        self,
+        topic: TopicSettings,
+        thread_limiter: anyio.CapacityLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topic = topic
+        self.thread_limiter = thread_limiter
+        self.clock = clock
+
+    async def execute(self, job: Job) -> Finished:
+        """Run ``job`` to an outcome and plan its transition. Never raises, except cancellation."""
+        started = time.perf_counter()
+        try:
+            worker_cls = resolve_worker(job.worker)
+        except UnknownWorkerError as exc:
+            outcome = Outcome("unrunnable", error=exc, reason="the worker cannot be loaded; not retried")
+            return plan(job, outcome, self.topic, self.clock(), None, 0.0)
+        worker: Worker | None = None
+        try:
+            worker = worker_cls()
+            outcome = classify(await self._perform(worker, job))
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a job may raise anything, even SystemExit
+            outcome = classify_error(exc)
+        duration = time.perf_counter() - started
+        if outcome.kind == "failed" and worker is not None:
+            outcome = await self._after_error(worker, job, outcome)
+        return plan(job, outcome, self.topic, self.clock(), worker, duration)
+
+    async def _perform(self, worker: Worker, job: Job) -> Any:
+        timeout = worker.timeout
+        if timeout is None:
+            return await self._call(worker, job)
+        try:
+            with anyio.fail_after(timeout):
+                return await self._call(worker, job)
+        except TimeoutError:
+            raise TimeoutError(f"perform exceeded the worker's timeout of {timeout:g}s") from None
+
+    async def _call(self, worker: Worker, job: Job) -> Any:
+        if worker.perform_is_async:
+            return await worker.perform(job)
+        return await anyio.to_thread.run_sync(
+            functools.partial(worker.perform, job), limiter=self.thread_limiter, abandon_on_cancel=True
+        )
+
+    async def _after_error(self, worker: Worker, job: Job, outcome: Outcome) -> Outcome:
+        assert outcome.error is not None
+        try:
+            hook = worker.after_error(job, outcome.error)
+            if hook is not None and hasattr(hook, "__await__"):
+                await hook
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # noqa: BLE001 - recorded with the failure, never fatal
+            logger.error("after_error of %s (job %s) raised %s", job.worker, job.id, describe_error(exc))
+            return dataclasses.replace(outcome, reason=f"after_error raised {describe_error(exc)}")
+        return outcome

@@ -1,0 +1,89 @@
+"""The Job record and its states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its lifecycle."""
+
+    SCHEDULED = "scheduled"
+    AVAILABLE = "available"
+    EXECUTING = "executing"
+    RETRYABLE = "retryable"
+    COMPLETED = "completed"
+    DISCARDED = "discarded"
+    CANCELLED = "cancelled"
+
+
+ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
+FINAL_STATES: frozenset[str] = frozenset({"completed", "discarded", "cancelled"})
+
+TIMESTAMP_FIELDS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch timestamp as ISO 8601 in UTC (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A snapshot of one row of the jobs table.
+
+    Timestamps are POSIX seconds (UTC); :meth:`to_dict` renders them as ISO 8601.
+    ``attempt`` is 1 during the first execution, 2 during the first retry, and so on.
+    """
+
+    id: int
+    topic: str
+    worker: str
+    args: Any
+    state: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    result: Any = None
+    inserted_at: float | None = None
+    scheduled_at: float | None = None
+    attempted_at: float | None = None
+    completed_at: float | None = None
+    discarded_at: float | None = None
+    cancelled_at: float | None = None
+    attempted_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as a JSON-ready dict with ISO 8601 timestamps."""
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "worker": self.worker,
+            "args": self.args,
+            "state": self.state,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "errors": self.errors,
+            "result": self.result,
+            "inserted_at": iso(self.inserted_at),
+            "scheduled_at": iso(self.scheduled_at),
+            "attempted_at": iso(self.attempted_at),
+            "completed_at": iso(self.completed_at),
+            "discarded_at": iso(self.discarded_at),
+            "cancelled_at": iso(self.cancelled_at),
+            "attempted_by": self.attempted_by,
+        }

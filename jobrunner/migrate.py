@@ -1,0 +1,100 @@
+"""Versioned schema migrations: numbered SQL files per dialect, applied in order.
+
+Files live in ``migrations/<dialect>/NNNN_description.sql`` (shipped inside the wheel as
+``jobrunner/migrations``). Applied versions are recorded in ``jobrunner_schema``. Each
+migration runs in its own transaction; on SQLite that transaction takes the write lock
+first, so two processes starting at once apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, select
+
+from .errors import MigrationError
+from .schema import schema_versions
+
+_FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered SQL file."""
+
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """The file's SQL statements (split on ``;`` at a line end), comments removed."""
+        text = "\n".join(
+            line for line in self.path.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("--")
+        )
+        return [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+
+
+def migrations_dir() -> Path:
+    """Where the SQL files are: inside the installed package, else the source checkout."""
+    packaged = Path(__file__).resolve().parent / "migrations"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise MigrationError(f"no migrations directory found (looked in {packaged} and {checkout})")
+
+
+def available_migrations(dialect: str) -> list[Migration]:
+    """Every migration for ``dialect`` in version order; gaps or duplicates are errors."""
+    folder = migrations_dir() / dialect
+    if not folder.is_dir():
+        raise MigrationError(f"no migrations for database dialect {dialect!r} in {folder.parent}")
+    found = []
+    for path in sorted(folder.iterdir()):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migration {migration.path.name}: expected version {expected:04d}")
+    return found
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    """Versions recorded in ``jobrunner_schema`` (creating that table if needed)."""
+    schema_versions.create(conn, checkfirst=True)
+    return set(conn.scalars(select(schema_versions.c.version)))
+
+
+def migrate(engine: Engine) -> list[Migration]:
+    """Apply every pending migration in order; returns those applied now."""
+    applied_now = []
+    for migration in available_migrations(engine.dialect.name):
+        with engine.begin() as conn:
+            # Re-read inside the write transaction: another process may have just applied it.
+            if migration.version in applied_versions(conn):
+                continue
+            try:
+                for statement in migration.statements():
+                    conn.exec_driver_sql(statement)
+            except Exception as exc:
+                raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+            conn.execute(
+                schema_versions.insert().values(
+                    version=migration.version, name=migration.name, applied_at=time.time()
+                )
+            )
+        applied_now.append(migration)
+    return applied_now
+
+
+def pending(engine: Engine) -> list[Migration]:
+    """Migrations not yet applied to the database."""
+    with engine.begin() as conn:
+        done = applied_versions(conn)
+    return [m for m in available_migrations(engine.dialect.name) if m.version not in done]

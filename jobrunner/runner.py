@@ -1,0 +1,256 @@
+"""The Runner: the embedding API and the root supervisor of every topic."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskStatus
+
+from . import config as config_module
+from . import events
+from .config import Settings
+from .enqueue import build_row
+from .errors import ConfigError
+from .executor import Executor
+from .job import Job
+from .producer import Producer
+from .store import Store
+from .supervisor import TopicSupervisor
+from .worker import Worker
+
+logger = logging.getLogger("jobrunner.runner")
+
+T = TypeVar("T")
+
+#: One item of :meth:`Runner.enqueue_many`: (worker, args) or (worker, args, options).
+EnqueueItem = tuple[type[Worker] | str, Any] | tuple[type[Worker] | str, Any, Mapping[str, Any]]
+
+
+def default_node_id() -> str:
+    """A node id unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def import_modules(settings: Settings) -> None:
+    """Import ``[runner] modules`` so their Workers exist, resolving names from the config's folder."""
+    if settings.base_dir is not None and str(settings.base_dir) not in sys.path:
+        sys.path.insert(0, str(settings.base_dir))
+    for name in settings.runner.modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"{settings.source}: [runner] modules: importing {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class Runner:
+    """Runs every configured topic and enqueues jobs.
+
+    ``Runner.from_config("config.toml")`` or ``Runner(settings)``. Enqueue from sync code
+    with :meth:`enqueue` / :meth:`enqueue_many`, from async code with
+    :meth:`enqueue_async` / :meth:`enqueue_many_async`; ``await runner.run()``
+    supervises every topic until ``await runner.stop()`` or cancellation.
+    """
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(settings.database)
+        self.node = settings.runner.node or default_node_id()
+        self._producers: dict[str, Producer] = {}
+        self._supervisors: dict[str, TopicSupervisor] = {}
+        self._stop_requested: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._db_limiter: anyio.CapacityLimiter | None = None
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Runner:
+        """A runner configured from a TOML file (see :func:`jobrunner.config.load`)."""
+        return cls(config_module.load(path), **kwargs)
+
+    # ------------------------------------------------------------ enqueue
+
+    def enqueue(
+        self,
+        worker: type[Worker] | str,
+        args: Any = None,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        scheduled_at: Any = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Store one job and return it. Raises EnqueueError, storing nothing, on bad input."""
+        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
+        return self._insert([build_row(self.settings, worker, args, options, self.clock())])[0]
+
+    def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
+        """Store many jobs in one transaction; all or none. Returns them in the order given."""
+        return self._insert(self._rows(items))
+
+    async def enqueue_async(
+        self,
+        worker: type[Worker] | str,
+        args: Any = None,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        scheduled_at: Any = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Like :meth:`enqueue`, without blocking the event loop."""
+        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
+        row = build_row(self.settings, worker, args, options, self.clock())
+        return (await self._run_db(self._insert, [row]))[0]
+
+    async def enqueue_many_async(self, items: Iterable[EnqueueItem]) -> list[Job]:
+        """Like :meth:`enqueue_many`, without blocking the event loop."""
+        rows = self._rows(items)
+        return await self._run_db(self._insert, rows)
+
+    def _rows(self, items: Iterable[EnqueueItem]) -> list[dict[str, Any]]:
+        now = self.clock()
+        rows = []
+        for item in items:
+            worker, args, *rest = item
+            rows.append(build_row(self.settings, worker, args, rest[0] if rest else {}, now))
+        return rows
+
+    def _insert(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+        stored = self.store.insert_jobs(rows)
+        woken: set[str] = set()
+        for job in stored:
+            events.emit(events.job_inserted, job.topic, job=job)
+            if job.state == "available" and job.topic not in woken:
+                woken.add(job.topic)
+                producer = self._producers.get(job.topic)
+                if producer is not None:
+                    producer.notify()
+        return stored
+
+    # ------------------------------------------------------------ queries
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with that id, or None."""
+        return self.store.get_job(job_id)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counts per topic and state, every state present for every configured topic."""
+        return self.store.stats(self.settings.topics)
+
+    # ------------------------------------------------------------ running
+
+    async def _run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._db_limiter)
+
+    def migrate(self) -> list[Any]:
+        """Apply pending schema migrations."""
+        return self.store.migrate()
+
+    @property
+    def running(self) -> bool:
+        """True between the start of :meth:`run` and its end."""
+        return self._finished is not None and not self._finished.is_set()
+
+    def supervisor(self, topic: str) -> TopicSupervisor:
+        """The supervisor of a running topic."""
+        return self._supervisors[topic]
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Migrate, import ``[runner] modules``, then supervise every topic until stopped.
+
+        Reports ready (``task_status.started()``, event ``runner_started``) once every
+        topic is claiming.
+        """
+        if self.running:
+            raise RuntimeError("this runner is already running")
+        self._stop_requested = anyio.Event()
+        self._finished = anyio.Event()
+        # SQLite takes one writer at a time: queue our own writes here, not on its lock.
+        self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
+        try:
+            await self._run_db(self.store.migrate)
+            import_modules(self.settings)
+            await self._supervise(task_status)
+        finally:
+            self._producers.clear()
+            self._finished.set()
+
+    async def _supervise(self, task_status: TaskStatus[None]) -> None:
+        assert self._stop_requested is not None
+        topics = list(self.settings.topics)
+        async with anyio.create_task_group() as outer:
+            uninstall = events.install_async_host(events.AsyncReceiverHost(outer))
+            try:
+                watcher = anyio.CancelScope()
+                outer.start_soon(self._watch_other_processes, watcher)
+                async with anyio.create_task_group() as topic_group:
+                    for name, topic in self.settings.topics.items():
+                        producer = Producer(
+                            topic, self.store, self.node, self._run_db,
+                            Executor(topic, anyio.CapacityLimiter(topic.parallelism), self.clock),
+                            self.clock,
+                        )
+                        supervisor = TopicSupervisor(producer, self.settings.runner)
+                        self._producers[name] = producer
+                        self._supervisors[name] = supervisor
+                        await topic_group.start(supervisor.run)
+                    events.emit(events.runner_started, self.node, topics=topics)
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    for supervisor in self._supervisors.values():
+                        supervisor.stop()
+                watcher.cancel()
+                # Give async receivers still running a bounded time to finish.
+                outer.cancel_scope.deadline = anyio.current_time() + self.settings.runner.shutdown_grace
+            finally:
+                uninstall()
+                events.emit(events.runner_stopped, self.node, topics=topics)
+
+    async def _watch_other_processes(self, scope: anyio.CancelScope) -> None:
+        """Wake producers when another process commits (SQLite: ``PRAGMA data_version``)."""
+        interval = self.settings.database.watch_interval
+        if interval <= 0:
+            return
+        probe = self.store.change_probe()
+        if probe is None:
+            return
+        with scope:
+            try:
+                last = probe.version()
+                while True:
+                    await anyio.sleep(interval)
+                    current = probe.version()
+                    if current != last:
+                        last = current
+                        for producer in self._producers.values():
+                            producer.notify()
+            finally:
+                probe.close()
+
+    async def stop(self) -> None:
+        """Stop gracefully: claim nothing more, let running jobs finish within
+        ``shutdown_grace``, put the rest back, and return once :meth:`run` has ended."""
+        if self._stop_requested is None or self._finished is None:
+            return
+        self._stop_requested.set()
+        await self._finished.wait()
+
+    def request_stop(self) -> None:
+        """Ask a running runner to stop without waiting (safe from signal handlers in the loop)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+
+__all__ = ["Runner", "default_node_id", "import_modules"]

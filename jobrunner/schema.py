@@ -1,0 +1,49 @@
+"""The declared schema (SQLAlchemy Core metadata).
+
+The tables are created only by the SQL migrations in ``migrations/``; a test proves
+that applying them yields exactly this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+_id_type = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobrunner_jobs",
+    metadata,
+    Column("id", _id_type, primary_key=True, autoincrement=True),
+    Column("topic", Text, nullable=False),
+    Column("worker", Text, nullable=False),
+    Column("args", Text, nullable=False, server_default="{}"),
+    Column("state", Text, nullable=False, server_default="available"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="50"),
+    Column("errors", Text, nullable=False, server_default="[]"),
+    Column("result", Text, nullable=True),
+    Column("inserted_at", Float, nullable=False),
+    Column("scheduled_at", Float, nullable=False),
+    Column("attempted_at", Float, nullable=True),
+    Column("completed_at", Float, nullable=True),
+    Column("discarded_at", Float, nullable=True),
+    Column("cancelled_at", Float, nullable=True),
+    Column("attempted_by", Text, nullable=True),
+)
+
+Index("ix_jobrunner_jobs_claim", jobs.c.topic, jobs.c.state, jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
+Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at)
+
+schema_versions = Table(
+    "jobrunner_schema",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+JOB_COLUMNS = tuple(c.name for c in jobs.columns)

@@ -1,0 +1,416 @@
+"""Storage: every SQL statement jobrunner runs, behind verbs named by state transitions.
+
+Nothing above this module knows the SQL dialect. Where dialects differ, the difference
+is isolated here and exposed as a capability flag (``serial_writes``), never as a type
+check elsewhere.
+
+All methods are synchronous and short; the engine calls them from worker threads.
+Every write is one short transaction; on SQLite each takes the write lock at ``BEGIN
+IMMEDIATE`` so concurrent writers queue on the busy timeout instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from . import migrate as migrations
+from .config import DatabaseSettings
+from .errors import ConfigError, JobrunnerError
+from .job import ALL_STATES, Job
+from .schema import JOB_COLUMNS, jobs
+
+_EMPTY_LIST = "[]"
+
+
+class StorageError(JobrunnerError):
+    """The database could not be opened or written."""
+
+
+@dataclass(slots=True)
+class Ack:
+    """One finished execution to record.
+
+    ``kind`` is one of complete, retry, discard, cancel, snooze, release. The write
+    only applies while the row is still ``executing`` at the same ``attempt``: zero
+    rows means the job was rescued or cancelled meanwhile, and it is not overwritten.
+    """
+
+    kind: str
+    job: Job
+    at: float | None = None
+    result: str | None = None
+    errors: str | None = None
+    applied: bool = field(default=False)
+
+
+def _row_to_job(row: Sequence[Any]) -> Job:
+    (id_, topic, worker, args, state, priority, attempt, max_attempts, errors, result,
+     inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at,
+     attempted_by) = row
+    return Job(
+        id=id_,
+        topic=topic,
+        worker=worker,
+        args=json.loads(args),
+        state=state,
+        priority=priority,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        errors=[] if errors == _EMPTY_LIST else json.loads(errors),
+        result=None if result is None else json.loads(result),
+        inserted_at=inserted_at,
+        scheduled_at=scheduled_at,
+        attempted_at=attempted_at,
+        completed_at=completed_at,
+        discarded_at=discarded_at,
+        cancelled_at=cancelled_at,
+        attempted_by=attempted_by,
+    )
+
+
+_ALL = [jobs.c[name] for name in JOB_COLUMNS]
+_EXECUTING = and_(
+    jobs.c.id == bindparam("b_id"),
+    jobs.c.state == "executing",
+    jobs.c.attempt == bindparam("b_attempt"),
+)
+
+# One conditional UPDATE per ack kind; executed with many parameter sets at once.
+_ACK_STATEMENTS = {
+    "complete": update(jobs).where(_EXECUTING).values(
+        state="completed", completed_at=bindparam("b_at"), result=bindparam("b_result")
+    ),
+    "retry": update(jobs).where(_EXECUTING).values(
+        state="retryable", scheduled_at=bindparam("b_at"), errors=bindparam("b_errors")
+    ),
+    "discard": update(jobs).where(_EXECUTING).values(
+        state="discarded", discarded_at=bindparam("b_at"), errors=bindparam("b_errors")
+    ),
+    "cancel": update(jobs).where(_EXECUTING).values(
+        state="cancelled", cancelled_at=bindparam("b_at"), errors=bindparam("b_errors")
+    ),
+    "snooze": update(jobs).where(_EXECUTING).values(
+        state="scheduled", scheduled_at=bindparam("b_at"), attempt=jobs.c.attempt - 1
+    ),
+    "release": update(jobs).where(_EXECUTING).values(state="available", attempt=jobs.c.attempt - 1),
+}
+_ACK_PARAMS = {
+    "complete": ("b_at", "b_result"),
+    "retry": ("b_at", "b_errors"),
+    "discard": ("b_at", "b_errors"),
+    "cancel": ("b_at", "b_errors"),
+    "snooze": ("b_at",),
+    "release": (),
+}
+ACK_KINDS = tuple(_ACK_STATEMENTS)
+
+_claimable = (
+    select(jobs.c.id)
+    .where(jobs.c.topic == bindparam("b_topic"), jobs.c.state == "available")
+    .order_by(jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
+    .limit(bindparam("b_limit"))
+)
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id.in_(_claimable.scalar_subquery()))
+    .values(
+        state="executing",
+        attempt=jobs.c.attempt + 1,
+        attempted_at=bindparam("b_now"),
+        attempted_by=bindparam("b_node"),
+    )
+    .returning(*_ALL)
+)
+# PostgreSQL: lock the chosen rows and skip those another node is claiming.
+_CLAIM_SKIP_LOCKED = (
+    update(jobs)
+    .where(jobs.c.id.in_(_claimable.with_for_update(skip_locked=True).scalar_subquery()))
+    .values(
+        state="executing",
+        attempt=jobs.c.attempt + 1,
+        attempted_at=bindparam("b_now"),
+        attempted_by=bindparam("b_node"),
+    )
+    .returning(*_ALL)
+)
+
+_STAGE = (
+    update(jobs)
+    .where(
+        jobs.c.topic == bindparam("b_topic"),
+        jobs.c.state.in_(("scheduled", "retryable")),
+        jobs.c.scheduled_at <= bindparam("b_now"),
+    )
+    .values(state="available")
+)
+_INSERT = jobs.insert().returning(*_ALL)
+
+
+class _StaleAcks(Exception):
+    """Internal: a batch of acks touched fewer rows than expected; redo it checking each."""
+
+
+class ChangeProbe:
+    """Watches an SQLite file for commits made through other connections.
+
+    ``PRAGMA data_version`` changes whenever another connection commits; reading it
+    takes no lock and touches no disk, so it may run on the event loop.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self._conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
+
+    def version(self) -> int:
+        """A number that changes when someone else commits."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the probe's connection."""
+        self._conn.close()
+
+
+class Store:
+    """The jobs table, reached through one SQLAlchemy engine.
+
+    Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (record finished
+    executions and claim new ones in one transaction), :meth:`stage_due`,
+    :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`.
+    """
+
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
+        try:
+            url = make_url(settings.url)
+        except ArgumentError as exc:
+            raise ConfigError(f"database url {settings.url!r} is not a valid URL: {exc}") from None
+        self.dialect = url.get_backend_name()
+        #: True when the database takes one writer at a time (SQLite): callers
+        #: serialise their own writes instead of queueing on the lock.
+        self.serial_writes = self.dialect == "sqlite"
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(url)
+            self._claim = _CLAIM
+        else:
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            except Exception as exc:
+                raise ConfigError(f"database url {settings.url!r}: {exc}") from None
+            self._claim = _CLAIM_SKIP_LOCKED
+
+    # ------------------------------------------------------------ set-up
+
+    def _sqlite_engine(self, url: Any) -> Engine:
+        database = url.database
+        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+            raise ConfigError(
+                f"database url {self.settings.url!r}: jobrunner needs an SQLite file "
+                "(an in-memory database is private to one connection)"
+            )
+        directory = os.path.dirname(os.path.abspath(database))
+        if not os.path.isdir(directory):
+            raise StorageError(
+                f"database {database!r}: directory {directory!r} does not exist"
+            )
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": self.settings.busy_timeout},
+            pool_size=8,
+            max_overflow=16,
+        )
+        synchronous = self.settings.synchronous
+        busy_ms = int(self.settings.busy_timeout * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            # Take transaction control from the sqlite3 module: we issue BEGIN ourselves.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode and str(mode[0]).lower() != "wal":
+                raise StorageError(f"database {database!r}: could not enable WAL mode (got {mode[0]})")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the lock up front; read-only work asks for a deferred BEGIN.
+            if conn.get_execution_options().get("jobrunner_read_only"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _read(self) -> Connection:
+        conn = self.engine.connect()
+        return conn.execution_options(jobrunner_read_only=True)
+
+    def migrate(self) -> list[migrations.Migration]:
+        """Apply pending schema migrations; returns those applied now."""
+        try:
+            return migrations.migrate(self.engine)
+        except DBAPIError as exc:
+            raise StorageError(f"database {self.settings.url!r}: {exc.orig}") from None
+
+    def pending_migrations(self) -> list[migrations.Migration]:
+        """Migrations not yet applied."""
+        return migrations.pending(self.engine)
+
+    def change_probe(self) -> ChangeProbe | None:
+        """A cheap way to notice commits by other processes, or None where there is none."""
+        if self.dialect != "sqlite":
+            return None
+        return ChangeProbe(self.engine.url.database, self.settings.busy_timeout)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ writes
+
+    def insert_jobs(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+        """Insert rows (column → value, JSON columns already encoded) in one transaction.
+
+        Returns the stored jobs in the order given.
+        """
+        if not rows:
+            return []
+        with self.engine.begin() as conn:
+            result = conn.execute(_INSERT, list(rows)) if len(rows) > 1 else conn.execute(_INSERT, rows[0])
+            stored = [_row_to_job(r) for r in result]
+        if len(rows) > 1:
+            stored.sort(key=lambda j: j.id)
+        return stored
+
+    def ack_and_claim(
+        self,
+        acks: Sequence[Ack],
+        topic: str | None = None,
+        limit: int = 0,
+        node: str = "",
+        now: float = 0.0,
+    ) -> list[Job]:
+        """Record finished executions and claim up to ``limit`` jobs of ``topic``, atomically.
+
+        Each ack's ``applied`` is set to whether its row was still executing at that
+        attempt. Claimed jobs become ``executing`` with ``attempt`` + 1, stamped with
+        ``now`` and ``node``; they are returned in priority, then FIFO, order.
+        """
+        try:
+            return self._ack_and_claim(acks, topic, limit, node, now, checked=False)
+        except _StaleAcks:
+            return self._ack_and_claim(acks, topic, limit, node, now, checked=True)
+
+    def _ack_and_claim(
+        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float, checked: bool
+    ) -> list[Job]:
+        with self.engine.begin() as conn:
+            if acks:
+                self._apply_acks(conn, acks, checked)
+            if topic is None or limit <= 0:
+                return []
+            rows = conn.execute(self._claim, {"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node})
+            claimed = [_row_to_job(r) for r in rows]
+        claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        return claimed
+
+    def _apply_acks(self, conn: Connection, acks: Sequence[Ack], checked: bool) -> None:
+        live: set[tuple[int, int]] | None = None
+        if checked:
+            ids = [a.job.id for a in acks]
+            live = set(
+                conn.execute(
+                    select(jobs.c.id, jobs.c.attempt).where(
+                        jobs.c.id.in_(ids), jobs.c.state == "executing"
+                    )
+                ).tuples()
+            )
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for ack in acks:
+            ack.applied = live is None or (ack.job.id, ack.job.attempt) in live
+            if not ack.applied:
+                continue
+            params: dict[str, Any] = {"b_id": ack.job.id, "b_attempt": ack.job.attempt}
+            for name in _ACK_PARAMS[ack.kind]:
+                params[name] = getattr(ack, name[2:])
+            by_kind.setdefault(ack.kind, []).append(params)
+        for kind, params_list in by_kind.items():
+            result = conn.execute(_ACK_STATEMENTS[kind], params_list)
+            if result.rowcount != len(params_list):
+                if checked:
+                    raise StorageError(f"ack of {kind} touched {result.rowcount} of {len(params_list)} rows")
+                raise _StaleAcks()
+
+    def stage_due(self, topic: str, now: float) -> int:
+        """Make scheduled and retryable jobs of ``topic`` that are due ``available``."""
+        with self.engine.begin() as conn:
+            return conn.execute(_STAGE, {"b_topic": topic, "b_now": now}).rowcount
+
+    # ------------------------------------------------------------ reads
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with that id, or None."""
+        with self._read() as conn, conn.begin():
+            row = conn.execute(select(*_ALL).where(jobs.c.id == job_id)).first()
+        return None if row is None else _row_to_job(row)
+
+    def list_jobs(
+        self,
+        topic: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        worker: str | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Jobs filtered by topic, state and worker, newest first by default."""
+        query = select(*_ALL)
+        if topic is not None:
+            query = query.where(jobs.c.topic == topic)
+        if state is not None:
+            query = query.where(jobs.c.state == state)
+        if worker is not None:
+            query = query.where(jobs.c.worker == worker)
+        query = query.order_by(jobs.c.id.desc() if newest_first else jobs.c.id.asc()).limit(limit)
+        with self._read() as conn, conn.begin():
+            return [_row_to_job(r) for r in conn.execute(query)]
+
+    def stats(self, topics: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+        """Job counts per topic and state; every state is present for every topic named."""
+        counts: dict[str, dict[str, int]] = {t: dict.fromkeys(ALL_STATES, 0) for t in topics}
+        query = select(jobs.c.topic, jobs.c.state, func.count()).group_by(jobs.c.topic, jobs.c.state)
+        with self._read() as conn, conn.begin():
+            for topic, state, count in conn.execute(query):
+                counts.setdefault(topic, dict.fromkeys(ALL_STATES, 0))[state] = count
+        return counts
+
+    def count(self, topic: str | None = None, states: Iterable[str] | None = None) -> int:
+        """How many jobs match ``topic`` and ``states``."""
+        query = select(func.count()).select_from(jobs)
+        if topic is not None:
+            query = query.where(jobs.c.topic == topic)
+        if states is not None:
+            query = query.where(jobs.c.state.in_(list(states)))
+        with self._read() as conn, conn.begin():
+            return int(conn.execute(query).scalar_one())
+
+
+__all__ = ["ACK_KINDS", "Ack", "Store", "StorageError"]

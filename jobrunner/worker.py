@@ -1,0 +1,135 @@
+"""The Worker base class, the special results a worker may return, and worker lookup."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import UnknownWorkerError
+from .job import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    """Returned by ``perform``: run the job again in ``seconds`` without using up an attempt."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seconds, (int, float)) or not math.isfinite(self.seconds) or self.seconds < 0:
+            raise ValueError(f"Snooze seconds must be a finite number >= 0, got {self.seconds!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Returned by ``perform``: stop the job for good (state ``cancelled``) with a reason."""
+
+    reason: str = "cancelled by worker"
+
+
+class Worker:
+    """Base class of every job worker.
+
+    Subclass it, set ``topic`` and implement ``perform``::
+
+        class PrintSum(Worker):
+            topic = "demo"
+            async def perform(self, job):
+                return job.args["a"] + job.args["b"]
+
+    A plain ``def perform`` runs in a worker thread. Class options: ``topic``
+    (required), ``max_attempts`` (default 50), ``priority`` (None: the topic's
+    default), ``timeout`` (seconds, None: no limit).
+    """
+
+    topic: ClassVar[str | None] = None
+    max_attempts: ClassVar[int] = 50
+    priority: ClassVar[int | None] = None
+    timeout: ClassVar[float | None] = None
+
+    #: True when ``perform`` is a coroutine function (set for every subclass).
+    perform_is_async: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if cls.topic is not None and (not isinstance(cls.topic, str) or not cls.topic):
+            raise TypeError(f"{name}.topic must be a non-empty string, got {cls.topic!r}")
+        if not isinstance(cls.max_attempts, int) or isinstance(cls.max_attempts, bool) or cls.max_attempts < 1:
+            raise TypeError(f"{name}.max_attempts must be an integer >= 1, got {cls.max_attempts!r}")
+        if cls.priority is not None and (
+            not isinstance(cls.priority, int) or isinstance(cls.priority, bool) or not 0 <= cls.priority <= 9
+        ):
+            raise TypeError(f"{name}.priority must be None or an integer 0..9, got {cls.priority!r}")
+        if cls.timeout is not None and (
+            not isinstance(cls.timeout, (int, float)) or isinstance(cls.timeout, bool) or cls.timeout <= 0
+        ):
+            raise TypeError(f"{name}.timeout must be None or a number > 0, got {cls.timeout!r}")
+        cls.perform_is_async = inspect.iscoroutinefunction(cls.perform)
+
+    async def perform(self, job: Job) -> Any:
+        """Do the job's work. Return a value (completed), ``Snooze`` or ``Cancel``; raise to fail."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement perform(job)")
+
+    async def after_error(self, job: Job, error: BaseException) -> None:
+        """Called after ``perform`` raised, before the failure is recorded. Default: nothing."""
+
+    def backoff(self, job: Job) -> float | None:
+        """Seconds to wait before retrying ``job``; None (default) uses the topic's backoff."""
+        return None
+
+
+def worker_path(worker: type[Worker]) -> str:
+    """The import path that names ``worker`` in the jobs table."""
+    return f"{worker.__module__}.{worker.__qualname__}"
+
+
+_resolved: dict[str, type[Worker]] = {}
+
+
+def resolve_worker(path: str) -> type[Worker]:
+    """Import the Worker class named by ``path`` (``package.module.ClassName``).
+
+    Raises :class:`UnknownWorkerError` with the reason when the module does not
+    import, the name is missing, or it is not a Worker subclass.
+    """
+    cached = _resolved.get(path)
+    if cached is not None:
+        return cached
+    module_name, _, attr_path = path.rpartition(".")
+    if not module_name or not attr_path:
+        raise UnknownWorkerError(f"worker {path!r} is not an import path like 'package.module.Class'")
+    module = None
+    # Nested classes (Outer.Inner) have dots after the module part: try longest module first.
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        candidate = ".".join(parts[:split])
+        try:
+            module = importlib.import_module(candidate)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and candidate.startswith(exc.name):
+                continue
+            raise UnknownWorkerError(f"worker {path!r}: importing {candidate!r} failed: {exc}") from exc
+        except Exception as exc:  # the module itself is broken
+            raise UnknownWorkerError(
+                f"worker {path!r}: importing {candidate!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        attr_path = ".".join(parts[split:])
+        break
+    if module is None:
+        raise UnknownWorkerError(f"worker {path!r}: no module of that path can be imported")
+    obj: Any = module
+    for attr in attr_path.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise UnknownWorkerError(
+                f"worker {path!r}: module {module.__name__!r} has no attribute {attr_path!r}"
+            ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Worker)):
+        raise UnknownWorkerError(f"worker {path!r} is not a jobrunner.Worker subclass")
+    _resolved[path] = obj
+    return obj

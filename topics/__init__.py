@@ -1,0 +1,1 @@
+"""Worker modules shipped with jobrunner as working examples."""
