@@ -139,6 +139,11 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def wanted(signal: Signal) -> bool:
+    """True when emitting ``signal`` would reach a receiver or a log handler."""
+    return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+
+
 def emit(signal: Signal, sender: Any, **payload: Any) -> None:
     """Log one line for the event, then send it to every receiver, each isolated."""
     name = signal.name

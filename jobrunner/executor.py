@@ -83,22 +83,33 @@ def encode_result(value: Any) -> str | None:
 
 @dataclass(slots=True)
 class Finished:
-    """An execution waiting to be written: the ack plus what its event will say."""
+    """An execution waiting to be written: the ack plus what its event will say.
+
+    The event's job snapshot (``job`` with ``changes`` applied) is built only when
+    someone listens, which keeps the hot path short.
+    """
 
     ack: Ack
     signal: Any
-    snapshot: Job
+    job: Job
+    changes: dict[str, Any]
     payload: dict[str, Any]
+
+    @property
+    def snapshot(self) -> Job:
+        """The job as it is after this transition."""
+        return dataclasses.replace(self.job, **self.changes)
 
     def emit(self) -> None:
         """Send the event (call only after the ack was written)."""
         if self.signal is None:  # put back at shutdown: no lifecycle transition to announce
             logger.info(
-                "job_released id=%s topic=%s: put back as available", self.snapshot.id, self.snapshot.topic,
-                extra={"event": "job_released", "topic": self.snapshot.topic, "job_id": self.snapshot.id},
+                "job_released id=%s topic=%s: put back as available", self.job.id, self.job.topic,
+                extra={"event": "job_released", "topic": self.job.topic, "job_id": self.job.id},
             )
             return
-        events.emit(self.signal, self.snapshot.topic, job=self.snapshot, **self.payload)
+        if events.wanted(self.signal):
+            events.emit(self.signal, self.job.topic, job=self.snapshot, **self.payload)
 
 
 def plan(
@@ -114,19 +125,19 @@ def plan(
     if kind == "completed":
         result = encode_result(outcome.result)
         stored = None if result is None else outcome.result
-        snap = dataclasses.replace(job, state="completed", completed_at=now, result=stored)
-        return Finished(Ack("complete", job, at=now, result=result), events.job_completed, snap,
+        return Finished(Ack("complete", job, at=now, result=result), events.job_completed, job,
+                        {"state": "completed", "completed_at": now, "result": stored},
                         {"duration": duration, "result": stored})
     if kind == "snoozed":
         until = now + outcome.seconds
-        snap = dataclasses.replace(job, state="scheduled", scheduled_at=until, attempt=job.attempt - 1)
-        return Finished(Ack("snooze", job, at=until), events.job_snoozed, snap,
+        return Finished(Ack("snooze", job, at=until), events.job_snoozed, job,
+                        {"state": "scheduled", "scheduled_at": until, "attempt": job.attempt - 1},
                         {"duration": duration, "seconds": outcome.seconds})
     if kind == "cancelled":
         entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {outcome.reason}", "traceback": None}
         errors = [*job.errors, entry]
-        snap = dataclasses.replace(job, state="cancelled", cancelled_at=now, errors=errors)
-        return Finished(Ack("cancel", job, at=now, errors=json.dumps(errors)), events.job_cancelled, snap,
+        return Finished(Ack("cancel", job, at=now, errors=json.dumps(errors)), events.job_cancelled, job,
+                        {"state": "cancelled", "cancelled_at": now, "errors": errors},
                         {"duration": duration, "reason": outcome.reason})
     # failed or unrunnable
     error = outcome.error
@@ -146,13 +157,12 @@ def plan(
         if delay is None:
             delay = backoff_delay(topic.backoff, job.attempt)
         retry_at = now + max(0.0, float(delay))
-        snap = dataclasses.replace(job, state="retryable", scheduled_at=retry_at, errors=errors)
-        return Finished(Ack("retry", job, at=retry_at, errors=encoded), events.job_failed, snap,
+        return Finished(Ack("retry", job, at=retry_at, errors=encoded), events.job_failed, job,
+                        {"state": "retryable", "scheduled_at": retry_at, "errors": errors},
                         {"duration": duration, "error": error, "will_retry": True})
-    snap = dataclasses.replace(job, state="discarded", discarded_at=now, errors=errors)
-    signal = events.job_discarded
-    payload: dict[str, Any] = {"duration": duration, "error": error}
-    return Finished(Ack("discard", job, at=now, errors=encoded), signal, snap, payload)
+    return Finished(Ack("discard", job, at=now, errors=encoded), events.job_discarded, job,
+                    {"state": "discarded", "discarded_at": now, "errors": errors},
+                    {"duration": duration, "error": error})
 
 
 class Executor:

@@ -91,25 +91,26 @@ class Producer:
         while True:
             now = self.clock()
             claiming = not self.stopping and not self.paused
-            if claiming and now >= self._next_stage:
+            stage = claiming and now >= self._next_stage
+            if stage:
                 self._next_stage = now + poll
-                await self._run_db(self.store.stage_due, self.topic.name, now)
             demand = self.topic.parallelism - self.running if claiming else 0
-            if self._pending or demand > 0:
-                claimed = await self.flush(demand)
+            if self._pending or demand > 0 or stage:
+                claimed = await self.flush(demand, stage)
                 for job in claimed:
                     self._start(jobs_tg, job)
             if self.stopping and self.running == 0 and not self._pending:
                 return
             await self.wakeup.wait(max(0.0, self._next_stage - self.clock()) if claiming else math.inf)
 
-    async def flush(self, demand: int = 0) -> list[Job]:
-        """Write pending outcomes (and claim up to ``demand`` jobs) in one transaction."""
+    async def flush(self, demand: int = 0, stage: bool = False) -> list[Job]:
+        """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
+        jobs, all in one transaction."""
         finished, self._pending = self._pending, []
         acks: list[Ack] = [f.ack for f in finished]
         try:
             claimed: list[Job] = await self._run_db(
-                self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock()
+                self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock(), stage
             )
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
@@ -143,7 +144,7 @@ class Producer:
         finally:
             del self._scopes[job.id]
             if finished is None:  # cancelled: put the job back for another run
-                finished = Finished(Ack("release", job), None, job, {})
+                finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
             self._pending.append(finished)
             self.running -= 1
             if self.running == 0:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import (
     Connection,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -156,16 +158,40 @@ _STAGE = (
     update(jobs)
     .where(
         jobs.c.topic == bindparam("b_topic"),
-        jobs.c.state.in_(("scheduled", "retryable")),
+        or_(jobs.c.state == "scheduled", jobs.c.state == "retryable"),
         jobs.c.scheduled_at <= bindparam("b_now"),
     )
     .values(state="available")
 )
 _INSERT = jobs.insert().returning(*_ALL)
+_LIVE_CHECK = select(jobs.c.id, jobs.c.attempt).where(
+    jobs.c.id == bindparam("b_id"), jobs.c.state == "executing"
+)
 
 
 class _StaleAcks(Exception):
     """Internal: a batch of acks touched fewer rows than expected; redo it checking each."""
+
+
+class _Prepared:
+    """A Core statement compiled once for one dialect, run on a raw DBAPI cursor.
+
+    The hot path (insert, ack, claim) skips SQLAlchemy's per-call machinery: the SQL
+    text and parameter order are computed here once.
+    """
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self._defaults: dict[str, Any] = compiled.construct_params(_check=False)
+        self._positions: Sequence[str] | None = compiled.positiontup
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """DBAPI parameters for ``values`` (positional or named, as the driver wants)."""
+        merged = {**self._defaults, **values}
+        if self._positions is None:
+            return merged
+        return tuple([merged[name] for name in self._positions])
 
 
 class ChangeProbe:
@@ -187,12 +213,23 @@ class ChangeProbe:
         self._conn.close()
 
 
-class Store:
-    """The jobs table, reached through one SQLAlchemy engine.
+_INSERT_COLUMNS = (
+    "topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
+    "inserted_at", "scheduled_at",
+)
 
-    Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (record finished
-    executions and claim new ones in one transaction), :meth:`stage_due`,
-    :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`.
+
+class Store:
+    """The jobs table, reached through SQLAlchemy engines.
+
+    Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
+    jobs, record finished executions and claim new ones in one transaction),
+    :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`, :meth:`count`.
+
+    Two durability levels on SQLite: inserts commit with ``[database] synchronous``
+    (FULL by default: an acknowledged enqueue survives a power loss); state
+    transitions commit with NORMAL, which survives a process crash; after a power
+    loss the last few transitions may be undone, and those jobs simply run again.
     """
 
     def __init__(self, settings: DatabaseSettings) -> None:
@@ -205,19 +242,32 @@ class Store:
         #: True when the database takes one writer at a time (SQLite): callers
         #: serialise their own writes instead of queueing on the lock.
         self.serial_writes = self.dialect == "sqlite"
+        #: True when ids of rows inserted in one transaction are consecutive, so a bulk
+        #: insert needs no RETURNING (SQLite AUTOINCREMENT under the write lock).
+        self._sequential_ids = self.dialect == "sqlite"
         if self.dialect == "sqlite":
-            self.engine = self._sqlite_engine(url)
-            self._claim = _CLAIM
+            self.engine = self._sqlite_engine(url, settings.synchronous)
+            self._transitions = self._sqlite_engine(url, "NORMAL" if settings.synchronous != "OFF" else "OFF")
+            self._begin_sql: str | None = "BEGIN IMMEDIATE"
+            claim = _CLAIM
         else:
             try:
                 self.engine = create_engine(url, pool_pre_ping=True)
             except Exception as exc:
                 raise ConfigError(f"database url {settings.url!r}: {exc}") from None
-            self._claim = _CLAIM_SKIP_LOCKED
+            self._transitions = self.engine
+            self._begin_sql = None
+            claim = _CLAIM_SKIP_LOCKED
+        dialect = self.engine.dialect
+        self._claim = _Prepared(claim, dialect)
+        self._stage = _Prepared(_STAGE, dialect)
+        self._acks = {kind: _Prepared(stmt, dialect) for kind, stmt in _ACK_STATEMENTS.items()}
+        self._insert_returning = _Prepared(_INSERT.values({c: None for c in _INSERT_COLUMNS}), dialect)
+        self._insert_plain = _Prepared(jobs.insert().values({c: None for c in _INSERT_COLUMNS}), dialect)
 
     # ------------------------------------------------------------ set-up
 
-    def _sqlite_engine(self, url: Any) -> Engine:
+    def _sqlite_engine(self, url: Any, synchronous: str) -> Engine:
         database = url.database
         if not database or database == ":memory:" or url.query.get("mode") == "memory":
             raise ConfigError(
@@ -226,16 +276,13 @@ class Store:
             )
         directory = os.path.dirname(os.path.abspath(database))
         if not os.path.isdir(directory):
-            raise StorageError(
-                f"database {database!r}: directory {directory!r} does not exist"
-            )
+            raise StorageError(f"database {database!r}: directory {directory!r} does not exist")
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": self.settings.busy_timeout},
             pool_size=8,
             max_overflow=16,
         )
-        synchronous = self.settings.synchronous
         busy_ms = int(self.settings.busy_timeout * 1000)
 
         @event.listens_for(engine, "connect")
@@ -264,6 +311,26 @@ class Store:
         conn = self.engine.connect()
         return conn.execution_options(jobrunner_read_only=True)
 
+    @contextmanager
+    def _raw_write(self, engine: Engine) -> Iterator[Any]:
+        """A DBAPI cursor inside one write transaction on ``engine``."""
+        try:
+            proxy = engine.raw_connection()
+        except DBAPIError as exc:
+            raise StorageError(f"database {self.settings.url!r}: {exc.orig}") from None
+        try:
+            cursor = proxy.cursor()
+            if self._begin_sql:
+                cursor.execute(self._begin_sql)
+            try:
+                yield cursor
+            except BaseException:
+                proxy.rollback()
+                raise
+            proxy.commit()
+        finally:
+            proxy.close()
+
     def migrate(self) -> list[migrations.Migration]:
         """Apply pending schema migrations; returns those applied now."""
         try:
@@ -284,22 +351,37 @@ class Store:
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()
+        self._transitions.dispose()
 
     # ------------------------------------------------------------ writes
 
     def insert_jobs(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
         """Insert rows (column → value, JSON columns already encoded) in one transaction.
 
-        Returns the stored jobs in the order given.
+        Every row has the keys of ``_INSERT_COLUMNS``. Returns the stored jobs in the
+        order given.
         """
         if not rows:
             return []
-        with self.engine.begin() as conn:
-            result = conn.execute(_INSERT, list(rows)) if len(rows) > 1 else conn.execute(_INSERT, rows[0])
-            stored = [_row_to_job(r) for r in result]
-        if len(rows) > 1:
-            stored.sort(key=lambda j: j.id)
-        return stored
+        with self._raw_write(self.engine) as cursor:
+            if len(rows) == 1 or not self._sequential_ids:
+                stored = []
+                for row in rows:
+                    cursor.execute(self._insert_returning.sql, self._insert_returning.params(row))
+                    stored.append(_row_to_job(cursor.fetchone()))
+                return stored
+            cursor.executemany(self._insert_plain.sql, [self._insert_plain.params(r) for r in rows])
+            last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(rows) + 1
+        return [
+            Job(
+                id=first + i, topic=r["topic"], worker=r["worker"], args=json.loads(r["args"]),
+                state=r["state"], priority=r["priority"], attempt=r["attempt"],
+                max_attempts=r["max_attempts"], errors=[], inserted_at=r["inserted_at"],
+                scheduled_at=r["scheduled_at"],
+            )
+            for i, r in enumerate(rows)
+        ]
 
     def ack_and_claim(
         self,
@@ -308,43 +390,53 @@ class Store:
         limit: int = 0,
         node: str = "",
         now: float = 0.0,
+        stage: bool = False,
     ) -> list[Job]:
         """Record finished executions and claim up to ``limit`` jobs of ``topic``, atomically.
 
-        Each ack's ``applied`` is set to whether its row was still executing at that
-        attempt. Claimed jobs become ``executing`` with ``attempt`` + 1, stamped with
-        ``now`` and ``node``; they are returned in priority, then FIFO, order.
+        With ``stage``, scheduled and retryable jobs of ``topic`` that are due become
+        available first. Each ack's ``applied`` is set to whether its row was still
+        executing at that attempt. Claimed jobs become ``executing`` with ``attempt``
+        + 1, stamped with ``now`` and ``node``; they are returned in priority, then
+        FIFO, order.
         """
         try:
-            return self._ack_and_claim(acks, topic, limit, node, now, checked=False)
+            return self._ack_and_claim(acks, topic, limit, node, now, stage, checked=False)
         except _StaleAcks:
-            return self._ack_and_claim(acks, topic, limit, node, now, checked=True)
+            return self._ack_and_claim(acks, topic, limit, node, now, stage, checked=True)
 
     def _ack_and_claim(
-        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float, checked: bool
+        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float,
+        stage: bool, checked: bool,
     ) -> list[Job]:
-        with self.engine.begin() as conn:
+        with self._raw_write(self._transitions) as cursor:
             if acks:
-                self._apply_acks(conn, acks, checked)
-            if topic is None or limit <= 0:
+                self._apply_acks(cursor, acks, checked)
+            if topic is None:
                 return []
-            rows = conn.execute(self._claim, {"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node})
-            claimed = [_row_to_job(r) for r in rows]
+            if stage:
+                cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
+            if limit <= 0:
+                return []
+            cursor.execute(
+                self._claim.sql,
+                self._claim.params({"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node}),
+            )
+            claimed = [_row_to_job(r) for r in cursor.fetchall()]
         claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return claimed
 
-    def _apply_acks(self, conn: Connection, acks: Sequence[Ack], checked: bool) -> None:
+    def _apply_acks(self, cursor: Any, acks: Sequence[Ack], checked: bool) -> None:
         live: set[tuple[int, int]] | None = None
         if checked:
-            ids = [a.job.id for a in acks]
-            live = set(
-                conn.execute(
-                    select(jobs.c.id, jobs.c.attempt).where(
-                        jobs.c.id.in_(ids), jobs.c.state == "executing"
-                    )
-                ).tuples()
-            )
-        by_kind: dict[str, list[dict[str, Any]]] = {}
+            live = set()
+            check = _Prepared(_LIVE_CHECK, self.engine.dialect)
+            for ack in acks:
+                cursor.execute(check.sql, check.params({"b_id": ack.job.id}))
+                row = cursor.fetchone()
+                if row is not None:
+                    live.add((row[0], row[1]))
+        by_kind: dict[str, list[Any]] = {}
         for ack in acks:
             ack.applied = live is None or (ack.job.id, ack.job.attempt) in live
             if not ack.applied:
@@ -352,18 +444,13 @@ class Store:
             params: dict[str, Any] = {"b_id": ack.job.id, "b_attempt": ack.job.attempt}
             for name in _ACK_PARAMS[ack.kind]:
                 params[name] = getattr(ack, name[2:])
-            by_kind.setdefault(ack.kind, []).append(params)
+            by_kind.setdefault(ack.kind, []).append(self._acks[ack.kind].params(params))
         for kind, params_list in by_kind.items():
-            result = conn.execute(_ACK_STATEMENTS[kind], params_list)
-            if result.rowcount != len(params_list):
+            cursor.executemany(self._acks[kind].sql, params_list)
+            if cursor.rowcount != len(params_list):
                 if checked:
-                    raise StorageError(f"ack of {kind} touched {result.rowcount} of {len(params_list)} rows")
+                    raise StorageError(f"ack of {kind} touched {cursor.rowcount} of {len(params_list)} rows")
                 raise _StaleAcks()
-
-    def stage_due(self, topic: str, now: float) -> int:
-        """Make scheduled and retryable jobs of ``topic`` that are due ``available``."""
-        with self.engine.begin() as conn:
-            return conn.execute(_STAGE, {"b_topic": topic, "b_now": now}).rowcount
 
     # ------------------------------------------------------------ reads
 
