@@ -122,7 +122,7 @@ async def _run_receiver(awaitable: Awaitable[Any], name: str) -> None:
 
 
 def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
-    parts = [name, f"topic={sender}"]
+    parts = [name, f"node={sender}" if name.startswith("runner_") else f"topic={sender}"]
     job = payload.get("job")
     if job is not None:
         parts.insert(1, f"id={job.id}")

@@ -98,7 +98,7 @@ class Producer:
             if self._pending or demand > 0 or stage:
                 claimed = await self.flush(demand, stage)
                 for job in claimed:
-                    self._start(jobs_tg, job)
+                    self.start_job(jobs_tg, job)
             if self.stopping and self.running == 0 and not self._pending:
                 return
             await self.wakeup.wait(max(0.0, self._next_stage - self.clock()) if claiming else math.inf)
@@ -128,7 +128,8 @@ class Producer:
 
     # -------------------------------------------------------------- jobs
 
-    def _start(self, jobs_tg: TaskGroup, job: Job) -> None:
+    def start_job(self, jobs_tg: TaskGroup, job: Job) -> None:
+        """Run a claimed job as a task of ``jobs_tg``; its outcome joins the pending acks."""
         self.running += 1
         self._idle = anyio.Event() if self.running == 1 else self._idle
         events.emit(events.job_started, self.topic.name, job=job)

@@ -426,6 +426,12 @@ class Store:
         claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return claimed
 
+    def stage_due(self, topic: str, now: float) -> int:
+        """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
+        with self._raw_write(self._transitions) as cursor:
+            cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
+            return cursor.rowcount
+
     def _apply_acks(self, cursor: Any, acks: Sequence[Ack], checked: bool) -> None:
         live: set[tuple[int, int]] | None = None
         if checked:

@@ -1,0 +1,297 @@
+"""The supervised engine end to end: a real runner on a real SQLite file, on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from typing import Any
+
+import anyio
+import pytest
+
+from jobrunner import Job, Runner, Worker, events
+from jobrunner.testing import EventRecorder, drain, running, wait_for
+from tests import workers
+from tests.workers import Add, AlwaysFails, CancelMe, FailTimes, Noop, Sleeper, SnoozeOnce, SyncAdd
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"t": {"parallelism": 4, "poll_interval": 0.05}}
+
+
+def completed(job: Job) -> Any:
+    return wait_for(events.job_completed, lambda p: p["job"].id == job.id)
+
+
+async def test_runs_a_job_and_stores_its_result(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        job = runner.enqueue(Add, {"a": 20, "b": 22})
+        payload = await completed(job)
+    stored = runner.get_job(job.id)
+    assert stored.state == "completed" and stored.result == 42 and stored.attempt == 1
+    assert stored.attempted_by == runner.node
+    assert payload["job"].state == "completed" and payload["result"] == 42
+    assert payload["duration"] >= 0
+
+
+async def test_sync_perform_runs_in_a_thread_under_the_runner(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        job = runner.enqueue(SyncAdd, {"a": 1, "b": 2})
+        await completed(job)
+    result = runner.get_job(job.id).result
+    assert result["sum"] == 3 and result["thread"] != "MainThread"
+
+
+async def test_insert_in_process_starts_without_waiting_for_the_poll(make_runner: Any) -> None:
+    runner = make_runner({"t": {"poll_interval": 30}})
+    async with running(runner):
+        with anyio.fail_after(5):  # a poll would take 30 s
+            job = await runner.enqueue_async(Noop, {})
+            await completed(job)
+
+
+async def test_insert_from_another_process_is_seen_before_the_poll(
+    make_runner: Any, subprocess_env: dict[str, str], tmp_path: Any
+) -> None:
+    runner = make_runner({"t": {"poll_interval": 30}})
+    config = tmp_path / "cfg.toml"
+    config.write_text(f'[database]\nurl = "{runner.settings.database.url}"\n[topics.t]\n')
+    async with running(runner):
+        waiter = wait_for(events.job_completed, lambda p: p["job"].worker == "tests.workers.Noop")
+        out = await anyio.run_process(
+            [sys.executable, "-m", "jobrunner", "--config", str(config), "enqueue", "tests.workers.Noop"],
+            env=subprocess_env,
+        )
+        job_id = int(out.stdout.decode().strip())
+        with anyio.fail_after(5):
+            payload = await waiter
+    assert payload["job"].id == job_id
+
+
+async def test_priority_order_then_fifo(make_runner: Any) -> None:
+    runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}})
+    jobs = runner.enqueue_many(
+        [(Noop, {"n": n}, {"priority": p}) for n, p in enumerate([5, 1, 5, 0, 1, 9, 0])]
+    )
+    order: list[int] = []
+    with EventRecorder("t") as recorder:
+        async with running(runner):
+            await recorder.wait_count("job_completed", len(jobs))
+        order = [e.job.id for e in recorder.of("job_started")]
+    expected = [j.id for j in sorted(jobs, key=lambda j: (j.priority, j.id))]
+    assert order == expected
+
+
+class Concurrency(Worker):
+    topic = "t"
+    active = 0
+    peak = 0
+
+    async def perform(self, job: Job) -> None:
+        Concurrency.active += 1
+        Concurrency.peak = max(Concurrency.peak, Concurrency.active)
+        try:
+            await anyio.sleep(0.01)
+        finally:
+            Concurrency.active -= 1
+
+
+async def test_parallelism_is_never_exceeded(make_runner: Any) -> None:
+    Concurrency.active = Concurrency.peak = 0
+    runner = make_runner({"t": {"parallelism": 3, "poll_interval": 0.05}})
+    runner.enqueue_many([(Concurrency, {}) for _ in range(30)])
+    with EventRecorder("t") as recorder:
+        async with running(runner):
+            await recorder.wait_count("job_completed", 30)
+    assert Concurrency.peak == 3
+
+
+async def test_failures_retry_with_backoff_then_complete(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    with EventRecorder("t") as recorder:
+        async with running(runner):
+            job = runner.enqueue(FailTimes, {"fails": 2})
+            await completed(job)
+    stored = runner.get_job(job.id)
+    assert stored.state == "completed" and stored.attempt == 3
+    assert [e["attempt"] for e in stored.errors] == [1, 2]
+    assert all(e["error"].startswith("ValueError: failing attempt") for e in stored.errors)
+    failed = recorder.of("job_failed")
+    assert [e.payload["will_retry"] for e in failed] == [True, True]
+    assert failed[0].job.state == "retryable"
+
+
+async def test_exhausted_attempts_discard(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        job = runner.enqueue(AlwaysFails, {})
+        payload = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
+    stored = runner.get_job(job.id)
+    assert stored.state == "discarded" and stored.attempt == 2 and len(stored.errors) == 2
+    assert stored.discarded_at is not None
+    assert isinstance(payload["error"], RuntimeError)
+
+
+async def test_scheduled_job_runs_when_due(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        job = runner.enqueue(Noop, {}, delay=0.3)
+        assert runner.get_job(job.id).state == "scheduled"
+        await completed(job)
+    stored = runner.get_job(job.id)
+    assert stored.attempted_at >= stored.scheduled_at
+
+
+async def test_snooze_and_cancel_under_the_runner(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        snoozer = runner.enqueue(SnoozeOnce, {})
+        cancelled = runner.enqueue(CancelMe, {})
+        waiter = wait_for(events.job_cancelled, lambda p: p["job"].id == cancelled.id)
+        await completed(snoozer)
+        await waiter
+    assert runner.get_job(snoozer.id).attempt == 1  # the snoozed run did not count
+    stored = runner.get_job(cancelled.id)
+    assert stored.state == "cancelled" and stored.cancelled_at is not None
+
+
+async def test_unknown_worker_is_discarded_not_retried(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    row = {
+        "topic": "t", "worker": "tests.workers.Vanished", "args": "{}", "state": "available",
+        "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
+        "inserted_at": 0.0, "scheduled_at": 0.0,
+    }
+    [job] = runner.store.insert_jobs([row])
+    async with running(runner):
+        await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
+    stored = runner.get_job(job.id)
+    assert stored.state == "discarded" and stored.attempt == 1
+    assert "no attribute 'Vanished'" in stored.errors[0]["error"]
+
+
+def _fail_updates_of(db_path: str, topic: str) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            f"CREATE TRIGGER fail_{topic} BEFORE UPDATE ON jobrunner_jobs WHEN NEW.topic = '{topic}' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+
+
+def _heal(db_path: str, topic: str) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"DROP TRIGGER fail_{topic}")
+
+
+class Bad(Worker):
+    topic = "bad"
+
+    async def perform(self, job: Job) -> None:
+        return None
+
+
+async def test_crashing_producer_stops_only_its_topic(make_runner: Any) -> None:
+    runner = make_runner(
+        {"bad": {"poll_interval": 0.05}, "t": {"poll_interval": 0.05}},
+        runner={"max_restarts": 2},
+    )
+    db_path = runner.store.engine.url.database
+    _fail_updates_of(db_path, "bad")
+    runner.enqueue(Bad, {})
+    with EventRecorder() as recorder:
+        async with running(runner):
+            stopped = await recorder.wait_for("topic_stopped", lambda p: True)
+            assert stopped.sender == "bad" and "too many restarts" in stopped.payload["reason"]
+            good = runner.enqueue(Noop, {})
+            await completed(good)
+    crashes = recorder.of("topic_crashed")
+    assert [c.sender for c in crashes] == ["bad"] * 3
+    assert "disk on fire" in str(crashes[0].payload["error"])
+    assert len(recorder.of("topic_restarted")) == 2
+
+
+async def test_crashed_producer_restarts_and_recovers(make_runner: Any) -> None:
+    runner = make_runner({"bad": {"poll_interval": 0.05}})
+    db_path = runner.store.engine.url.database
+    _fail_updates_of(db_path, "bad")
+    job = runner.enqueue(Bad, {})
+
+    def heal(sender: str, **payload: Any) -> None:
+        _heal(db_path, "bad")
+
+    events.topic_crashed.connect(heal, weak=False)
+    try:
+        async with running(runner):
+            await wait_for(events.topic_restarted)
+            await completed(job)
+    finally:
+        events.topic_crashed.disconnect(heal)
+    assert runner.get_job(job.id).state == "completed"
+
+
+async def test_graceful_stop_lets_short_jobs_finish(make_runner: Any) -> None:
+    runner = make_runner(FAST, runner={"shutdown_grace": 10})
+    job = runner.enqueue(Sleeper, {"seconds": 0.2})
+    async with running(runner):
+        await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+    assert runner.get_job(job.id).state == "completed"
+
+
+async def test_stop_after_grace_puts_running_jobs_back(make_runner: Any) -> None:
+    runner = make_runner(FAST, runner={"shutdown_grace": 0.1})
+    job = runner.enqueue(Sleeper, {"seconds": 60})
+    async with running(runner):
+        await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+    stored = runner.get_job(job.id)
+    assert stored.state == "available" and stored.attempt == 0 and stored.errors == []
+
+
+async def test_cancelling_run_puts_running_jobs_back(make_runner: Any) -> None:
+    runner = make_runner(FAST)
+    job = runner.enqueue(Sleeper, {"seconds": 60})
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+        tg.cancel_scope.cancel()
+    assert runner.get_job(job.id).state == "available"
+    assert not runner.running
+
+
+async def test_released_job_runs_again_on_the_next_run(make_runner: Any) -> None:
+    runner = make_runner(FAST, runner={"shutdown_grace": 0})
+    job = runner.enqueue(Sleeper, {"seconds": 60})
+    async with running(runner):
+        await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+    quick = runner.get_job(job.id)
+    assert quick.state == "available"
+    workers.seen.pop(job.id, None)
+    async with running(runner):
+        payload = await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+    assert payload["job"].attempt == 1
+
+
+async def test_drain_counts_outcomes(runner: Runner) -> None:
+    runner.enqueue_many([(Add, {"a": 1, "b": 1}), (CancelMe, {}), (AlwaysFails, {}), (FailTimes, {"fails": 1})])
+    runner.enqueue(Noop, {}, delay=3600)
+    # Retries of these workers are due at once, so draining runs them too.
+    first = await drain(runner, "t")
+    assert first == {"completed": 2, "failed": 2, "discarded": 1, "cancelled": 1, "snoozed": 0}
+    assert runner.stats()["t"]["scheduled"] == 1
+    rest = await drain(runner, "t", with_scheduled=True)
+    assert rest == {"completed": 1, "failed": 0, "discarded": 0, "cancelled": 0, "snoozed": 0}
+    assert runner.stats()["t"]["completed"] == 3
+
+
+async def test_runner_events_and_ready_handshake(make_runner: Any) -> None:
+    runner = make_runner({"a": {}, "b": {}})
+    with EventRecorder() as recorder:
+        async with running(runner):
+            assert runner.running
+            names = recorder.names()
+            assert names.count("topic_started") == 2 and names[-1] == "runner_started"
+    assert recorder.names()[-1] == "runner_stopped"
+    assert sorted(e.sender for e in recorder.of("topic_stopped")) == ["a", "b"]
+    assert recorder.of("runner_started")[0].sender == runner.node

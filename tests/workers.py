@@ -1,0 +1,99 @@
+"""Workers used by the test suite (importable as tests.workers.*)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import anyio
+
+from jobrunner import Cancel, Job, Snooze, Worker
+
+#: Filled by workers that record what they saw: job id → list of attempts.
+seen: dict[int, list[int]] = {}
+lock = threading.Lock()
+
+
+def record(job: Job) -> None:
+    with lock:
+        seen.setdefault(job.id, []).append(job.attempt)
+
+
+class Noop(Worker):
+    topic = "t"
+
+    async def perform(self, job: Job) -> None:
+        record(job)
+
+
+class Add(Worker):
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        return job.args["a"] + job.args["b"]
+
+
+class SyncAdd(Worker):
+    topic = "t"
+
+    def perform(self, job: Job) -> Any:
+        record(job)
+        return {"sum": job.args["a"] + job.args["b"], "thread": threading.current_thread().name}
+
+
+class FailTimes(Worker):
+    """Fails the first args['fails'] attempts."""
+
+    topic = "t"
+    max_attempts = 3
+
+    def backoff(self, job: Job) -> float:
+        return 0.0
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        if job.attempt <= job.args.get("fails", 1):
+            raise ValueError(f"failing attempt {job.attempt}")
+        return "ok"
+
+
+class AlwaysFails(Worker):
+    topic = "t"
+    max_attempts = 2
+
+    def backoff(self, job: Job) -> float:
+        return 0.0
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        raise RuntimeError("always")
+
+
+class SnoozeOnce(Worker):
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        if len(seen.get(job.id, [])) == 1:
+            return Snooze(0)
+        return "woke"
+
+
+class CancelMe(Worker):
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        return Cancel("not needed")
+
+
+class Sleeper(Worker):
+    """Sleeps args['seconds'] (anyio sleep: cancellable)."""
+
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        record(job)
+        await anyio.sleep(job.args.get("seconds", 60))
+        return "slept"
