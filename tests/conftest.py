@@ -74,3 +74,11 @@ def subprocess_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _fresh_worker_records() -> None:
+    """Job ids restart with each test database: forget what test workers saw."""
+    from tests import workers
+
+    workers.seen.clear()
