@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -36,59 +37,99 @@ def _timestamp(value: Any) -> float:
     raise EnqueueError(f"scheduled_at must be a datetime or POSIX seconds, got {value!r}")
 
 
+_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_decoder = json.JSONDecoder()
+
+
 def encode_args(name: str, args: Any) -> str:
     """The JSON text of ``args``; EnqueueError naming the worker when it is not JSON."""
     try:
-        return json.dumps({} if args is None else args, allow_nan=False, separators=(",", ":"))
+        return _encoder.encode({} if args is None else args)
     except (TypeError, ValueError) as exc:
         raise EnqueueError(f"arguments of {name} are not JSON: {exc}") from None
+
+
+def _plain_json(value: Any) -> bool:
+    """True when ``value`` decodes from its JSON unchanged (dicts with str keys, lists, scalars)."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain_json(v) for v in value)
+    return kind is str or kind is int or kind is bool or kind is float or value is None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDefaults:
+    """What a worker class contributes to each of its jobs, resolved once."""
+
+    name: str
+    topic: str
+    priority: int
+    max_attempts: int
+
+
+def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDefaults:
+    """Resolve ``worker`` and its defaults; errors name the worker."""
+    cls = _as_worker(worker)
+    name = worker_path(cls)
+    if not cls.topic:
+        raise EnqueueError(f"worker {name} has no topic: set `topic = \"...\"` on the class")
+    topic = settings.topic(cls.topic)
+    priority = cls.priority if cls.priority is not None else topic.priority
+    return WorkerDefaults(name, cls.topic, priority, cls.max_attempts)
 
 
 def build_row(
     settings: Settings,
     worker: type[Worker] | str,
     args: Any,
-    options: Mapping[str, Any],
+    options: Mapping[str, Any] | None,
     now: float,
+    defaults: WorkerDefaults | None = None,
 ) -> dict[str, Any]:
-    """Validate one job and return its row (column → value, JSON columns encoded)."""
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise EnqueueError(f"unknown enqueue option {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPTIONS))})")
-    cls = _as_worker(worker)
-    name = worker_path(cls)
-    if not cls.topic:
-        raise EnqueueError(f"worker {name} has no topic: set `topic = \"...\"` on the class")
-    topic = settings.topic(cls.topic)
+    """Validate one job and return its row (column → value, JSON columns encoded).
 
-    priority = options.get("priority")
-    if priority is None:
-        priority = cls.priority if cls.priority is not None else topic.priority
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
-        raise EnqueueError(f"priority of {name} must be an integer 0..9, got {priority!r}")
-
-    max_attempts = options.get("max_attempts")
-    if max_attempts is None:
-        max_attempts = cls.max_attempts
-    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise EnqueueError(f"max_attempts of {name} must be an integer >= 1, got {max_attempts!r}")
-
-    delay = options.get("delay")
-    scheduled_at = options.get("scheduled_at")
-    if delay is not None and scheduled_at is not None:
-        raise EnqueueError(f"give {name} either delay or scheduled_at, not both")
+    ``defaults`` (from :func:`worker_defaults`) saves resolving the worker again when
+    many jobs share it.
+    """
+    d = defaults or worker_defaults(settings, worker)
+    name = d.name
+    priority = d.priority
+    max_attempts = d.max_attempts
     run_at = now
-    if delay is not None:
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay) or delay < 0:
-            raise EnqueueError(f"delay of {name} must be a number of seconds >= 0, got {delay!r}")
-        run_at = now + delay
-    elif scheduled_at is not None:
-        run_at = _timestamp(scheduled_at)
+    if options:
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise EnqueueError(
+                f"unknown enqueue option {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPTIONS))})"
+            )
+        if options.get("priority") is not None:
+            priority = options["priority"]
+            if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+                raise EnqueueError(f"priority of {name} must be an integer 0..9, got {priority!r}")
+        if options.get("max_attempts") is not None:
+            max_attempts = options["max_attempts"]
+            if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+                raise EnqueueError(f"max_attempts of {name} must be an integer >= 1, got {max_attempts!r}")
+        delay = options.get("delay")
+        scheduled_at = options.get("scheduled_at")
+        if delay is not None and scheduled_at is not None:
+            raise EnqueueError(f"give {name} either delay or scheduled_at, not both")
+        if delay is not None:
+            if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay) or delay < 0:
+                raise EnqueueError(f"delay of {name} must be a number of seconds >= 0, got {delay!r}")
+            run_at = now + delay
+        elif scheduled_at is not None:
+            run_at = _timestamp(scheduled_at)
 
+    encoded = encode_args(name, args)
     return {
-        "topic": cls.topic,
+        "topic": d.topic,
         "worker": name,
-        "args": encode_args(name, args),
+        "args": encoded,
+        # The stored job carries args exactly as a later read decodes them.
+        "decoded_args": args if args is not None and _plain_json(args) else _decoder.decode(encoded),
         "state": "scheduled" if run_at > now else "available",
         "priority": priority,
         "attempt": 0,

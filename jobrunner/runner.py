@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 from . import config as config_module
 from . import events
 from .config import Settings
-from .enqueue import build_row
+from .enqueue import WorkerDefaults, build_row, worker_defaults
 from .errors import ConfigError
 from .executor import Executor
 from .job import Job
@@ -122,9 +122,13 @@ class Runner:
     def _rows(self, items: Iterable[EnqueueItem]) -> list[dict[str, Any]]:
         now = self.clock()
         rows = []
+        resolved: dict[Any, WorkerDefaults] = {}
         for item in items:
             worker, args, *rest = item
-            rows.append(build_row(self.settings, worker, args, rest[0] if rest else {}, now))
+            defaults = resolved.get(worker)
+            if defaults is None:
+                defaults = resolved[worker] = worker_defaults(self.settings, worker)
+            rows.append(build_row(self.settings, worker, args, rest[0] if rest else None, now, defaults))
         return rows
 
     def _insert(self, rows: Sequence[dict[str, Any]]) -> list[Job]:

@@ -12,6 +12,7 @@ IMMEDIATE`` so concurrent writers queue on the busy timeout instead of deadlocki
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -183,15 +184,22 @@ class _Prepared:
     def __init__(self, statement: Any, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
-        self._defaults: dict[str, Any] = compiled.construct_params(_check=False)
-        self._positions: Sequence[str] | None = compiled.positiontup
+        defaults = compiled.construct_params(_check=False)
+        # Values fixed in the statement itself (state = 'executing', ...).
+        self._fixed = {k: v for k, v in defaults.items() if v is not None}
+        positions = compiled.positiontup
+        self._positional = positions is not None
+        self._pick = operator.itemgetter(*positions) if positions else None
+        if positions is not None and len(positions) == 1:
+            single = operator.itemgetter(positions[0])
+            self._pick = lambda values: (single(values),)
 
     def params(self, values: dict[str, Any]) -> Any:
         """DBAPI parameters for ``values`` (positional or named, as the driver wants)."""
-        merged = {**self._defaults, **values}
-        if self._positions is None:
+        merged = {**self._fixed, **values} if self._fixed else values
+        if not self._positional:
             return merged
-        return tuple([merged[name] for name in self._positions])
+        return self._pick(merged) if self._pick is not None else ()
 
 
 class ChangeProbe:
@@ -358,8 +366,9 @@ class Store:
     def insert_jobs(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
         """Insert rows (column → value, JSON columns already encoded) in one transaction.
 
-        Every row has the keys of ``_INSERT_COLUMNS``. Returns the stored jobs in the
-        order given.
+        Every row has the keys of ``_INSERT_COLUMNS``; an optional ``decoded_args``
+        key holds the arguments already decoded (saves decoding them again). Returns
+        the stored jobs in the order given.
         """
         if not rows:
             return []
@@ -375,7 +384,8 @@ class Store:
         first = last - len(rows) + 1
         return [
             Job(
-                id=first + i, topic=r["topic"], worker=r["worker"], args=json.loads(r["args"]),
+                id=first + i, topic=r["topic"], worker=r["worker"],
+                args=r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
                 state=r["state"], priority=r["priority"], attempt=r["attempt"],
                 max_attempts=r["max_attempts"], errors=[], inserted_at=r["inserted_at"],
                 scheduled_at=r["scheduled_at"],
