@@ -447,6 +447,11 @@ async def latency_cross_process(runner: jobrunner.Runner, config: dict[str, Any]
 
     The child enqueues one job per ``go`` line and reports its wall-clock timestamp; the
     next ``go`` is sent only once the previous job has completed here.
+
+    This lock-step protocol keeps each enqueue at the same phase of the runner's
+    ``[database] watch_interval`` timer (just after the tick that noticed the previous
+    job), so the figures sit near the full interval rather than half of it on average:
+    read them as close to the worst case for one interval.
     """
     gate = CompletionGate()
     latencies: list[float] = []

@@ -16,7 +16,7 @@ def backoff_delay(settings: BackoffSettings, attempt: int, rand: random.Random |
     n = max(1, attempt)
     if settings.strategy == "exponential":
         # Cap the exponent so huge attempt counts cannot overflow a float.
-        delay = settings.base * 2.0 ** min(n - 1, 1024)
+        delay = settings.base * 2.0 ** min(n - 1, 1023)
     elif settings.strategy == "linear":
         delay = settings.base * n
     else:

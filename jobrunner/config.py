@@ -12,6 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import ConfigError
@@ -117,7 +118,11 @@ def _type_name(kind: Any) -> str:
 def _check(where: str, key: str, value: Any, kind: type) -> Any:
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
+        try:
+            finite = ok and math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if ok and not finite:
             raise ConfigError(f"{where}: key {key!r} must be a finite number, got {value!r}")
         value = float(value) if ok else value
     elif kind is int:
@@ -238,7 +243,9 @@ def parse(data: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None
     env_url = os.environ.get(ENV_DATABASE_URL)
     if env_url:
         database = dataclasses.replace(database, url=env_url)
-    return Settings(database=database, runner=runner, topics=topics, source=source, base_dir=base_dir)
+    return Settings(
+        database=database, runner=runner, topics=MappingProxyType(topics), source=source, base_dir=base_dir
+    )
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -33,6 +33,7 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
+    sqlite_autoincrement=True,  # ids are never reused, even after pruning
 )
 
 Index("ix_jobrunner_jobs_claim", jobs.c.topic, jobs.c.state, jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)

@@ -15,6 +15,7 @@ import json
 import operator
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -170,6 +171,34 @@ _LIVE_CHECK = select(jobs.c.id, jobs.c.attempt).where(
 )
 
 
+def _enable_wal(cursor: Any, database: str, timeout: float) -> None:
+    """Switch the file to WAL mode, waiting out other openers.
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is
+    locked" at once (without its busy handler) while another connection is opening
+    the same fresh file, so retry with a short backoff for up to ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode and str(mode[0]).lower() == "wal":
+                return
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StorageError(f"database {database!r}: still locked after {timeout:g}s: {exc}") from None
+            time.sleep(delay)
+            delay = min(0.05, delay * 2)
+            continue
+        if mode and str(mode[0]).lower() == "wal":
+            return
+        raise StorageError(f"database {database!r}: could not enable WAL mode (got {mode and mode[0]})")
+
+
 class _StaleAcks(Exception):
     """Internal: a batch of acks touched fewer rows than expected; redo it checking each."""
 
@@ -299,9 +328,7 @@ class Store:
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode and str(mode[0]).lower() != "wal":
-                raise StorageError(f"database {database!r}: could not enable WAL mode (got {mode[0]})")
+            _enable_wal(cursor, database, self.settings.busy_timeout)
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.close()
 
