@@ -65,7 +65,7 @@ class DatabaseSettings:
     url: str = "sqlite:///jobrunner.db"
     synchronous: str = "FULL"
     busy_timeout: float = 5.0
-    watch_interval: float = 0.005
+    watch_interval: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from .job import Job
 from .producer import Producer
 from .store import Store
 from .supervisor import TopicSupervisor
+from .watcher import CommitWatcher
 from .worker import Worker
 
 logger = logging.getLogger("jobrunner.runner")
@@ -198,7 +199,7 @@ class Runner:
             uninstall = events.install_async_host(events.AsyncReceiverHost(outer))
             try:
                 watcher = anyio.CancelScope()
-                outer.start_soon(self._watch_other_processes, watcher)
+                outer.start_soon(self._watch_commits, watcher)
                 async with anyio.create_task_group() as topic_group:
                     for name, topic in self.settings.topics.items():
                         producer = Producer(
@@ -222,26 +223,18 @@ class Runner:
                 uninstall()
                 events.emit(events.runner_stopped, self.node, topics=topics)
 
-    async def _watch_other_processes(self, scope: anyio.CancelScope) -> None:
-        """Wake producers when another process commits (SQLite: ``PRAGMA data_version``)."""
+    async def _watch_commits(self, scope: anyio.CancelScope) -> None:
+        """Wake every producer when another process commits (where the store can tell)."""
         interval = self.settings.database.watch_interval
-        if interval <= 0:
-            return
-        probe = self.store.change_probe()
+        probe = self.store.change_probe() if interval > 0 else None
         if probe is None:
             return
         with scope:
-            try:
-                last = probe.version()
-                while True:
-                    await anyio.sleep(interval)
-                    current = probe.version()
-                    if current != last:
-                        last = current
-                        for producer in self._producers.values():
-                            producer.notify()
-            finally:
-                probe.close()
+            await CommitWatcher(probe, interval, self._notify_all).run()
+
+    def _notify_all(self) -> None:
+        for producer in self._producers.values():
+            producer.notify()
 
     async def stop(self) -> None:
         """Stop gracefully: claim nothing more, let running jobs finish within

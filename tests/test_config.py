@@ -44,7 +44,7 @@ def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
 def test_defaults_when_everything_is_absent() -> None:
     settings = parse({}, source="empty")
     assert settings.database == DatabaseSettings(
-        url="sqlite:///jobrunner.db", synchronous="FULL", busy_timeout=5.0, watch_interval=0.005
+        url="sqlite:///jobrunner.db", synchronous="FULL", busy_timeout=5.0, watch_interval=0.01
     )
     assert settings.runner == RunnerSettings(
         modules=(), shutdown_grace=15.0, max_restarts=5, restart_window=60.0, node=None

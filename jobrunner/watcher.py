@@ -1,0 +1,64 @@
+"""Noticing commits by other processes, so their inserts start without waiting for a poll.
+
+A plain thread checks the database's files every ``interval`` seconds and only wakes
+the event loop when they changed: an idle runner costs one cheap check per interval
+instead of an event-loop wake-up per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from anyio.abc import TaskStatus
+
+from .store import ChangeProbe
+
+logger = logging.getLogger("jobrunner.watcher")
+
+
+class CommitWatcher:
+    """Calls ``on_change`` in the event loop whenever someone commits to the database."""
+
+    def __init__(self, probe: ChangeProbe, interval: float, on_change: Callable[[], None]) -> None:
+        self.probe = probe
+        self.interval = interval
+        self.on_change = on_change
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch until cancelled."""
+        stop = threading.Event()
+        token = anyio.lowlevel.current_token()
+        thread = threading.Thread(
+            target=self._watch, args=(stop, token), name="jobrunner-commit-watcher", daemon=True
+        )
+        thread.start()
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stop.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(thread.join)
+            self.probe.close()
+
+    def _watch(self, stop: threading.Event, token: anyio.lowlevel.EventLoopToken) -> None:
+        try:
+            last = self.probe.version()
+            while not stop.is_set():
+                time.sleep(self.interval)  # cheaper than Event.wait on a mostly idle machine
+                current = self.probe.version()
+                if current != last:
+                    last = current
+                    anyio.from_thread.run_sync(self.on_change, token=token)
+        except RuntimeError:
+            return  # the event loop is gone: nothing left to wake
+        except Exception:
+            logger.exception("commit watcher stopped; other processes' jobs now wait for the poll",
+                             extra={"event": "watcher_error"})
