@@ -1,6 +1,7 @@
 """Command line: ``python -m jobrunner [--config PATH] COMMAND``.
 
-Commands: run (default), enqueue, stats, jobs, show, migrate. Errors go to stderr;
+Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
+resume. Errors go to stderr;
 exit code 2 for usage and configuration errors, 1 for other failures.
 """
 
@@ -81,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON document")
 
     sub.add_parser("migrate", help="apply pending schema migrations")
+
+    cancel = sub.add_parser("cancel", help="cancel a job that has not finished (a running one is interrupted)")
+    cancel.add_argument("id", type=int, metavar="ID")
+
+    retry = sub.add_parser("retry", help="make discarded or cancelled jobs available again")
+    retry.add_argument("ids", type=int, nargs="*", metavar="ID", help="job ids (or select with --topic/--state)")
+    retry.add_argument("--topic", help="every retryable job of this topic")
+    retry.add_argument("--state", choices=("discarded", "cancelled"), action="append",
+                       help="only jobs in this state (repeatable; default both)")
+
+    pause = sub.add_parser("pause", help="stop claiming jobs of a topic on every node")
+    pause.add_argument("topic", metavar="TOPIC")
+    resume = sub.add_parser("resume", help="claim jobs of a paused topic again")
+    resume.add_argument("topic", metavar="TOPIC")
     return parser
 
 
@@ -175,6 +190,48 @@ def cmd_migrate(settings: config_module.Settings, ns: argparse.Namespace) -> int
     return EXIT_OK
 
 
+def cmd_cancel(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Cancel one job."""
+    job = _open(settings).cancel_job(ns.id)
+    if job is None:
+        print(f"error: no job with id {ns.id}", file=sys.stderr)
+        return EXIT_FAILURE
+    if job.state != "cancelled" or job.cancelled_at is None:
+        print(f"error: job {ns.id} is already {job.state}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"job {job.id} cancelled")
+    return EXIT_OK
+
+
+def cmd_retry(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Retry jobs by id or by topic and state."""
+    if not ns.ids and ns.topic is None and not ns.state:
+        raise UsageError("give job ids, or select jobs with --topic and/or --state")
+    states = ns.state or ("discarded", "cancelled")
+    retried = _open(settings).retry_jobs(ns.ids or None, topic=ns.topic, states=states)
+    missing = sorted(set(ns.ids) - set(retried))
+    print(f"{len(retried)} job(s) retried" + (f": {' '.join(map(str, retried))}" if retried else ""))
+    if missing:
+        print(f"error: not retryable (unknown, or not discarded/cancelled): {' '.join(map(str, missing))}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_pause(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Pause a topic."""
+    _open(settings).pause(ns.topic)
+    print(f"topic {ns.topic} paused")
+    return EXIT_OK
+
+
+def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Resume a topic."""
+    _open(settings).resume(ns.topic)
+    print(f"topic {ns.topic} resumed")
+    return EXIT_OK
+
+
 async def _serve(runner: Runner) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
@@ -213,6 +270,10 @@ COMMANDS = {
     "jobs": cmd_jobs,
     "show": cmd_show,
     "migrate": cmd_migrate,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
 }
 
 

@@ -70,13 +70,24 @@ class DatabaseSettings:
 
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
-    """Process-wide runner options."""
+    """Process-wide runner options.
+
+    Every ``heartbeat_interval`` seconds a runner records that it is alive and rescues
+    the jobs left ``executing`` by runners silent for ``rescue_after`` seconds. Every
+    ``prune_interval`` seconds it deletes finished jobs older than ``prune_after``
+    seconds (0: keep them forever), ``prune_limit`` rows per transaction.
+    """
 
     modules: tuple[str, ...] = ()
     shutdown_grace: float = 15.0
     max_restarts: int = 5
     restart_window: float = 60.0
     node: str | None = None
+    heartbeat_interval: float = 5.0
+    rescue_after: float = 60.0
+    prune_after: float = 7 * 24 * 3600.0
+    prune_interval: float = 60.0
+    prune_limit: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +226,11 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
         "max_restarts": int,
         "restart_window": float,
         "node": str,
+        "heartbeat_interval": float,
+        "rescue_after": float,
+        "prune_after": float,
+        "prune_interval": float,
+        "prune_limit": int,
     }
     _reject_unknown(where, raw, set(kinds) | {"modules"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
@@ -227,6 +243,15 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
     _at_least(where, "shutdown_grace", settings.shutdown_grace, 0)
     _at_least(where, "max_restarts", settings.max_restarts, 0)
     _at_least(where, "restart_window", settings.restart_window, 0, strict=True)
+    _at_least(where, "heartbeat_interval", settings.heartbeat_interval, 0, strict=True)
+    _at_least(where, "prune_after", settings.prune_after, 0)
+    _at_least(where, "prune_interval", settings.prune_interval, 0, strict=True)
+    _at_least(where, "prune_limit", settings.prune_limit, 1)
+    if settings.rescue_after < 2 * settings.heartbeat_interval:
+        raise ConfigError(
+            f"{where}: key 'rescue_after' must be at least twice 'heartbeat_interval' "
+            f"({2 * settings.heartbeat_interval:g}), got {settings.rescue_after:g}: a live node would look dead"
+        )
     return settings
 
 

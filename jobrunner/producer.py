@@ -7,6 +7,7 @@ after that write.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -56,13 +57,29 @@ class Producer:
         self._idle = anyio.Event()
         self._idle.set()
         self._next_stage = 0.0
+        self._check_control = True
+        self._cancelled_elsewhere: set[int] = set()
 
     # -------------------------------------------------------------- control
 
     def notify(self) -> None:
-        """Something may be claimable now (an insert, a commit seen elsewhere)."""
+        """Something may be claimable now (an insert in this process)."""
         if self.running < self.topic.parallelism or self._pending:
             self.wakeup.set()
+
+    def notify_external(self) -> None:
+        """Another process committed: maybe an insert, a pause, or a cancel of our job."""
+        self._check_control = True
+        self.wakeup.set()
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel ``job_id`` if it runs here (it was marked cancelled in the table)."""
+        scope = self._scopes.get(job_id)
+        if scope is None:
+            return False
+        self._cancelled_elsewhere.add(job_id)
+        scope.cancel()
+        return True
 
     def stop_claiming(self) -> None:
         """Claim nothing more; running jobs go on and their outcomes are still written."""
@@ -90,10 +107,14 @@ class Producer:
         poll = self.topic.poll_interval
         while True:
             now = self.clock()
-            claiming = not self.stopping and not self.paused
-            stage = claiming and now >= self._next_stage
+            stage = not self.stopping and now >= self._next_stage
             if stage:
                 self._next_stage = now + poll
+            if (stage or self._check_control) and not self.stopping:
+                self._check_control = False
+                await self._obey_control()
+            claiming = not self.stopping and not self.paused
+            stage = stage and claiming
             demand = self.topic.parallelism - self.running if claiming else 0
             if self._pending or demand > 0 or stage:
                 claimed = await self.flush(demand, stage)
@@ -101,7 +122,17 @@ class Producer:
                     self.start_job(jobs_tg, job)
             if self.stopping and self.running == 0 and not self._pending:
                 return
-            await self.wakeup.wait(max(0.0, self._next_stage - self.clock()) if claiming else math.inf)
+            await self.wakeup.wait(math.inf if self.stopping else max(0.0, self._next_stage - self.clock()))
+
+    async def _obey_control(self) -> None:
+        """Read pause state and cancellations made by other processes; act on them."""
+        control = await self._run_db(self.store.control, self.topic.name, list(self._scopes))
+        if control.paused != self.paused:
+            self.paused = control.paused
+            logger.info("topic_%s topic=%s", "paused" if self.paused else "resumed", self.topic.name,
+                        extra={"event": "topic_paused" if self.paused else "topic_resumed", "topic": self.topic.name})
+        for job_id in control.cancelled:
+            self.cancel_job(job_id)
 
     async def flush(self, demand: int = 0, stage: bool = False) -> list[Job]:
         """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
@@ -144,9 +175,16 @@ class Producer:
                 finished = await self.executor.execute(job)
         finally:
             del self._scopes[job.id]
-            if finished is None:  # cancelled: put the job back for another run
-                finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
-            self._pending.append(finished)
+            if job.id in self._cancelled_elsewhere:
+                # Already cancelled in the table: nothing to write, only to announce.
+                self._cancelled_elsewhere.discard(job.id)
+                events.emit(events.job_cancelled, self.topic.name,
+                            job=dataclasses.replace(job, state="cancelled"), reason="cancelled by request",
+                            duration=None)
+            else:
+                if finished is None:  # cancelled by shutdown: put the job back for another run
+                    finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
+                self._pending.append(finished)
             self.running -= 1
             if self.running == 0:
                 self._idle.set()

@@ -10,7 +10,7 @@ import secrets
 import socket
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,6 +22,7 @@ from .config import Settings
 from .enqueue import WorkerDefaults, build_row, worker_defaults
 from .errors import ConfigError
 from .executor import Executor
+from .housekeeping import Housekeeper
 from .job import Job
 from .producer import Producer
 from .store import Store
@@ -35,6 +36,11 @@ T = TypeVar("T")
 
 #: One item of :meth:`Runner.enqueue_many`: (worker, args) or (worker, args, options).
 EnqueueItem = tuple[type[Worker] | str, Any] | tuple[type[Worker] | str, Any, Mapping[str, Any]]
+
+
+async def _run_in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any]]) -> None:
+    with scope:
+        await fn()
 
 
 def default_node_id() -> str:
@@ -184,22 +190,34 @@ class Runner:
         self._finished = anyio.Event()
         # SQLite takes one writer at a time: queue our own writes here, not on its lock.
         self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
+        housekeeper = Housekeeper(
+            self.store, self.settings.runner, self.node, self._run_db, self._wake_topics, self.clock
+        )
         try:
             await self._run_db(self.store.migrate)
             import_modules(self.settings)
-            await self._supervise(task_status)
+            await housekeeper.register()
+            try:
+                await self._supervise(task_status, housekeeper)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    try:
+                        await housekeeper.unregister()
+                    except Exception as exc:  # the node row then simply expires
+                        logger.warning("could not unregister node %s: %s", self.node, exc)
         finally:
             self._producers.clear()
             self._finished.set()
 
-    async def _supervise(self, task_status: TaskStatus[None]) -> None:
+    async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper) -> None:
         assert self._stop_requested is not None
         topics = list(self.settings.topics)
         async with anyio.create_task_group() as outer:
             uninstall = events.install_async_host(events.AsyncReceiverHost(outer))
             try:
-                watcher = anyio.CancelScope()
+                watcher, keeper = anyio.CancelScope(), anyio.CancelScope()
                 outer.start_soon(self._watch_commits, watcher)
+                outer.start_soon(_run_in_scope, keeper, housekeeper.run)
                 async with anyio.create_task_group() as topic_group:
                     for name, topic in self.settings.topics.items():
                         producer = Producer(
@@ -217,6 +235,7 @@ class Runner:
                     for supervisor in self._supervisors.values():
                         supervisor.stop()
                 watcher.cancel()
+                keeper.cancel()
                 # Give async receivers still running a bounded time to finish.
                 outer.cancel_scope.deadline = anyio.current_time() + self.settings.runner.shutdown_grace
             finally:
@@ -234,7 +253,54 @@ class Runner:
 
     def _notify_all(self) -> None:
         for producer in self._producers.values():
+            producer.notify_external()
+
+    def _wake_topics(self, jobs: list[Job]) -> None:
+        for topic in {job.topic for job in jobs}:
+            producer = self._producers.get(topic)
+            if producer is not None:
+                producer.notify()
+
+    # ------------------------------------------------------------ operator actions
+
+    def cancel_job(self, job_id: int) -> Job | None:
+        """Cancel a job that has not finished (a running one is interrupted; on another
+        node within its poll interval). Returns the job as it is now, None if unknown."""
+        job = self.store.cancel_job(job_id, self.clock())
+        if job is not None and job.state == "cancelled":
+            producer = self._producers.get(job.topic)
+            if producer is None or not producer.cancel_job(job_id):
+                if job.cancelled_at is not None and job.attempted_by != self.node:
+                    events.emit(events.job_cancelled, job.topic, job=job, reason="cancelled by request",
+                                duration=None)
+        return job
+
+    def retry_jobs(
+        self, ids: Iterable[int] | None = None, *, topic: str | None = None,
+        states: Iterable[str] = ("discarded", "cancelled"),
+    ) -> list[int]:
+        """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
+        retried = self.store.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
+        for producer in self._producers.values():
             producer.notify()
+        return retried
+
+    def pause(self, topic: str) -> None:
+        """Stop claiming jobs of ``topic`` on every node (running jobs finish)."""
+        self.settings.topic(topic)
+        self.store.set_paused(topic, True, self.clock())
+        self._control_changed(topic)
+
+    def resume(self, topic: str) -> None:
+        """Claim jobs of ``topic`` again."""
+        self.settings.topic(topic)
+        self.store.set_paused(topic, False, self.clock())
+        self._control_changed(topic)
+
+    def _control_changed(self, topic: str) -> None:
+        producer = self._producers.get(topic)
+        if producer is not None:
+            producer.notify_external()
 
     async def stop(self) -> None:
         """Stop gracefully: claim nothing more, let running jobs finish within

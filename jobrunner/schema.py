@@ -39,6 +39,33 @@ jobs = Table(
 Index("ix_jobrunner_jobs_claim", jobs.c.topic, jobs.c.state, jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
 Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at)
 
+
+def _partial(name: str, column: Column, state: str) -> Index:
+    where = jobs.c.state == state
+    return Index(name, column, sqlite_where=where, postgresql_where=where)
+
+
+_partial("ix_jobrunner_jobs_attempted_by", jobs.c.attempted_by, "executing")
+_partial("ix_jobrunner_jobs_completed", jobs.c.completed_at, "completed")
+_partial("ix_jobrunner_jobs_cancelled", jobs.c.cancelled_at, "cancelled")
+_partial("ix_jobrunner_jobs_discarded", jobs.c.discarded_at, "discarded")
+
+nodes = Table(
+    "jobrunner_nodes",
+    metadata,
+    Column("node", Text, primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
+topics = Table(
+    "jobrunner_topics",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Float, nullable=False),
+)
+
 schema_versions = Table(
     "jobrunner_schema",
     metadata,

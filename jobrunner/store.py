@@ -12,13 +12,13 @@ IMMEDIATE`` so concurrent writers queue on the busy timeout instead of deadlocki
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import os
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -39,9 +39,14 @@ from . import migrate as migrations
 from .config import DatabaseSettings
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
+from .maintenance import MaintenanceVerbs
 from .schema import JOB_COLUMNS, jobs
 
 _EMPTY_LIST = "[]"
+
+logger = logging.getLogger("jobrunner.store")
+
+T = TypeVar("T")
 
 
 class StorageError(JobrunnerError):
@@ -171,6 +176,14 @@ _LIVE_CHECK = select(jobs.c.id, jobs.c.attempt).where(
 )
 
 
+BUSY_RETRIES = 4
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
 def _enable_wal(cursor: Any, database: str, timeout: float) -> None:
     """Switch the file to WAL mode, waiting out other openers.
 
@@ -187,7 +200,7 @@ def _enable_wal(cursor: Any, database: str, timeout: float) -> None:
                 return
             mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _is_busy(exc):
                 raise
             if time.monotonic() >= deadline:
                 raise StorageError(f"database {database!r}: still locked after {timeout:g}s: {exc}") from None
@@ -266,18 +279,23 @@ _INSERT_COLUMNS = (
 )
 
 
-class Store:
+class Store(MaintenanceVerbs):
     """The jobs table, reached through SQLAlchemy engines.
 
     Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
     jobs, record finished executions and claim new ones in one transaction),
-    :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`, :meth:`count`.
+    :meth:`stage_due`, :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`,
+    :meth:`count`; off the hot path (see :mod:`jobrunner.maintenance`):
+    :meth:`heartbeat`, :meth:`rescue_orphans`, :meth:`cancel_job`, :meth:`retry_jobs`,
+    :meth:`set_paused`, :meth:`control`, :meth:`prune`.
 
     Two durability levels on SQLite: inserts commit with ``[database] synchronous``
     (FULL by default: an acknowledged enqueue survives a power loss); state
     transitions commit with NORMAL, which survives a process crash; after a power
     loss the last few transitions may be undone, and those jobs simply run again.
     """
+
+    _row_to_job = staticmethod(_row_to_job)
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
@@ -356,25 +374,52 @@ class Store:
         conn = self.engine.connect()
         return conn.execution_options(jobrunner_read_only=True)
 
-    @contextmanager
-    def _raw_write(self, engine: Engine) -> Iterator[Any]:
-        """A DBAPI cursor inside one write transaction on ``engine``."""
-        try:
-            proxy = engine.raw_connection()
-        except DBAPIError as exc:
-            raise StorageError(f"database {self.settings.url!r}: {exc.orig}") from None
-        try:
-            cursor = proxy.cursor()
-            if self._begin_sql:
-                cursor.execute(self._begin_sql)
+    def _retrying(self, attempt_once: Callable[[], T]) -> T:
+        """Run one transaction, retrying it while SQLite reports the database busy.
+
+        A transaction that finds the database locked even after the busy timeout (or
+        that SQLite refuses without waiting) was rolled back; it is tried again a few
+        times with backoff before the error reaches the caller as StorageError.
+        """
+        delay = 0.01
+        for attempt in range(1, BUSY_RETRIES + 2):
             try:
-                yield cursor
-            except BaseException:
-                proxy.rollback()
-                raise
-            proxy.commit()
-        finally:
-            proxy.close()
+                return attempt_once()
+            except (sqlite3.OperationalError, DBAPIError) as exc:
+                orig = getattr(exc, "orig", exc)
+                if not isinstance(orig, sqlite3.OperationalError) or not _is_busy(orig) or attempt > BUSY_RETRIES:
+                    raise StorageError(f"database {self.settings.url!r}: {orig}") from exc
+                logger.info("database busy (%s); retrying the transaction in %.0f ms", orig, delay * 1000,
+                            extra={"event": "db_busy_retry"})
+            time.sleep(delay)
+            delay = min(1.0, delay * 4)
+        raise AssertionError("unreachable")
+
+    def _write(self, engine: Engine, body: Callable[[Any], T]) -> T:
+        """Run ``body(cursor)`` on a DBAPI cursor in one write transaction; the hot path."""
+        def once() -> T:
+            proxy = engine.raw_connection()
+            try:
+                cursor = proxy.cursor()
+                if self._begin_sql:
+                    cursor.execute(self._begin_sql)
+                try:
+                    result = body(cursor)
+                    proxy.commit()
+                    return result
+                except BaseException:
+                    proxy.rollback()
+                    raise
+            finally:
+                proxy.close()
+        return self._retrying(once)
+
+    def _transaction(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body(connection)`` in one SQLAlchemy write transaction (durable level)."""
+        def once() -> T:
+            with self.engine.begin() as conn:
+                return body(conn)
+        return self._retrying(once)
 
     def migrate(self) -> list[migrations.Migration]:
         """Apply pending schema migrations; returns those applied now."""
@@ -409,16 +454,19 @@ class Store:
         """
         if not rows:
             return []
-        with self._raw_write(self.engine) as cursor:
-            if len(rows) == 1 or not self._sequential_ids:
+        if len(rows) == 1 or not self._sequential_ids:
+            def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
                 for row in rows:
                     cursor.execute(self._insert_returning.sql, self._insert_returning.params(row))
                     stored.append(_row_to_job(cursor.fetchone()))
                 return stored
+            return self._write(self.engine, insert_returning)
+
+        def insert_many(cursor: Any) -> int:
             cursor.executemany(self._insert_plain.sql, [self._insert_plain.params(r) for r in rows])
-            last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
-        first = last - len(rows) + 1
+            return cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = self._write(self.engine, insert_many) - len(rows) + 1
         return [
             Job(
                 id=first + i, topic=r["topic"], worker=r["worker"],
@@ -456,7 +504,7 @@ class Store:
         self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float,
         stage: bool, checked: bool,
     ) -> list[Job]:
-        with self._raw_write(self._transitions) as cursor:
+        def body(cursor: Any) -> list[Job]:
             if acks:
                 self._apply_acks(cursor, acks, checked)
             if topic is None:
@@ -469,15 +517,17 @@ class Store:
                 self._claim.sql,
                 self._claim.params({"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node}),
             )
-            claimed = [_row_to_job(r) for r in cursor.fetchall()]
+            return [_row_to_job(r) for r in cursor.fetchall()]
+        claimed = self._write(self._transitions, body)
         claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return claimed
 
     def stage_due(self, topic: str, now: float) -> int:
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
-        with self._raw_write(self._transitions) as cursor:
+        def body(cursor: Any) -> int:
             cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
             return cursor.rowcount
+        return self._write(self._transitions, body)
 
     def _apply_acks(self, cursor: Any, acks: Sequence[Ack], checked: bool) -> None:
         live: set[tuple[int, int]] | None = None

@@ -1,0 +1,101 @@
+"""Periodic work of a running node: heartbeat, rescue of dead nodes' jobs, pruning."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Awaitable, Callable
+
+import anyio
+
+from . import events
+from .config import RunnerSettings
+from .job import Job
+from .store import Store
+
+logger = logging.getLogger("jobrunner.housekeeping")
+
+RunDb = Callable[..., Awaitable[Any]]
+
+
+class Housekeeper:
+    """Keeps this node's heartbeat fresh, rescues orphaned jobs and prunes old ones.
+
+    Every ``heartbeat_interval``: write the heartbeat, then put back the jobs left
+    ``executing`` by nodes silent for ``rescue_after`` (events ``job_rescued``). Every
+    ``prune_interval``: delete finished jobs older than ``prune_after`` in batches of
+    ``prune_limit``. A failure is logged and retried next round; it never stops the runner.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: RunnerSettings,
+        node: str,
+        run_db: RunDb,
+        on_rescued: Callable[[list[Job]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.node = node
+        self.run_db = run_db
+        self.on_rescued = on_rescued
+        self.clock = clock
+
+    async def register(self) -> None:
+        """First heartbeat: a node is known alive before it claims anything."""
+        await self.run_db(self.store.heartbeat, self.node, self.clock())
+
+    async def unregister(self) -> None:
+        """Forget this node (clean stop)."""
+        await self.run_db(self.store.remove_node, self.node)
+
+    async def run(self) -> None:
+        """Loop until cancelled."""
+        next_beat = next_prune = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.settings.heartbeat_interval
+                await self._guarded("heartbeat", self.beat_and_rescue)
+            if self.settings.prune_after > 0 and now >= next_prune:
+                next_prune = now + self.settings.prune_interval
+                await self._guarded("prune", self.prune)
+            await anyio.sleep(max(0.0, min(next_beat, next_prune if self.settings.prune_after > 0 else math.inf)
+                                  - time.monotonic()))
+
+    async def _guarded(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            logger.error("%s failed: %s: %s; retrying next round", what, type(exc).__name__, exc,
+                         extra={"event": f"{what}_failed"})
+
+    async def beat_and_rescue(self) -> list[Job]:
+        """One heartbeat and one rescue pass; returns the jobs rescued."""
+        now = self.clock()
+        await self.run_db(self.store.heartbeat, self.node, now)
+        rescued: list[Job] = await self.run_db(
+            self.store.rescue_orphans, now, now - self.settings.rescue_after
+        )
+        for job in rescued:
+            events.emit(events.job_rescued, job.topic, job=job)
+        if rescued:
+            self.on_rescued(rescued)
+        return rescued
+
+    async def prune(self) -> int:
+        """Delete old finished jobs, one bounded batch per transaction; returns how many."""
+        before = self.clock() - self.settings.prune_after
+        total = 0
+        while True:
+            deleted: int = await self.run_db(self.store.prune, before, self.settings.prune_limit)
+            total += deleted
+            if deleted < self.settings.prune_limit:
+                break
+        if total:
+            logger.info("pruned %d finished jobs older than %gs", total, self.settings.prune_after,
+                        extra={"event": "jobs_pruned"})
+        return total

@@ -1,0 +1,222 @@
+"""Storage verbs off the hot path: node heartbeats and rescue, cancel, retry, pause, prune.
+
+These run a few times a minute (or on an operator's command), so they use SQLAlchemy
+Core connections; every write is one short transaction, and every transition of a job
+is conditional on the state it is expected to leave.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+
+from sqlalchemy import Connection, and_, case, delete, or_, select, update
+
+from .job import FINAL_STATES, Job, iso
+from .schema import JOB_COLUMNS, jobs, nodes, topics
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
+
+_ALL = [jobs.c[name] for name in JOB_COLUMNS]
+#: States a job can be cancelled from.
+CANCELLABLE = ("scheduled", "available", "executing", "retryable")
+#: States a job can be retried from.
+RETRYABLE_FROM = ("discarded", "cancelled")
+_FINISHED_AT = {"completed": jobs.c.completed_at, "cancelled": jobs.c.cancelled_at, "discarded": jobs.c.discarded_at}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicControl:
+    """What a producer must obey right now: pause, and running jobs cancelled elsewhere."""
+
+    paused: bool
+    cancelled: frozenset[int]
+
+
+class MaintenanceVerbs:
+    """Mixed into :class:`jobrunner.store.Store`."""
+
+    engine: Engine
+
+    # Provided by Store.
+    def _transaction(self, body: Callable[[Connection], T]) -> T:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _read(self) -> Connection:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _row_to_job(self, row: Sequence[Any]) -> Job:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ nodes
+
+    def heartbeat(self, node: str, now: float) -> None:
+        """Record that ``node`` is alive at ``now`` (registering it the first time)."""
+        def body(conn: Connection) -> None:
+            touched = conn.execute(update(nodes).where(nodes.c.node == node).values(heartbeat_at=now))
+            if touched.rowcount == 0:
+                conn.execute(nodes.insert().values(node=node, started_at=now, heartbeat_at=now))
+        self._transaction(body)
+
+    def remove_node(self, node: str) -> None:
+        """Forget ``node`` (it stopped cleanly)."""
+        self._transaction(lambda conn: conn.execute(delete(nodes).where(nodes.c.node == node)))
+
+    def live_nodes(self, alive_since: float) -> list[str]:
+        """Nodes whose last heartbeat is at or after ``alive_since``."""
+        with self._read() as conn, conn.begin():
+            return list(conn.scalars(select(nodes.c.node).where(nodes.c.heartbeat_at >= alive_since)))
+
+    def rescue_orphans(self, now: float, alive_since: float) -> list[Job]:
+        """Put back the jobs left ``executing`` by nodes silent since before ``alive_since``.
+
+        Each rescued job keeps its counted attempt and gains an ``errors`` entry saying
+        its node died; it becomes ``available`` again, or ``discarded`` when that was its
+        last attempt. Dead nodes' rows are deleted. Returns the rescued jobs as they are now.
+        """
+        def body(conn: Connection) -> list[Job]:
+            live = select(nodes.c.node).where(nodes.c.heartbeat_at >= alive_since)
+            orphans = conn.execute(
+                select(*_ALL).where(
+                    jobs.c.state == "executing",
+                    or_(jobs.c.attempted_by.is_(None), jobs.c.attempted_by.not_in(live.scalar_subquery())),
+                )
+            ).all()
+            rescued = []
+            for row in orphans:
+                job = self._row_to_job(row)
+                entry = {
+                    "attempt": job.attempt, "at": iso(now),
+                    "error": f"node {job.attempted_by} died while the job was executing (no heartbeat)",
+                    "traceback": None,
+                }
+                errors = [*job.errors, entry]
+                last = job.attempt >= job.max_attempts
+                values: dict[str, Any] = {"errors": json.dumps(errors)}
+                if last:
+                    values.update(state="discarded", discarded_at=now)
+                else:
+                    values.update(state="available", scheduled_at=now)
+                result = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id, jobs.c.state == "executing", jobs.c.attempt == job.attempt)
+                    .values(**values)
+                )
+                if result.rowcount:
+                    rescued.append(
+                        Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS}, **values, "errors": errors})
+                    )
+            conn.execute(delete(nodes).where(nodes.c.heartbeat_at < alive_since))
+            return rescued
+        return self._transaction(body)
+
+    # ------------------------------------------------------------ operator actions
+
+    def cancel_job(self, job_id: int, now: float, reason: str = "cancelled by request") -> Job | None:
+        """Cancel a job that has not finished; returns it as it is afterwards (None: no such job).
+
+        A job that is ``executing`` is marked cancelled here; the node running it
+        notices within its poll interval and cancels ``perform``.
+        """
+        def body(conn: Connection) -> Job | None:
+            row = conn.execute(select(*_ALL).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            job = self._row_to_job(row)
+            if job.state not in CANCELLABLE:
+                return job
+            entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {reason}", "traceback": None}
+            errors = [*job.errors, entry]
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == job.state)
+                .values(state="cancelled", cancelled_at=now, errors=json.dumps(errors))
+            )
+            return Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS},
+                          "state": "cancelled", "cancelled_at": now, "errors": errors})
+        return self._transaction(body)
+
+    def retry_jobs(
+        self,
+        now: float,
+        ids: Iterable[int] | None = None,
+        topic: str | None = None,
+        states: Iterable[str] = RETRYABLE_FROM,
+    ) -> list[int]:
+        """Make discarded or cancelled jobs ``available`` again; returns the ids retried.
+
+        Select them by id, or in bulk by topic and state. A job that used all its
+        attempts gets one more (``max_attempts`` raised to ``attempt`` + 1).
+        """
+        wanted = [s for s in states if s in RETRYABLE_FROM]
+        conditions = [jobs.c.state.in_(wanted)]
+        if ids is not None:
+            conditions.append(jobs.c.id.in_(list(ids)))
+        if topic is not None:
+            conditions.append(jobs.c.topic == topic)
+
+        def body(conn: Connection) -> list[int]:
+            found = list(conn.scalars(select(jobs.c.id).where(*conditions).order_by(jobs.c.id)))
+            if found:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(found), jobs.c.state.in_(wanted))
+                    .values(
+                        state="available", scheduled_at=now, completed_at=None, discarded_at=None,
+                        cancelled_at=None,
+                        max_attempts=case(
+                            (jobs.c.max_attempts > jobs.c.attempt, jobs.c.max_attempts), else_=jobs.c.attempt + 1
+                        ),
+                    )
+                )
+            return found
+        return self._transaction(body)
+
+    def set_paused(self, topic: str, paused: bool, now: float) -> None:
+        """Pause (or resume) claiming for ``topic`` on every node."""
+        def body(conn: Connection) -> None:
+            touched = conn.execute(
+                update(topics).where(topics.c.topic == topic).values(paused=int(paused), updated_at=now)
+            )
+            if touched.rowcount == 0:
+                conn.execute(topics.insert().values(topic=topic, paused=int(paused), updated_at=now))
+        self._transaction(body)
+
+    def paused_topics(self) -> set[str]:
+        """Topics currently paused."""
+        with self._read() as conn, conn.begin():
+            return set(conn.scalars(select(topics.c.topic).where(topics.c.paused != 0)))
+
+    def control(self, topic: str, running: Iterable[int]) -> TopicControl:
+        """Whether ``topic`` is paused, and which of the ``running`` job ids were cancelled."""
+        ids = list(running)
+        with self._read() as conn, conn.begin():
+            paused = bool(conn.scalar(select(topics.c.paused).where(topics.c.topic == topic)))
+            cancelled: frozenset[int] = frozenset()
+            if ids:
+                cancelled = frozenset(
+                    conn.scalars(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == "cancelled"))
+                )
+        return TopicControl(paused, cancelled)
+
+    def prune(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` completed, cancelled or discarded jobs finished before ``before``."""
+        def body(conn: Connection) -> int:
+            deleted = 0
+            for state in sorted(FINAL_STATES):
+                if deleted >= limit:
+                    break
+                column = _FINISHED_AT[state]
+                oldest = (
+                    select(jobs.c.id)
+                    .where(and_(jobs.c.state == state, column < before))
+                    .limit(limit - deleted)
+                    .scalar_subquery()
+                )
+                deleted += conn.execute(delete(jobs).where(jobs.c.id.in_(oldest))).rowcount
+            return deleted
+        return self._transaction(body)
