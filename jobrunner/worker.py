@@ -103,6 +103,7 @@ def resolve_worker(path: str) -> type[Worker]:
     if not module_name or not attr_path:
         raise UnknownWorkerError(f"worker {path!r} is not an import path like 'package.module.Class'")
     module = None
+    missing: str | None = None
     # Nested classes (Outer.Inner) have dots after the module part: try longest module first.
     parts = path.split(".")
     for split in range(len(parts) - 1, 0, -1):
@@ -111,6 +112,7 @@ def resolve_worker(path: str) -> type[Worker]:
             module = importlib.import_module(candidate)
         except ModuleNotFoundError as exc:
             if exc.name is not None and candidate.startswith(exc.name):
+                missing = missing or exc.name
                 continue
             raise UnknownWorkerError(f"worker {path!r}: importing {candidate!r} failed: {exc}") from exc
         except Exception as exc:  # the module itself is broken
@@ -120,12 +122,14 @@ def resolve_worker(path: str) -> type[Worker]:
         attr_path = ".".join(parts[split:])
         break
     if module is None:
-        raise UnknownWorkerError(f"worker {path!r}: no module of that path can be imported")
+        raise UnknownWorkerError(f"worker {path!r}: no module named {missing!r}")
     obj: Any = module
     for attr in attr_path.split("."):
         try:
             obj = getattr(obj, attr)
         except AttributeError:
+            if missing is not None and missing != module.__name__:
+                raise UnknownWorkerError(f"worker {path!r}: no module named {missing!r}") from None
             raise UnknownWorkerError(
                 f"worker {path!r}: module {module.__name__!r} has no attribute {attr_path!r}"
             ) from None
