@@ -42,13 +42,19 @@ class BackoffSettings:
 
 @dataclass(frozen=True, slots=True)
 class TopicSettings:
-    """One topic: its parallelism, default priority, poll interval and backoff."""
+    """One topic: its parallelism, default priority, poll interval and backoff.
+
+    An ``external`` topic is worked by programs outside the runner through the HTTP
+    API (claim with a lease, then complete or fail); the runner starts no producer for
+    it but still applies its parallelism, priority and backoff.
+    """
 
     name: str
     parallelism: int = 4
     priority: int = 2
     poll_interval: float = 1.0
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    external: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,29 @@ class RunnerSettings:
     prune_limit: int = 10_000
 
 
+ENV_HTTP_TOKEN = "JOBRUNNER_HTTP_TOKEN"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP API of the daemon (off by default).
+
+    ``token`` (or env ``JOBRUNNER_HTTP_TOKEN``) is required as ``Authorization: Bearer``
+    on every request when set; binding a non-loopback host without one is refused.
+    ``max_body`` bounds request bodies (bytes), ``max_wait`` the long-poll of a claim
+    (seconds), ``lease`` the default lease an external worker gets on a job (seconds).
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8630
+    token: str | None = None
+    max_body: int = 1_048_576
+    max_wait: float = 60.0
+    lease: float = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration of a runner."""
@@ -97,6 +126,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     topics: Mapping[str, TopicSettings] = field(default_factory=dict)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<defaults>"
     base_dir: Path | None = None
 
@@ -187,7 +217,7 @@ def _parse_backoff(where: str, raw: Mapping[str, Any]) -> BackoffSettings:
 def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
     where = f"{source}: [topics.{name}]"
     raw = _table(f"{source}: [topics]", name, raw)
-    kinds = {"parallelism": int, "priority": int, "poll_interval": float}
+    kinds = {"parallelism": int, "priority": int, "poll_interval": float, "external": bool}
     _reject_unknown(where, raw, set(kinds) | {"backoff"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
     if "backoff" in raw:
@@ -255,21 +285,48 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
     return settings
 
 
+def _parse_http(source: str, raw: Mapping[str, Any]) -> HttpSettings:
+    where = f"{source}: [http]"
+    kinds = {"enabled": bool, "host": str, "port": int, "token": str, "max_body": int,
+             "max_wait": float, "lease": float}
+    _reject_unknown(where, raw, set(kinds))
+    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    env_token = os.environ.get(ENV_HTTP_TOKEN)
+    if env_token:
+        values["token"] = env_token
+    if values.get("token") == "":
+        values["token"] = None
+    settings = HttpSettings(**values)
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"{where}: key 'port' must be between 0 and 65535, got {settings.port}")
+    _at_least(where, "max_body", settings.max_body, 1)
+    _at_least(where, "max_wait", settings.max_wait, 0)
+    _at_least(where, "lease", settings.lease, 0, strict=True)
+    if settings.enabled and settings.host not in LOOPBACK_HOSTS and not settings.token:
+        raise ConfigError(
+            f"{where}: key 'token' is required to serve on the non-loopback host {settings.host!r} "
+            f"(set it, or env {ENV_HTTP_TOKEN})"
+        )
+    return settings
+
+
 def parse(data: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> Settings:
     """Build :class:`Settings` from an already-decoded TOML document.
 
     Environment variable ``JOBRUNNER_DATABASE_URL`` overrides ``[database] url``.
     """
-    _reject_unknown(source, data, {"database", "runner", "topics"})
+    _reject_unknown(source, data, {"database", "runner", "topics", "http"})
     database = _parse_database(source, _table(source, "database", data.get("database", {})))
     runner = _parse_runner(source, _table(source, "runner", data.get("runner", {})))
     topics_raw = _table(source, "topics", data.get("topics", {}))
     topics = {name: _parse_topic(source, name, raw) for name, raw in topics_raw.items()}
+    http = _parse_http(source, _table(source, "http", data.get("http", {})))
     env_url = os.environ.get(ENV_DATABASE_URL)
     if env_url:
         database = dataclasses.replace(database, url=env_url)
     return Settings(
-        database=database, runner=runner, topics=MappingProxyType(topics), source=source, base_dir=base_dir
+        database=database, runner=runner, topics=MappingProxyType(topics), http=http, source=source,
+        base_dir=base_dir,
     )
 
 

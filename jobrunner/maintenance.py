@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 from sqlalchemy import Connection, and_, case, delete, or_, select, update
 
 from .job import FINAL_STATES, Job, iso
-from .schema import JOB_COLUMNS, jobs, nodes, topics
+from .schema import JOB_COLUMNS, jobs, leases, nodes, topics
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -84,6 +84,8 @@ class MaintenanceVerbs:
                 select(*_ALL).where(
                     jobs.c.state == "executing",
                     or_(jobs.c.attempted_by.is_(None), jobs.c.attempted_by.not_in(live.scalar_subquery())),
+                    # Jobs held by external workers are governed by their lease instead.
+                    jobs.c.id.not_in(select(leases.c.job_id).scalar_subquery()),
                 )
             ).all()
             rescued = []

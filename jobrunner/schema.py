@@ -74,4 +74,14 @@ schema_versions = Table(
     Column("applied_at", Float, nullable=False),
 )
 
+leases = Table(
+    "jobrunner_leases",
+    metadata,
+    Column("job_id", _id_type, primary_key=True, autoincrement=False),
+    Column("attempt", Integer, nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_jobrunner_leases_expires_at", leases.c.expires_at)
+
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)

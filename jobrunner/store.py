@@ -39,6 +39,7 @@ from . import migrate as migrations
 from .config import DatabaseSettings
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
+from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs
 from .schema import JOB_COLUMNS, jobs
 
@@ -279,7 +280,7 @@ _INSERT_COLUMNS = (
 )
 
 
-class Store(MaintenanceVerbs):
+class Store(MaintenanceVerbs, LeaseVerbs):
     """The jobs table, reached through SQLAlchemy engines.
 
     Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
