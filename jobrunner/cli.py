@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("topic", metavar="TOPIC")
     resume = sub.add_parser("resume", help="claim jobs of a paused topic again")
     resume.add_argument("topic", metavar="TOPIC")
+
+    tail = sub.add_parser("events", help="print the running daemon's events as they happen (needs [http])")
+    tail.add_argument("--topic", help="only this topic's events")
     return parser
 
 
@@ -232,6 +235,43 @@ def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _event_line(data: dict[str, Any]) -> str:
+    job = data.get("job")
+    parts = [data.get("event", "?"), f"{'node' if str(data.get('event')).startswith('runner_') else 'topic'}={data.get('sender')}"]
+    if isinstance(job, dict):
+        parts += [f"id={job.get('id')}", f"state={job.get('state')}", f"worker={job.get('worker')}",
+                  f"attempt={job.get('attempt')}/{job.get('max_attempts')}"]
+    for key, value in data.items():
+        if key not in ("event", "sender", "job") and value is not None:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def cmd_events(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Tail the daemon's event stream."""
+    import httpx
+
+    http = settings.http
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    url = f"http://{host}:{http.port}/events"
+    headers = {"Authorization": f"Bearer {http.token}"} if http.token else {}
+    params = {"topic": ns.topic} if ns.topic else {}
+    try:
+        with httpx.stream("GET", url, params=params, headers=headers, timeout=httpx.Timeout(10, read=None)) as response:
+            if response.status_code != 200:
+                response.read()
+                print(f"error: {url} answered {response.status_code}: {response.text.strip()}", file=sys.stderr)
+                return EXIT_FAILURE
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    print(_event_line(json.loads(line[6:])), flush=True)
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the daemon at {url} ({exc}); is it running with [http] enabled = true?",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 async def _serve(runner: Runner) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
@@ -274,6 +314,7 @@ COMMANDS = {
     "retry": cmd_retry,
     "pause": cmd_pause,
     "resume": cmd_resume,
+    "events": cmd_events,
 }
 
 

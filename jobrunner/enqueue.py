@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from .config import Settings
+from .config import Settings, TopicSettings
 from .errors import EnqueueError
 from .worker import Worker, resolve_worker, worker_path
 
@@ -78,6 +78,11 @@ def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDef
     topic = settings.topic(cls.topic)
     priority = cls.priority if cls.priority is not None else topic.priority
     return WorkerDefaults(name, cls.topic, priority, cls.max_attempts)
+
+
+def external_defaults(worker: str, topic: TopicSettings) -> WorkerDefaults:
+    """Defaults of a job for an external topic: ``worker`` is any name its workers understand."""
+    return WorkerDefaults(worker, topic.name, topic.priority, Worker.max_attempts)
 
 
 def build_row(

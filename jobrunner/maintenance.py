@@ -205,6 +205,23 @@ class MaintenanceVerbs:
                 )
         return TopicControl(paused, cancelled)
 
+    def page_jobs(
+        self, topic: str | None, state: str | None, limit: int, before_id: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """One page of jobs, newest first, and the cursor of the next page (None: last page)."""
+        query = select(*_ALL).order_by(jobs.c.id.desc()).limit(limit + 1)
+        if topic is not None:
+            query = query.where(jobs.c.topic == topic)
+        if state is not None:
+            query = query.where(jobs.c.state == state)
+        if before_id is not None:
+            query = query.where(jobs.c.id < before_id)
+        with self._read() as conn, conn.begin():
+            found = [self._row_to_job(r) for r in conn.execute(query)]
+        if len(found) > limit:
+            return found[:limit], found[limit - 1].id
+        return found, None
+
     def prune(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` completed, cancelled or discarded jobs finished before ``before``."""
         def body(conn: Connection) -> int:

@@ -9,10 +9,13 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
@@ -22,7 +25,9 @@ from .config import Settings
 from .enqueue import WorkerDefaults, build_row, worker_defaults
 from .errors import ConfigError
 from .executor import Executor
+from .external import ExternalTopics
 from .housekeeping import Housekeeper
+from .http import create_app, serve as serve_http
 from .job import Job
 from .producer import Producer
 from .store import Store
@@ -80,6 +85,9 @@ class Runner:
         self._stop_requested: anyio.Event | None = None
         self._finished: anyio.Event | None = None
         self._db_limiter: anyio.CapacityLimiter | None = None
+        self._external: ExternalTopics | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Runner:
@@ -100,11 +108,11 @@ class Runner:
     ) -> Job:
         """Store one job and return it. Raises EnqueueError, storing nothing, on bad input."""
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
-        return self._insert([build_row(self.settings, worker, args, options, self.clock())])[0]
+        return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
 
     def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
         """Store many jobs in one transaction; all or none. Returns them in the order given."""
-        return self._insert(self._rows(items))
+        return self.store_rows(self._rows(items))
 
     async def enqueue_async(
         self,
@@ -119,12 +127,12 @@ class Runner:
         """Like :meth:`enqueue`, without blocking the event loop."""
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
         row = build_row(self.settings, worker, args, options, self.clock())
-        return (await self._run_db(self._insert, [row]))[0]
+        return (await self.run_db(self.store_rows, [row]))[0]
 
     async def enqueue_many_async(self, items: Iterable[EnqueueItem]) -> list[Job]:
         """Like :meth:`enqueue_many`, without blocking the event loop."""
         rows = self._rows(items)
-        return await self._run_db(self._insert, rows)
+        return await self.run_db(self.store_rows, rows)
 
     def _rows(self, items: Iterable[EnqueueItem]) -> list[dict[str, Any]]:
         now = self.clock()
@@ -138,17 +146,34 @@ class Runner:
             rows.append(build_row(self.settings, worker, args, rest[0] if rest else None, now, defaults))
         return rows
 
-    def _insert(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+    def store_rows(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+        """Insert rows made by :func:`jobrunner.enqueue.build_row` in one transaction,
+        announce them, and wake the topics that can start them now."""
         stored = self.store.insert_jobs(rows)
         woken: set[str] = set()
         for job in stored:
             events.emit(events.job_inserted, job.topic, job=job)
             if job.state == "available" and job.topic not in woken:
                 woken.add(job.topic)
-                producer = self._producers.get(job.topic)
-                if producer is not None:
-                    producer.notify()
+                self._wake(job.topic)
         return stored
+
+    def _wake(self, topic: str) -> None:
+        producer = self._producers.get(topic)
+        if producer is not None:
+            producer.notify()  # thread-safe
+        elif self._external is not None and self._external.topic(topic) is not None:
+            self._in_loop(self._external.notify, topic)
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` on the running loop's thread (directly when already there)."""
+        if self._token is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        try:
+            anyio.from_thread.run_sync(fn, *args, token=self._token)
+        except RuntimeError:
+            pass  # the loop has finished: nothing left to wake
 
     # ------------------------------------------------------------ queries
 
@@ -162,7 +187,8 @@ class Runner:
 
     # ------------------------------------------------------------ running
 
-    async def _run_db(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking storage call in a worker thread (SQLite writes queue here, one at a time)."""
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._db_limiter)
 
     def migrate(self) -> list[Any]:
@@ -188,13 +214,16 @@ class Runner:
             raise RuntimeError("this runner is already running")
         self._stop_requested = anyio.Event()
         self._finished = anyio.Event()
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._external = ExternalTopics(self.settings, self.store, self.run_db, self.clock)
         # SQLite takes one writer at a time: queue our own writes here, not on its lock.
         self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
         housekeeper = Housekeeper(
-            self.store, self.settings.runner, self.node, self._run_db, self._wake_topics, self.clock
+            self.store, self.settings.runner, self.node, self.run_db, self._wake_topics, self.clock
         )
         try:
-            await self._run_db(self.store.migrate)
+            await self.run_db(self.store.migrate)
             import_modules(self.settings)
             await housekeeper.register()
             try:
@@ -207,6 +236,7 @@ class Runner:
                         logger.warning("could not unregister node %s: %s", self.node, exc)
         finally:
             self._producers.clear()
+            self._token = self._loop_thread = None
             self._finished.set()
 
     async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper) -> None:
@@ -215,13 +245,21 @@ class Runner:
         async with anyio.create_task_group() as outer:
             uninstall = events.install_async_host(events.AsyncReceiverHost(outer))
             try:
-                watcher, keeper = anyio.CancelScope(), anyio.CancelScope()
+                watcher, keeper, serving = anyio.CancelScope(), anyio.CancelScope(), anyio.CancelScope()
                 outer.start_soon(self._watch_commits, watcher)
                 outer.start_soon(_run_in_scope, keeper, housekeeper.run)
+                assert self._external is not None
+                outer.start_soon(_run_in_scope, serving, self._external.run)
+                http_stop = anyio.Event()
+                if self.settings.http.enabled:
+                    app = create_app(self, self._external, self.settings.http)
+                    outer.start_soon(serve_http, app, self.settings.http, http_stop)
                 async with anyio.create_task_group() as topic_group:
                     for name, topic in self.settings.topics.items():
+                        if topic.external:
+                            continue
                         producer = Producer(
-                            topic, self.store, self.node, self._run_db,
+                            topic, self.store, self.node, self.run_db,
                             Executor(topic, anyio.CapacityLimiter(topic.parallelism), self.clock),
                             self.clock,
                         )
@@ -236,6 +274,8 @@ class Runner:
                         supervisor.stop()
                 watcher.cancel()
                 keeper.cancel()
+                serving.cancel()
+                http_stop.set()
                 # Give async receivers still running a bounded time to finish.
                 outer.cancel_scope.deadline = anyio.current_time() + self.settings.runner.shutdown_grace
             finally:
@@ -254,12 +294,12 @@ class Runner:
     def _notify_all(self) -> None:
         for producer in self._producers.values():
             producer.notify_external()
+        if self._external is not None:
+            self._external.notify()
 
     def _wake_topics(self, jobs: list[Job]) -> None:
         for topic in {job.topic for job in jobs}:
-            producer = self._producers.get(topic)
-            if producer is not None:
-                producer.notify()
+            self._wake(topic)
 
     # ------------------------------------------------------------ operator actions
 
@@ -268,12 +308,14 @@ class Runner:
         node within its poll interval). Returns the job as it is now, None if unknown."""
         job = self.store.cancel_job(job_id, self.clock())
         if job is not None and job.state == "cancelled":
-            producer = self._producers.get(job.topic)
-            if producer is None or not producer.cancel_job(job_id):
-                if job.cancelled_at is not None and job.attempted_by != self.node:
-                    events.emit(events.job_cancelled, job.topic, job=job, reason="cancelled by request",
-                                duration=None)
+            self._in_loop(self._cancel_here, job)
         return job
+
+    def _cancel_here(self, job: Job) -> None:
+        producer = self._producers.get(job.topic)
+        if producer is None or not producer.cancel_job(job.id):
+            # Not running here: announce it (a running job is announced when it stops).
+            events.emit(events.job_cancelled, job.topic, job=job, reason="cancelled by request", duration=None)
 
     def retry_jobs(
         self, ids: Iterable[int] | None = None, *, topic: str | None = None,
@@ -281,8 +323,8 @@ class Runner:
     ) -> list[int]:
         """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
         retried = self.store.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
-        for producer in self._producers.values():
-            producer.notify()
+        for name in self.settings.topics:
+            self._wake(name)
         return retried
 
     def pause(self, topic: str) -> None:
@@ -300,7 +342,7 @@ class Runner:
     def _control_changed(self, topic: str) -> None:
         producer = self._producers.get(topic)
         if producer is not None:
-            producer.notify_external()
+            producer.notify_external()  # thread-safe
 
     async def stop(self) -> None:
         """Stop gracefully: claim nothing more, let running jobs finish within

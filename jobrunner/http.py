@@ -1,0 +1,481 @@
+"""The daemon's HTTP API: a Starlette application served by Hypercorn.
+
+Starlette runs on anyio, and Hypercorn is an established ASGI server that serves on
+asyncio and on trio, like the rest of the runner (uvicorn only runs on asyncio).
+Every response is JSON (errors: ``{"error": message}``) except the event stream.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import threading
+from datetime import datetime, timezone
+from importlib import resources
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import events
+from .config import HttpSettings
+from .enqueue import WorkerDefaults, build_row, external_defaults, worker_defaults
+from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
+from .external import ExternalTopics, LeaseError
+from .job import ALL_STATES, Job, iso
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+logger = logging.getLogger("jobrunner.http")
+
+MAX_PAGE = 1000
+SSE_QUEUE = 1000
+SSE_KEEPALIVE = 15.0
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document shipped with the package (``jobrunner/openapi.json``)."""
+    return json.loads(resources.files("jobrunner").joinpath("openapi.json").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- request helpers
+
+
+async def _body(request: Request, limit: int) -> Any:
+    """The JSON body (None when empty); 413 past ``limit`` bytes, 400 when not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{what} must be a JSON object")
+    return body
+
+
+def _number(value: Any, name: str, low: float = 0.0, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+def _query_number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be a number, got {raw!r}") from None
+    return _number(value, f"query parameter {name}", low, high)
+
+
+def _query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _path_id(request: Request) -> int:
+    raw = request.path_params["id"]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(404, f"no job with id {raw!r}") from None
+    if not 0 < value < 2**63:
+        raise ApiError(404, f"no job with id {raw!r}")
+    return value
+
+
+def _job(job: Job) -> dict[str, Any]:
+    return job.to_dict()
+
+
+# ---------------------------------------------------------------- the API
+
+
+class Api:
+    """The handlers, bound to a running :class:`~jobrunner.Runner`."""
+
+    _ENQUEUE_KEYS = {"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts"}
+
+    def __init__(self, runner: Runner, external: ExternalTopics, settings: HttpSettings) -> None:
+        self.runner = runner
+        self.external = external
+        self.settings = settings
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.runner.run_db(fn, *args)
+
+    # -- producers
+
+    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise ApiError(400, "each job must be a JSON object")
+        unknown = set(item) - self._ENQUEUE_KEYS
+        if unknown:
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: {', '.join(sorted(self._ENQUEUE_KEYS))})")
+        worker = item.get("worker")
+        if not isinstance(worker, str) or not worker:
+            raise ApiError(400, "field 'worker' (a non-empty string) is required")
+        topic = item.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise ApiError(400, "field 'topic' must be a string")
+        key = (worker, topic)
+        defaults = cache.get(key)
+        if defaults is None:
+            external = self.external.topic(topic) if topic is not None else None
+            if external is not None:
+                defaults = external_defaults(worker, external)
+            else:
+                if topic is not None and topic not in self.runner.settings.topics:
+                    raise ApiError(400, f"topic {topic!r} is not configured")
+                defaults = worker_defaults(self.runner.settings, worker)
+                if topic is not None and defaults.topic != topic:
+                    raise ApiError(400, f"worker {worker} belongs to topic {defaults.topic!r}, not {topic!r}")
+            cache[key] = defaults
+        options: dict[str, Any] = {k: item[k] for k in ("priority", "delay", "max_attempts") if item.get(k) is not None}
+        scheduled = item.get("scheduled_at")
+        if scheduled is not None:
+            if not isinstance(scheduled, str):
+                raise ApiError(400, "field 'scheduled_at' must be an ISO 8601 date-time string")
+            try:
+                when = datetime.fromisoformat(scheduled)
+            except ValueError:
+                raise ApiError(400, f"field 'scheduled_at' is not an ISO 8601 date-time: {scheduled!r}") from None
+            options["scheduled_at"] = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return build_row(self.runner.settings, worker, item.get("args", {}), options, now, defaults)
+
+    async def enqueue(self, request: Request) -> Response:
+        body = await _body(request, self.settings.max_body)
+        items = body if isinstance(body, list) else [_object(body, "the request body")]
+        if not items:
+            raise ApiError(400, "an empty list enqueues nothing")
+        cache: dict[tuple[str, str | None], WorkerDefaults] = {}
+        now = self.runner.clock()
+        try:
+            rows = [self._row(item, now, cache) for item in items]
+        except (EnqueueError, UnknownWorkerError, ConfigError) as exc:
+            raise ApiError(400, str(exc)) from None
+        stored = await self._db(self.runner.store_rows, rows)
+        return JSONResponse([_job(j) for j in stored] if isinstance(body, list) else _job(stored[0]), 201)
+
+    async def get_job(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        job = await self._db(self.runner.store.get_job, job_id)
+        if job is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        return JSONResponse(_job(job))
+
+    async def list_jobs(self, request: Request) -> Response:
+        state = request.query_params.get("state") or None
+        if state is not None and state not in ALL_STATES:
+            raise ApiError(400, f"query parameter state must be one of {', '.join(ALL_STATES)}, got {state!r}")
+        topic = request.query_params.get("topic") or None
+        limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
+        after = _query_int(request, "after", None, 1, 2**63 - 1)
+        page, cursor = await self._db(self.runner.store.page_jobs, topic, state, limit, after)
+        return JSONResponse({"jobs": [_job(j) for j in page], "next": cursor})
+
+    async def retry(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        retried = await self._db(self.runner.retry_jobs, [job_id])
+        job = await self._db(self.runner.store.get_job, job_id)
+        if job is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        if not retried:
+            raise ApiError(409, f"job {job_id} is {job.state}; only discarded or cancelled jobs can be retried")
+        return JSONResponse(_job(job))
+
+    async def cancel(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        job = await self._db(self.runner.cancel_job, job_id)
+        if job is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        if job.state != "cancelled":
+            raise ApiError(409, f"job {job_id} is already {job.state}")
+        return JSONResponse(_job(job))
+
+    async def topics(self, request: Request) -> Response:
+        return JSONResponse({"topics": await self._db(self.runner.stats)})
+
+    def _topic(self, request: Request) -> str:
+        topic = request.path_params["topic"]
+        if topic not in self.runner.settings.topics:
+            raise ApiError(404, f"no topic named {topic!r}")
+        return topic
+
+    async def pause(self, request: Request) -> Response:
+        topic = self._topic(request)
+        await self._db(self.runner.pause, topic)
+        return JSONResponse({"topic": topic, "paused": True})
+
+    async def resume(self, request: Request) -> Response:
+        topic = self._topic(request)
+        await self._db(self.runner.resume, topic)
+        return JSONResponse({"topic": topic, "paused": False})
+
+    # -- external workers
+
+    async def claim(self, request: Request) -> Response:
+        topic = self._topic(request)
+        if self.external.topic(topic) is None:
+            raise ApiError(409, f"topic {topic!r} is run by the runner's own workers (set external = true to serve it)")
+        wait = _query_number(request, "wait", 0.0, 0.0, self.settings.max_wait)
+        lease = _query_number(request, "lease", self.settings.lease, 0.001, 86400.0)
+        holder = request.headers.get("x-jobrunner-worker") or f"http:{request.client.host if request.client else '?'}"
+        leased = await self.external.claim(topic, holder[:200], wait, lease)
+        if leased is None:
+            return Response(status_code=204)
+        return JSONResponse({"job": _job(leased.job), "lease_expires_at": iso(leased.expires_at)})
+
+    async def complete(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        body = _object(await _body(request, self.settings.max_body), "the request body")
+        unknown = set(body) - {"result"}
+        if unknown:
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: result)")
+        return JSONResponse(_job(await self._conclude(job_id, self.external.complete, body.get("result"))))
+
+    async def fail(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        body = _object(await _body(request, self.settings.max_body), "the request body")
+        unknown = set(body) - {"error"}
+        if unknown:
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: error)")
+        error = body.get("error")
+        if not isinstance(error, str) or not error:
+            raise ApiError(400, "field 'error' (a non-empty string) is required")
+        return JSONResponse(_job(await self._conclude(job_id, self.external.fail, error[:10_000])))
+
+    async def extend(self, request: Request) -> Response:
+        job_id = _path_id(request)
+        body = _object(await _body(request, self.settings.max_body), "the request body")
+        unknown = set(body) - {"seconds"}
+        if unknown:
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: seconds)")
+        seconds = _number(body.get("seconds"), "field 'seconds'", 0.001, 86400.0)
+        await self._known(job_id)
+        try:
+            expires = await self.external.extend(job_id, seconds)
+        except LeaseError as exc:
+            raise ApiError(409, str(exc)) from None
+        return JSONResponse({"id": job_id, "lease_expires_at": iso(expires)})
+
+    async def _known(self, job_id: int) -> None:
+        if await self._db(self.runner.store.get_job, job_id) is None:
+            raise ApiError(404, f"no job with id {job_id}")
+
+    async def _conclude(self, job_id: int, conclude: Callable[[int, Any], Awaitable[Job]], value: Any) -> Job:
+        await self._known(job_id)
+        try:
+            return await conclude(job_id, value)
+        except LeaseError as exc:
+            raise ApiError(409, str(exc)) from None
+
+    # -- events and documents
+
+    async def events(self, request: Request) -> Response:
+        topic = request.query_params.get("topic") or None
+        return StreamingResponse(
+            _event_stream(topic), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Job):
+        return value.to_dict()
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return repr(value)
+
+
+async def _event_stream(topic: str | None) -> AsyncIterator[str]:
+    """Server-sent events for every lifecycle event (of one topic, when given)."""
+    send, receive = anyio.create_memory_object_stream[str](SSE_QUEUE)
+    loop_thread = threading.get_ident()
+    token = anyio.lowlevel.current_token()
+    dropped = 0
+
+    def push(text: str) -> None:
+        nonlocal dropped
+        try:
+            send.send_nowait(text)
+        except anyio.WouldBlock:
+            dropped += 1  # a slow reader must never slow the runner down
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def receivers_for(name: str) -> Callable[..., None]:
+        def receive_event(sender: Any, **payload: Any) -> None:
+            if topic is not None and sender != topic and not name.startswith("runner_"):
+                return
+            data = json.dumps({"event": name, "sender": sender, **{k: _encode(v) for k, v in payload.items()}})
+            text = f"event: {name}\ndata: {data}\n\n"
+            if threading.get_ident() == loop_thread:
+                push(text)
+            else:
+                try:
+                    anyio.from_thread.run_sync(push, text, token=token)
+                except RuntimeError:
+                    pass
+        return receive_event
+
+    connected = [(signal, receivers_for(signal.name)) for signal in events.ALL_SIGNALS]
+    for signal, receiver in connected:
+        signal.connect(receiver, weak=False)
+    try:
+        yield ": connected\n\n"
+        async with receive:
+            while True:
+                with anyio.move_on_after(SSE_KEEPALIVE):
+                    yield await receive.receive()
+                    continue
+                yield ": keep-alive\n\n"
+    finally:
+        for signal, receiver in connected:
+            signal.disconnect(receiver)
+        send.close()
+
+
+# ---------------------------------------------------------------- middleware and app
+
+
+class Guard:
+    """Bearer-token check on every request when a token is set, and JSON for every error."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.token is not None:
+            supplied = ""
+            for key, value in scope.get("headers", []):
+                if key == b"authorization":
+                    supplied = value.decode("latin-1")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
+                response = JSONResponse({"error": "missing or wrong bearer token"}, 401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.error("HTTP %s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    if isinstance(exc, JobrunnerError):
+        return JSONResponse({"error": str(exc)}, 503)
+    return JSONResponse({"error": "internal error"}, 500)
+
+
+def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings) -> ASGIApp:
+    """The ASGI application of the API."""
+    api = Api(runner, external, settings)
+    routes = [
+        Route("/jobs", api.enqueue, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/jobs/{id}", api.get_job, methods=["GET"]),
+        Route("/jobs/{id}/retry", api.retry, methods=["POST"]),
+        Route("/jobs/{id}/cancel", api.cancel, methods=["POST"]),
+        Route("/jobs/{id}/complete", api.complete, methods=["POST"]),
+        Route("/jobs/{id}/fail", api.fail, methods=["POST"]),
+        Route("/jobs/{id}/extend", api.extend, methods=["POST"]),
+        Route("/topics", api.topics, methods=["GET"]),
+        Route("/topics/{topic}/pause", api.pause, methods=["POST"]),
+        Route("/topics/{topic}/resume", api.resume, methods=["POST"]),
+        Route("/topics/{topic}/claim", api.claim, methods=["POST"]),
+        Route("/events", api.events, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+    )
+    return Guard(app, settings.token)
+
+
+async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event) -> None:
+    """Serve ``app`` on ``settings.host:port`` until ``shutdown`` is set (asyncio or trio)."""
+    import sniffio
+    from hypercorn.config import Config
+
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("jobrunner.http.server")
+    config.graceful_timeout = 2.0
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio import serve as hypercorn_serve
+    else:
+        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[no-redef]
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise JobrunnerError(f"HTTP API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
