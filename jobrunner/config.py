@@ -46,7 +46,9 @@ class TopicSettings:
 
     An ``external`` topic is worked by programs outside the runner through the HTTP
     API (claim with a lease, then complete or fail); the runner starts no producer for
-    it but still applies its parallelism, priority and backoff.
+    it but still applies its parallelism, priority and backoff. ``options`` is a free
+    table for the topic's workers (``Worker.options``), e.g. the commands a shell
+    topic may run or a webhook signing secret.
     """
 
     name: str
@@ -55,6 +57,7 @@ class TopicSettings:
     poll_interval: float = 1.0
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
     external: bool = False
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +221,10 @@ def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
     where = f"{source}: [topics.{name}]"
     raw = _table(f"{source}: [topics]", name, raw)
     kinds = {"parallelism": int, "priority": int, "poll_interval": float, "external": bool}
-    _reject_unknown(where, raw, set(kinds) | {"backoff"})
+    _reject_unknown(where, raw, set(kinds) | {"backoff", "options"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    if "options" in raw:
+        values["options"] = MappingProxyType(dict(_table(where, "options", raw["options"])))
     if "backoff" in raw:
         values["backoff"] = _parse_backoff(
             f"{where} backoff", _table(where, "backoff", raw["backoff"])

@@ -33,7 +33,7 @@ from .producer import Producer
 from .store import Store
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
-from .worker import Worker
+from .worker import Worker, current_settings
 
 logger = logging.getLogger("jobrunner.runner")
 
@@ -216,6 +216,8 @@ class Runner:
         self._finished = anyio.Event()
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
+        # Job tasks inherit this context: workers read their topic's options from it.
+        settings_token = current_settings.set(self.settings)
         self._external = ExternalTopics(self.settings, self.store, self.run_db, self.clock)
         # SQLite takes one writer at a time: queue our own writes here, not on its lock.
         self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
@@ -235,6 +237,7 @@ class Runner:
                     except Exception as exc:  # the node row then simply expires
                         logger.warning("could not unregister node %s: %s", self.node, exc)
         finally:
+            current_settings.reset(settings_token)
             self._producers.clear()
             self._token = self._loop_thread = None
             self._finished.set()

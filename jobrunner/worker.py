@@ -6,10 +6,15 @@ import importlib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .errors import UnknownWorkerError
 from .job import Job
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .process import ProcessOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,25 @@ class Worker:
     def backoff(self, job: Job) -> float | None:
         """Seconds to wait before retrying ``job``; None (default) uses the topic's backoff."""
         return None
+
+    async def after_async(self, job: Job, outcome: ProcessOutcome) -> Any:
+        """Called when the process ``perform`` returned (``ExternalProcess``) has exited.
+
+        ``outcome`` has ``exit_code`` and ``stderr_tail``. Its return value becomes the
+        job's result when the process succeeded (default: ``{"exit_code": code}``).
+        """
+        return {"exit_code": outcome.exit_code}
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The ``[topics.<topic>] options`` table of the running configuration."""
+        settings = current_settings.get(None)
+        topic = settings.topics.get(self.topic) if settings is not None and self.topic else None
+        return topic.options if topic is not None else {}
+
+
+#: The configuration of the runner executing jobs in this context (set by Runner.run).
+current_settings: ContextVar[Settings] = ContextVar("jobrunner_settings")
 
 
 def worker_path(worker: type[Worker]) -> str:

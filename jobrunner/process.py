@@ -1,0 +1,144 @@
+"""Jobs that hand back a running OS process.
+
+``perform`` may start a process and return ``ExternalProcess(process)``: the job keeps
+its parallelism slot until the process exits; exit code 0 completes it, any other
+code fails it with the code and the tail of stderr. Timeouts, cancellation and
+shutdown terminate the whole process group: SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+STDERR_TAIL = 4000
+
+
+class ProcessFailed(Exception):
+    """An external process exited with a non-zero code."""
+
+    def __init__(self, exit_code: int | None, stderr_tail: str) -> None:
+        detail = f"; stderr: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
+        super().__init__(f"process exited with code {exit_code}{detail}")
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOutcome:
+    """How an external process ended: its exit code and the tail of its stderr."""
+
+    exit_code: int | None
+    stderr_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited with code 0 (or its code is unknowable)."""
+        return self.exit_code in (0, None)
+
+
+@dataclass(slots=True)
+class ExternalProcess:
+    """Returned by ``perform``: the job lasts until this process exits.
+
+    ``process`` is an ``anyio.abc.Process`` (from ``anyio.open_process``), a
+    ``subprocess.Popen``, or a pid (an ``int``) of a child of this process or of any
+    process (then its exit code is unknown and exiting counts as success). Start it
+    with ``start_new_session=True`` so that terminating it reaches its children too.
+    ``kill_grace`` is how long SIGTERM may take before SIGKILL.
+    """
+
+    process: Any
+    kill_grace: float = 5.0
+    _stderr: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=64))
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process if isinstance(self.process, int) else self.process.pid
+
+    async def wait(self) -> ProcessOutcome:
+        """Wait for the exit (reading stderr meanwhile, so the pipe never fills)."""
+        if isinstance(self.process, anyio.abc.Process):
+            async with anyio.create_task_group() as tg:
+                if self.process.stderr is not None:
+                    tg.start_soon(self._collect_stderr, self.process.stderr)
+                code = await self.process.wait()
+            return ProcessOutcome(code, self._tail())
+        if isinstance(self.process, subprocess.Popen):
+            code = await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
+            if self.process.stderr is not None:
+                data = await anyio.to_thread.run_sync(self.process.stderr.read)
+                self._stderr.append(data.decode(errors="replace") if isinstance(data, bytes) else data)
+            return ProcessOutcome(code, self._tail())
+        return ProcessOutcome(await _wait_pid(self.process), "")
+
+    async def _collect_stderr(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        try:
+            async for chunk in stream:
+                self._stderr.append(chunk.decode(errors="replace"))
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def _tail(self) -> str:
+        return "".join(self._stderr)[-STDERR_TAIL:]
+
+    async def terminate(self) -> None:
+        """SIGTERM the process group, then SIGKILL it after ``kill_grace`` seconds."""
+        _signal_group(self.pid, signal.SIGTERM)
+        with anyio.move_on_after(self.kill_grace):
+            await self._exited()
+            return
+        _signal_group(self.pid, signal.SIGKILL)
+        with anyio.move_on_after(5):
+            await self._exited()
+
+    async def _exited(self) -> None:
+        if isinstance(self.process, anyio.abc.Process):
+            await self.process.wait()
+        elif isinstance(self.process, subprocess.Popen):
+            await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
+        else:
+            await _wait_pid(self.process)
+
+
+def _alive(pid: int) -> bool:
+    """True while a process that is not our child exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process's own group, or just the process when it shares ours."""
+    try:
+        group = os.getpgid(pid)
+        if group != os.getpgid(0):
+            os.killpg(group, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+async def _wait_pid(pid: int) -> int | None:
+    """Wait for ``pid`` to exit: its exit code when it is our child, else None."""
+    try:
+        _, status = await anyio.to_thread.run_sync(os.waitpid, pid, 0, abandon_on_cancel=True)
+    except ChildProcessError:
+        while _alive(pid):
+            await anyio.sleep(0.05)
+        return None
+    return os.waitstatus_to_exitcode(status)
