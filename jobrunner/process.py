@@ -59,6 +59,16 @@ class ExternalProcess:
     process: Any
     kill_grace: float = 5.0
     _stderr: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=64))
+    _group: int | None = None
+
+    def __post_init__(self) -> None:
+        # Remember the process group now: once the leader is reaped it cannot be looked up,
+        # but its children may still be running in the group.
+        try:
+            group = os.getpgid(self.pid)
+        except ProcessLookupError:
+            group = None
+        self._group = group if group != os.getpgid(0) else None
 
     @property
     def pid(self) -> int:
@@ -93,13 +103,25 @@ class ExternalProcess:
 
     async def terminate(self) -> None:
         """SIGTERM the process group, then SIGKILL it after ``kill_grace`` seconds."""
-        _signal_group(self.pid, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         with anyio.move_on_after(self.kill_grace):
             await self._exited()
+            while self._group is not None and _group_alive(self._group):
+                await anyio.sleep(0.02)
             return
-        _signal_group(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         with anyio.move_on_after(5):
             await self._exited()
+
+    def _signal(self, signum: int) -> None:
+        """Signal the process's own group (all its children), or just the process."""
+        try:
+            if self._group is not None:
+                os.killpg(self._group, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
 
     async def _exited(self) -> None:
         if isinstance(self.process, anyio.abc.Process):
@@ -121,16 +143,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    """Signal the process's own group, or just the process when it shares ours."""
+def _group_alive(group: int) -> bool:
+    """True while some process of ``group`` is running (zombies do not count)."""
     try:
-        group = os.getpgid(pid)
-        if group != os.getpgid(0):
-            os.killpg(group, signum)
-        else:
-            os.kill(pid, signum)
+        os.killpg(group, 0)
     except ProcessLookupError:
-        pass
+        return False
+    except PermissionError:
+        return True
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                return True
+    return not os.path.isdir("/proc")
 
 
 async def _wait_pid(pid: int) -> int | None:
