@@ -97,3 +97,21 @@ class Sleeper(Worker):
         record(job)
         await anyio.sleep(job.args.get("seconds", 60))
         return "slept"
+
+
+def sum_of_squares(n: int) -> dict[str, int]:
+    """CPU-bound work, importable so a worker process can run it."""
+    import os
+
+    return {"value": sum(i * i for i in range(n)), "pid": os.getpid()}
+
+
+class CpuHeavy(Worker):
+    """Runs its CPU-bound part in a separate process (anyio.to_process)."""
+
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        import anyio.to_process
+
+        return await anyio.to_process.run_sync(sum_of_squares, job.args["n"])
