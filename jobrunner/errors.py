@@ -28,3 +28,7 @@ class JobNotFoundError(JobrunnerError):
 
 class MigrationError(JobrunnerError):
     """The database schema could not be migrated."""
+
+
+class JobStateError(JobrunnerError):
+    """The job is not in a state that allows this action."""

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import events
 from .config import HttpSettings
 from .enqueue import WorkerDefaults, build_row, external_defaults, worker_defaults
-from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
+from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
 from .job import ALL_STATES, Job, iso
 
@@ -234,11 +234,12 @@ class Api:
 
     async def cancel(self, request: Request) -> Response:
         job_id = _path_id(request)
-        job = await self._db(self.runner.cancel_job, job_id)
+        try:
+            job = await self._db(self.runner.cancel_job, job_id)
+        except JobStateError as exc:
+            raise ApiError(409, str(exc)) from None
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
-        if job.state != "cancelled":
-            raise ApiError(409, f"job {job_id} is already {job.state}")
         return JSONResponse(_job(job))
 
     async def topics(self, request: Request) -> Response:

@@ -118,19 +118,23 @@ class MaintenanceVerbs:
 
     # ------------------------------------------------------------ operator actions
 
-    def cancel_job(self, job_id: int, now: float, reason: str = "cancelled by request") -> Job | None:
-        """Cancel a job that has not finished; returns it as it is afterwards (None: no such job).
+    def cancel_job(
+        self, job_id: int, now: float, reason: str = "cancelled by request"
+    ) -> tuple[Job | None, bool]:
+        """Cancel a job that has not finished.
 
-        A job that is ``executing`` is marked cancelled here; the node running it
-        notices within its poll interval and cancels ``perform``.
+        Returns the job as it is afterwards (None: no such job) and whether this call
+        cancelled it (False: it had already finished). A job that is ``executing`` is
+        marked cancelled here; the node running it notices within its poll interval
+        and cancels ``perform``.
         """
-        def body(conn: Connection) -> Job | None:
+        def body(conn: Connection) -> tuple[Job | None, bool]:
             row = conn.execute(select(*_ALL).where(jobs.c.id == job_id)).first()
             if row is None:
-                return None
+                return None, False
             job = self._row_to_job(row)
             if job.state not in CANCELLABLE:
-                return job
+                return job, False
             entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {reason}", "traceback": None}
             errors = [*job.errors, entry]
             conn.execute(
@@ -139,7 +143,7 @@ class MaintenanceVerbs:
                 .values(state="cancelled", cancelled_at=now, errors=json.dumps(errors))
             )
             return Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS},
-                          "state": "cancelled", "cancelled_at": now, "errors": errors})
+                          "state": "cancelled", "cancelled_at": now, "errors": errors}), True
         return self._transaction(body)
 
     def retry_jobs(

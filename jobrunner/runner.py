@@ -23,7 +23,7 @@ from . import config as config_module
 from . import events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, worker_defaults
-from .errors import ConfigError
+from .errors import ConfigError, JobStateError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
@@ -308,9 +308,12 @@ class Runner:
 
     def cancel_job(self, job_id: int) -> Job | None:
         """Cancel a job that has not finished (a running one is interrupted; on another
-        node within its poll interval). Returns the job as it is now, None if unknown."""
-        job = self.store.cancel_job(job_id, self.clock())
-        if job is not None and job.state == "cancelled":
+        node within its poll interval). Returns the cancelled job, None if unknown;
+        raises JobStateError when the job had already finished."""
+        job, changed = self.store.cancel_job(job_id, self.clock())
+        if job is not None and not changed:
+            raise JobStateError(f"job {job_id} is already {job.state}")
+        if job is not None:
             self._in_loop(self._cancel_here, job)
         return job
 

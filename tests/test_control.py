@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from jobrunner import ConfigError, Job, Runner, Worker, events
+from jobrunner.errors import JobStateError
 from jobrunner.config import DatabaseSettings
 from jobrunner.housekeeping import Housekeeper
 from jobrunner.store import StorageError, Store
@@ -67,7 +68,7 @@ async def test_cancel_from_another_process_is_noticed_within_the_poll_interval(m
             job = runner.enqueue(Sleeper, {"seconds": 60})
             await wait_for(events.job_started, lambda p: p["job"].id == job.id)
             waiter = wait_for(events.job_cancelled, lambda p: p["job"].id == job.id, timeout=2)
-            other.cancel_job(job.id, time.time())
+            other.cancel_job(job.id, time.time())  # another process's Store
             await waiter
             again = runner.enqueue(Add, {"a": 1, "b": 1})  # the slot was freed
             await wait_for(events.job_completed, lambda p: p["job"].id == again.id)
@@ -80,7 +81,8 @@ async def test_cancel_of_finished_or_unknown_jobs_changes_nothing(runner: Runner
     assert runner.cancel_job(12345) is None
     job = runner.enqueue(Add, {"a": 1, "b": 2})
     await _drain(runner)
-    assert runner.cancel_job(job.id).state == "completed"
+    with pytest.raises(JobStateError, match="already completed"):
+        runner.cancel_job(job.id)
     assert runner.get_job(job.id).state == "completed"
 
 
