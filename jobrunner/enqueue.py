@@ -17,6 +17,10 @@ from .errors import EnqueueError
 from .worker import Worker, resolve_worker, worker_path
 
 _OPTIONS = {"priority", "delay", "scheduled_at", "max_attempts"}
+MAX_ATTEMPTS_LIMIT = 2**31 - 1
+#: Run times must render as ISO 8601 dates (years 1..9999, UTC).
+EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
+LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp()
 
 
 def _as_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -115,8 +119,11 @@ def build_row(
                 raise EnqueueError(f"priority of {name} must be an integer 0..9, got {priority!r}")
         if options.get("max_attempts") is not None:
             max_attempts = options["max_attempts"]
-            if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-                raise EnqueueError(f"max_attempts of {name} must be an integer >= 1, got {max_attempts!r}")
+            if (not isinstance(max_attempts, int) or isinstance(max_attempts, bool)
+                    or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
+                raise EnqueueError(
+                    f"max_attempts of {name} must be an integer 1..{MAX_ATTEMPTS_LIMIT}, got {max_attempts!r}"
+                )
         delay = options.get("delay")
         scheduled_at = options.get("scheduled_at")
         if delay is not None and scheduled_at is not None:
@@ -127,6 +134,8 @@ def build_row(
             run_at = now + delay
         elif scheduled_at is not None:
             run_at = _timestamp(scheduled_at)
+        if not EARLIEST <= run_at <= LATEST:
+            raise EnqueueError(f"run time of {name} must fall within the years 1..9999 (UTC)")
 
     encoded = encode_args(name, args)
     return {

@@ -42,6 +42,13 @@ class ExternalTopics:
         self.clock = clock
         self.topics: dict[str, TopicSettings] = {n: t for n, t in settings.topics.items() if t.external}
         self._arrivals: dict[str, anyio.Event] = {name: anyio.Event() for name in self.topics}
+        #: Set when the runner stops: waiting claims answer "no job" and event streams end.
+        self.stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Release every waiting claim (the runner is stopping)."""
+        self.stopping.set()
+        self.notify()
 
     def topic(self, name: str) -> TopicSettings | None:
         """The settings of external topic ``name``, or None."""
@@ -60,7 +67,7 @@ class ExternalTopics:
         settings = self.topics[topic]
         seconds = lease if lease is not None else self.settings.http.lease
         deadline = anyio.current_time() + wait
-        while True:
+        while not self.stopping.is_set():
             arrival = self._arrivals[topic]  # taken before looking, so no wake-up is missed
             leased: Lease | None = await self.run_db(
                 self.store.lease_job, topic, settings.parallelism, holder, seconds, self.clock()
@@ -69,11 +76,12 @@ class ExternalTopics:
                 events.emit(events.job_started, topic, job=leased.job)
                 return leased
             remaining = deadline - anyio.current_time()
-            if remaining <= 0:
+            if remaining <= 0 or self.stopping.is_set():
                 return None
             # Due scheduled jobs and freed slots are noticed at least every poll interval.
             with anyio.move_on_after(min(remaining, settings.poll_interval)):
                 await arrival.wait()
+        return None
 
     async def complete(self, job_id: int, result: Any) -> Job:
         """Conclude a leased job as completed with ``result`` (JSON)."""

@@ -31,6 +31,7 @@ from .config import HttpSettings
 from .enqueue import WorkerDefaults, build_row, external_defaults, worker_defaults
 from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
+from .worker import registered_worker
 from .job import ALL_STATES, Job, iso
 
 if TYPE_CHECKING:
@@ -76,9 +77,15 @@ async def _body(request: Request, limit: int) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _object(body: Any, what: str) -> dict[str, Any]:
@@ -175,7 +182,11 @@ class Api:
             else:
                 if topic is not None and topic not in self.runner.settings.topics:
                     raise ApiError(400, f"topic {topic!r} is not configured")
-                defaults = worker_defaults(self.runner.settings, worker)
+                cls = registered_worker(worker)
+                if cls is None:
+                    raise ApiError(400, f"unknown worker {worker!r}: not a Worker of the modules this daemon loaded "
+                                        "([runner] modules)")
+                defaults = worker_defaults(self.runner.settings, cls)
                 if topic is not None and defaults.topic != topic:
                     raise ApiError(400, f"worker {worker} belongs to topic {defaults.topic!r}, not {topic!r}")
             cache[key] = defaults
@@ -204,6 +215,10 @@ class Api:
             raise ApiError(400, str(exc)) from None
         stored = await self._db(self.runner.store_rows, rows)
         return JSONResponse([_job(j) for j in stored] if isinstance(body, list) else _job(stored[0]), 201)
+
+    async def jobs(self, request: Request) -> Response:
+        """``/jobs``: GET lists, POST enqueues."""
+        return await (self.enqueue(request) if request.method == "POST" else self.list_jobs(request))
 
     async def get_job(self, request: Request) -> Response:
         job_id = _path_id(request)
@@ -324,7 +339,7 @@ class Api:
     async def events(self, request: Request) -> Response:
         topic = request.query_params.get("topic") or None
         return StreamingResponse(
-            _event_stream(topic), media_type="text/event-stream",
+            _event_stream(topic, self.external.stopping), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
@@ -346,8 +361,9 @@ def _encode(value: Any) -> Any:
     return repr(value)
 
 
-async def _event_stream(topic: str | None) -> AsyncIterator[str]:
-    """Server-sent events for every lifecycle event (of one topic, when given)."""
+async def _event_stream(topic: str | None, stopping: anyio.Event) -> AsyncIterator[str]:
+    """Server-sent events for every lifecycle event (of one topic, when given), until
+    ``stopping`` is set."""
     send, receive = anyio.create_memory_object_stream[str](SSE_QUEUE)
     loop_thread = threading.get_ident()
     token = anyio.lowlevel.current_token()
@@ -383,15 +399,26 @@ async def _event_stream(topic: str | None) -> AsyncIterator[str]:
     try:
         yield ": connected\n\n"
         async with receive:
-            while True:
+            while not stopping.is_set():
+                text = None
                 with anyio.move_on_after(SSE_KEEPALIVE):
-                    yield await receive.receive()
-                    continue
-                yield ": keep-alive\n\n"
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_cancel_when, stopping, tg.cancel_scope)
+                        text = await receive.receive()
+                        tg.cancel_scope.cancel()
+                if text is not None:
+                    yield text
+                elif not stopping.is_set():
+                    yield ": keep-alive\n\n"
     finally:
         for signal, receiver in connected:
             signal.disconnect(receiver)
         send.close()
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 # ---------------------------------------------------------------- middleware and app
@@ -411,21 +438,32 @@ class Guard:
                 if key == b"authorization":
                     supplied = value.decode("latin-1")
             if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
-                response = JSONResponse({"error": "missing or wrong bearer token"}, 401,
-                                        headers={"WWW-Authenticate": "Bearer"})
+                headers = {"WWW-Authenticate": "Bearer"}
+                if scope.get("method") in ("POST", "PUT", "PATCH"):
+                    headers["Connection"] = "close"  # the body is never read
+                response = JSONResponse({"error": "missing or wrong bearer token"}, 401, headers=headers)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
+def _close_if_unread(request: Request) -> dict[str, str]:
+    """An answer sent before the request body was read must close the connection:
+    the unread body would otherwise be taken for the next request."""
+    if request.method in ("POST", "PUT", "PATCH") and not getattr(request, "_stream_consumed", False):
+        return {"Connection": "close"}
+    return {}
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse({"error": exc.message}, exc.status)
+    return JSONResponse({"error": exc.message}, exc.status, headers=_close_if_unread(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
+    headers = {**(getattr(exc, "headers", None) or {}), **_close_if_unread(request)}
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -439,8 +477,7 @@ def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings)
     """The ASGI application of the API."""
     api = Api(runner, external, settings)
     routes = [
-        Route("/jobs", api.enqueue, methods=["POST"]),
-        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/jobs", api.jobs, methods=["GET", "POST"]),
         Route("/jobs/{id}", api.get_job, methods=["GET"]),
         Route("/jobs/{id}/retry", api.retry, methods=["POST"]),
         Route("/jobs/{id}/cancel", api.cancel, methods=["POST"]),
@@ -461,8 +498,9 @@ def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings)
     return Guard(app, settings.token)
 
 
-async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event) -> None:
-    """Serve ``app`` on ``settings.host:port`` until ``shutdown`` is set (asyncio or trio)."""
+async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event, graceful: float = 2.0) -> None:
+    """Serve ``app`` on ``settings.host:port`` until ``shutdown`` is set (asyncio or trio);
+    open requests get ``graceful`` seconds (at most 2) to finish."""
     import sniffio
     from hypercorn.config import Config
 
@@ -471,7 +509,7 @@ async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event) -> 
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("jobrunner.http.server")
-    config.graceful_timeout = 2.0
+    config.graceful_timeout = min(2.0, graceful)
     if sniffio.current_async_library() == "trio":
         from hypercorn.trio import serve as hypercorn_serve
     else:

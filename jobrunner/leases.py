@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from sqlalchemy import Connection, delete, func, select, update
 
 from .job import Job, iso
-from .schema import JOB_COLUMNS, jobs, leases
+from .schema import JOB_COLUMNS, jobs, leases, topics
 
 T = TypeVar("T")
 
@@ -52,6 +52,8 @@ class LeaseVerbs:
         executing. Scheduled and retryable jobs that are due are made available first.
         """
         def body(conn: Connection) -> Lease | None:
+            if conn.scalar(select(topics.c.paused).where(topics.c.topic == topic)):
+                return None
             conn.execute(
                 update(jobs)
                 .where(jobs.c.topic == topic, jobs.c.state.in_(("scheduled", "retryable")),

@@ -256,7 +256,8 @@ class Runner:
                 http_stop = anyio.Event()
                 if self.settings.http.enabled:
                     app = create_app(self, self._external, self.settings.http)
-                    outer.start_soon(serve_http, app, self.settings.http, http_stop)
+                    outer.start_soon(serve_http, app, self.settings.http, http_stop,
+                                     self.settings.runner.shutdown_grace)
                 async with anyio.create_task_group() as topic_group:
                     for name, topic in self.settings.topics.items():
                         if topic.external:
@@ -273,6 +274,7 @@ class Runner:
                     events.emit(events.runner_started, self.node, topics=topics)
                     task_status.started()
                     await self._stop_requested.wait()
+                    self._external.stop()
                     for supervisor in self._supervisors.values():
                         supervisor.stop()
                 watcher.cancel()

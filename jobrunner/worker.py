@@ -74,6 +74,7 @@ class Worker:
         ):
             raise TypeError(f"{name}.timeout must be None or a number > 0, got {cls.timeout!r}")
         cls.perform_is_async = inspect.iscoroutinefunction(cls.perform)
+        _registered[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     async def perform(self, job: Job) -> Any:
         """Do the job's work. Return a value (completed), ``Snooze`` or ``Cancel``; raise to fail."""
@@ -112,6 +113,12 @@ def worker_path(worker: type[Worker]) -> str:
 
 
 _resolved: dict[str, type[Worker]] = {}
+_registered: dict[str, type[Worker]] = {}
+
+
+def registered_worker(path: str) -> type[Worker] | None:
+    """The Worker class of that import path if its module is already loaded; never imports."""
+    return _registered.get(path)
 
 
 def resolve_worker(path: str) -> type[Worker]:
