@@ -160,7 +160,7 @@ def emit(signal: Signal, sender: Any, **payload: Any) -> None:
         except Exception:
             logger.exception("receiver %r of %s raised", receiver, name, extra={"event": "receiver_error"})
             continue
-        if inspect.isawaitable(outcome):
+        if outcome is not None and inspect.isawaitable(outcome):
             if _hosts:
                 _hosts[-1].submit(outcome, name)
             else:

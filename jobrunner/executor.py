@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from .backoff import backoff_delay
 from .config import TopicSettings
 from .errors import UnknownWorkerError
 from .job import Job, iso
+from .process import ExternalProcess, ProcessFailed
 from .store import Ack
 from .worker import Cancel, Snooze, Worker, resolve_worker
 
@@ -98,7 +100,7 @@ class Finished:
     @property
     def snapshot(self) -> Job:
         """The job as it is after this transition."""
-        return dataclasses.replace(self.job, **self.changes)
+        return self.job.evolve(**self.changes)
 
     def emit(self) -> None:
         """Send the event (call only after the ack was written)."""
@@ -214,10 +216,15 @@ class Executor:
 
     async def _call(self, worker: Worker, job: Job) -> Any:
         if worker.perform_is_async:
-            return await worker.perform(job)
-        return await anyio.to_thread.run_sync(
-            functools.partial(worker.perform, job), limiter=self.thread_limiter, abandon_on_cancel=True
-        )
+            value = await worker.perform(job)
+        else:
+            value = await anyio.to_thread.run_sync(
+                functools.partial(worker.perform, job), limiter=self.thread_limiter, abandon_on_cancel=True
+            )
+        if isinstance(value, ExternalProcess):
+            return await _await_process(worker, job, value)
+        return value
+
 
     async def _after_error(self, worker: Worker, job: Job, outcome: Outcome) -> Outcome:
         assert outcome.error is not None
@@ -231,3 +238,21 @@ class Executor:
             logger.error("after_error of %s (job %s) raised %s", job.worker, job.id, describe_error(exc))
             return dataclasses.replace(outcome, reason=f"after_error raised {describe_error(exc)}")
         return outcome
+
+
+async def _await_process(worker: Worker, job: Job, process: ExternalProcess) -> Any:
+    """Hold the job (and its slot) until ``process`` exits; on cancellation or timeout,
+    terminate its process group. ``after_async`` runs on every exit; a non-zero exit
+    then fails the attempt."""
+    try:
+        outcome = await process.wait()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await process.terminate()
+        raise
+    result = worker.after_async(job, outcome)
+    if inspect.isawaitable(result):
+        result = await result
+    if not outcome.ok:
+        raise ProcessFailed(outcome.exit_code, outcome.stderr_tail)
+    return result

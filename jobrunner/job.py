@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,6 +67,18 @@ class Job:
     cancelled_at: float | None = None
     attempted_by: str | None = None
 
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied, like ``dataclasses.replace`` but about three
+        times faster (events take a snapshot of every job that changes state)."""
+        if type(self) is not Job:  # a subclass may have slots of its own
+            return replace(self, **changes)
+        new = _new_job(Job)
+        for set_slot, value in zip(_SLOT_SETTERS, _all_values(self)):
+            set_slot(new, value)
+        for name, value in changes.items():
+            _set_attribute(new, name, value)  # AttributeError for a name that is not a field
+        return new
+
     def to_dict(self) -> dict[str, Any]:
         """The job as a JSON-ready dict with ISO 8601 timestamps."""
         return {
@@ -87,3 +100,11 @@ class Job:
             "cancelled_at": iso(self.cancelled_at),
             "attempted_by": self.attempted_by,
         }
+
+
+# Job.evolve copies the slots directly, bypassing the frozen __init__.
+_FIELD_NAMES = tuple(f.name for f in fields(Job))
+_SLOT_SETTERS = tuple(Job.__dict__[name].__set__ for name in _FIELD_NAMES)
+_all_values = operator.attrgetter(*_FIELD_NAMES)
+_new_job = object.__new__
+_set_attribute = object.__setattr__

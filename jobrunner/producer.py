@@ -1,13 +1,19 @@
 """The producer of one topic: claims due jobs up to its free slots and records outcomes.
 
 One database round trip both writes the outcomes of finished jobs (acks) and claims new
-ones, so a busy topic costs one transaction per batch, not two per job. Events are sent
-after that write.
+ones, so a busy topic costs one transaction per batch, not two per job; a check of the
+topic's control (pause, cancellations by other processes) rides along with it. Events
+are sent after that write.
+
+Claimed jobs run in long-lived job tasks, at most one per slot: a task that finishes a
+job waits for the next one instead of ending, which costs far less than a new task per
+job. Each job still runs in a context of its own (:mod:`jobrunner.context`) and can be
+cancelled on its own (the task's cancel scope serves one job; cancelling it retires the
+task).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -18,19 +24,25 @@ from anyio.abc import TaskGroup
 
 from . import events
 from .config import TopicSettings
+from .context import in_own_context
 from .executor import Executor, Finished
 from .job import Job
+from .maintenance import TopicControl
 from .store import Ack, Store
 from .wakeup import Wakeup
 
 logger = logging.getLogger("jobrunner.producer")
 
+#: Seconds a control check waits for a running job to end, so that it can ride along
+#: with that job's ack instead of costing a database round trip of its own.
+CHECK_DELAY = 0.002
+
 
 class Producer:
     """Claims and runs the jobs of one topic within its parallelism.
 
-    It outlives restarts of its loop (:meth:`run`): running jobs, the acks not yet
-    written and the wake-up signal survive a crash of the loop.
+    It outlives restarts of its loop (:meth:`run`): running jobs, idle job tasks, the
+    acks not yet written and the wake-up signal survive a crash of the loop.
     """
 
     def __init__(
@@ -54,6 +66,8 @@ class Producer:
         self.paused = False
         self._pending: list[Finished] = []
         self._scopes: dict[int, anyio.CancelScope] = {}
+        self._jobs_tg: TaskGroup | None = None
+        self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
         self._idle.set()
         self._next_stage = 0.0
@@ -110,23 +124,35 @@ class Producer:
             stage = not self.stopping and now >= self._next_stage
             if stage:
                 self._next_stage = now + poll
-            if (stage or self._check_control) and not self.stopping:
+            check = (stage or self._check_control) and not self.stopping
+            if check:
                 self._check_control = False
-                await self._obey_control()
-            claiming = not self.stopping and not self.paused
+            # A control check rides along with the claim, which then obeys a pause itself.
+            claiming = not self.stopping and (check or not self.paused)
             stage = stage and claiming
             demand = self.topic.parallelism - self.running if claiming else 0
             if self._pending or demand > 0 or stage:
-                claimed = await self.flush(demand, stage)
+                claimed = await self.flush(demand, stage, check=check)
                 for job in claimed:
                     self.start_job(jobs_tg, job)
+            elif check:
+                # Every slot is busy. A job that ends within a moment gives the check a
+                # flush to ride along with; else it is a read of its own.
+                self._check_control = True
+                await self.wakeup.wait(CHECK_DELAY)
+                if not self._pending and self._check_control:
+                    self._check_control = False
+                    await self._obey_control()
+                continue
             if self.stopping and self.running == 0 and not self._pending:
                 return
             await self.wakeup.wait(math.inf if self.stopping else max(0.0, self._next_stage - self.clock()))
 
     async def _obey_control(self) -> None:
         """Read pause state and cancellations made by other processes; act on them."""
-        control = await self._run_db(self.store.control, self.topic.name, list(self._scopes))
+        self._obey(await self._run_db(self.store.control, self.topic.name, list(self._scopes)))
+
+    def _obey(self, control: TopicControl) -> None:
         if control.paused != self.paused:
             self.paused = control.paused
             logger.info("topic_%s topic=%s", "paused" if self.paused else "resumed", self.topic.name,
@@ -134,15 +160,23 @@ class Producer:
         for job_id in control.cancelled:
             self.cancel_job(job_id)
 
-    async def flush(self, demand: int = 0, stage: bool = False) -> list[Job]:
+    async def flush(self, demand: int = 0, stage: bool = False, *, check: bool = False) -> list[Job]:
         """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
-        jobs, all in one transaction."""
+        jobs, all in one transaction. With ``check``, the transaction also reads the
+        topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
         acks: list[Ack] = [f.ack for f in finished]
+        control: TopicControl | None = None
         try:
-            claimed: list[Job] = await self._run_db(
-                self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock(), stage
-            )
+            if check:
+                claimed, control = await self._run_db(
+                    self.store.ack_control_and_claim, acks, self.topic.name, demand, self.node, self.clock(),
+                    stage, list(self._scopes),
+                )
+            else:
+                claimed = await self._run_db(
+                    self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock(), stage
+                )
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
@@ -155,37 +189,94 @@ class Producer:
                     "outcome dropped", item.ack.job.id, self.topic.name, item.ack.kind,
                     extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
                 )
+        if control is not None:
+            self._obey(control)
         return claimed
 
     # -------------------------------------------------------------- jobs
 
     def start_job(self, jobs_tg: TaskGroup, job: Job) -> None:
-        """Run a claimed job as a task of ``jobs_tg``; its outcome joins the pending acks."""
+        """Run a claimed job in ``jobs_tg``; its outcome joins the pending acks.
+
+        The job goes to a job task of ``jobs_tg`` that is idle, else to a new one. Idle
+        job tasks wait for their next job until ``jobs_tg`` is cancelled: cancel it once
+        :meth:`wait_idle` returns.
+        """
         self.running += 1
-        self._idle = anyio.Event() if self.running == 1 else self._idle
+        if self.running == 1:
+            self._idle = anyio.Event()
+        if jobs_tg is not self._jobs_tg:
+            self._jobs_tg, self._idle_tasks = jobs_tg, []
+        # The job's scope is known from now on, so cancel_job works before the job starts
+        # (even from a job_started receiver).
+        if self._idle_tasks:
+            handoff = self._idle_tasks.pop()
+            self._scopes[job.id] = handoff.scope
+            handoff.give(job)
+        else:
+            scope = self._scopes[job.id] = anyio.CancelScope()
+            jobs_tg.start_soon(self._job_task, job, scope, self._idle_tasks)
         events.emit(events.job_started, self.topic.name, job=job)
-        jobs_tg.start_soon(self._run_job, job)
+
+    async def _job_task(self, job: Job, scope: anyio.CancelScope, idle_tasks: list[_Handoff]) -> None:
+        """Run ``job``, then each job handed over, until cancelled.
+
+        ``scope`` is this task's and is cancelled only to cancel the job it is running
+        (or was handed): that ends the task, and a later job gets a new one.
+        """
+        with scope:
+            while True:
+                await in_own_context(self._run_job(job))
+                if scope.cancel_called:
+                    return  # the job ended before its cancellation reached it
+                handoff = _Handoff(scope)
+                idle_tasks.append(handoff)
+                try:
+                    await handoff.event.wait()
+                except BaseException:  # cancelled while idle (or just handed a job)
+                    if handoff.job is None:
+                        idle_tasks.remove(handoff)
+                    else:  # handed over but never started
+                        self._done(handoff.job, None)
+                    raise
+                job = handoff.job
 
     async def _run_job(self, job: Job) -> None:
-        scope = anyio.CancelScope()
-        self._scopes[job.id] = scope
         finished: Finished | None = None
         try:
-            with scope:
-                finished = await self.executor.execute(job)
+            finished = await self.executor.execute(job)
         finally:
-            del self._scopes[job.id]
-            if job.id in self._cancelled_elsewhere:
-                # Already cancelled in the table: nothing to write, only to announce.
-                self._cancelled_elsewhere.discard(job.id)
-                events.emit(events.job_cancelled, self.topic.name,
-                            job=dataclasses.replace(job, state="cancelled"), reason="cancelled by request",
-                            duration=None)
-            else:
-                if finished is None:  # cancelled by shutdown: put the job back for another run
-                    finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
-                self._pending.append(finished)
-            self.running -= 1
-            if self.running == 0:
-                self._idle.set()
-            self.wakeup.set()
+            self._done(job, finished)
+
+    def _done(self, job: Job, finished: Finished | None) -> None:
+        """Book the end of one execution (``None``: it was cancelled before an outcome)."""
+        del self._scopes[job.id]
+        if job.id in self._cancelled_elsewhere:
+            # Already cancelled in the table: nothing to write, only to announce.
+            self._cancelled_elsewhere.discard(job.id)
+            events.emit(events.job_cancelled, self.topic.name,
+                        job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
+        else:
+            if finished is None:  # cancelled by shutdown: put the job back for another run
+                finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
+            self._pending.append(finished)
+        self.running -= 1
+        if self.running == 0:
+            self._idle.set()
+        self.wakeup.set()
+
+
+class _Handoff:
+    """How an idle job task receives its next job; ``scope`` is the task's cancel scope."""
+
+    __slots__ = ("event", "job", "scope")
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.event = anyio.Event()
+        self.job: Job | None = None
+        self.scope = scope
+
+    def give(self, job: Job) -> None:
+        """Hand ``job`` over and wake the task."""
+        self.job = job
+        self.event.set()

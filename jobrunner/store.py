@@ -17,7 +17,7 @@ import operator
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from sqlalchemy import (
@@ -40,10 +40,11 @@ from .config import DatabaseSettings
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
-from .maintenance import MaintenanceVerbs
-from .schema import JOB_COLUMNS, jobs
+from .maintenance import MaintenanceVerbs, TopicControl
+from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
+_loads = json.loads
 
 logger = logging.getLogger("jobrunner.store")
 
@@ -75,26 +76,16 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     (id_, topic, worker, args, state, priority, attempt, max_attempts, errors, result,
      inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at,
      attempted_by) = row
+    # Positional: the field order of Job is the column order of the table (checked below).
     return Job(
-        id=id_,
-        topic=topic,
-        worker=worker,
-        args=json.loads(args),
-        state=state,
-        priority=priority,
-        attempt=attempt,
-        max_attempts=max_attempts,
-        errors=[] if errors == _EMPTY_LIST else json.loads(errors),
-        result=None if result is None else json.loads(result),
-        inserted_at=inserted_at,
-        scheduled_at=scheduled_at,
-        attempted_at=attempted_at,
-        completed_at=completed_at,
-        discarded_at=discarded_at,
-        cancelled_at=cancelled_at,
-        attempted_by=attempted_by,
+        id_, topic, worker, _loads(args), state, priority, attempt, max_attempts,
+        [] if errors == _EMPTY_LIST else _loads(errors), None if result is None else _loads(result),
+        inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at, attempted_by,
     )
 
+
+if tuple(f.name for f in fields(Job)) != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
+    raise ImportError("jobrunner.job.Job fields must follow the columns of jobrunner.schema.jobs")
 
 _ALL = [jobs.c[name] for name in JOB_COLUMNS]
 _EXECUTING = and_(
@@ -121,14 +112,6 @@ _ACK_STATEMENTS = {
         state="scheduled", scheduled_at=bindparam("b_at"), attempt=jobs.c.attempt - 1
     ),
     "release": update(jobs).where(_EXECUTING).values(state="available", attempt=jobs.c.attempt - 1),
-}
-_ACK_PARAMS = {
-    "complete": ("b_at", "b_result"),
-    "retry": ("b_at", "b_errors"),
-    "discard": ("b_at", "b_errors"),
-    "cancel": ("b_at", "b_errors"),
-    "snooze": ("b_at",),
-    "release": (),
 }
 ACK_KINDS = tuple(_ACK_STATEMENTS)
 
@@ -172,12 +155,15 @@ _STAGE = (
     .values(state="available")
 )
 _INSERT = jobs.insert().returning(*_ALL)
+_PAUSED = select(topics.c.paused).where(topics.c.topic == bindparam("b_topic"))
 _LIVE_CHECK = select(jobs.c.id, jobs.c.attempt).where(
     jobs.c.id == bindparam("b_id"), jobs.c.state == "executing"
 )
 
 
 BUSY_RETRIES = 4
+#: Connections per engine that the hot path keeps checked out between transactions.
+_KEPT_CONNECTIONS = 2
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -285,6 +271,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
 
     Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
     jobs, record finished executions and claim new ones in one transaction),
+    :meth:`ack_control_and_claim` (the same, with the topic's control read first),
     :meth:`stage_due`, :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`,
     :meth:`count`; off the hot path (see :mod:`jobrunner.maintenance`):
     :meth:`heartbeat`, :meth:`rescue_orphans`, :meth:`cancel_job`, :meth:`retry_jobs`,
@@ -324,9 +311,14 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             self._transitions = self.engine
             self._begin_sql = None
             claim = _CLAIM_SKIP_LOCKED
+        self._closed = False
+        self._kept: dict[Engine, list[tuple[Any, Any]]] = {self.engine: [], self._transitions: []}
         dialect = self.engine.dialect
         self._claim = _Prepared(claim, dialect)
         self._stage = _Prepared(_STAGE, dialect)
+        self._paused = _Prepared(_PAUSED, dialect)
+        #: Prepared "which of these n ids are cancelled" statements, by n.
+        self._cancelled_among: dict[int, _Prepared] = {}
         self._acks = {kind: _Prepared(stmt, dialect) for kind, stmt in _ACK_STATEMENTS.items()}
         self._insert_returning = _Prepared(_INSERT.values({c: None for c in _INSERT_COLUMNS}), dialect)
         self._insert_plain = _Prepared(jobs.insert().values({c: None for c in _INSERT_COLUMNS}), dialect)
@@ -397,22 +389,37 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         raise AssertionError("unreachable")
 
     def _write(self, engine: Engine, body: Callable[[Any], T]) -> T:
-        """Run ``body(cursor)`` on a DBAPI cursor in one write transaction; the hot path."""
+        """Run ``body(cursor)`` on a DBAPI cursor in one write transaction; the hot path.
+
+        A few connections stay checked out between calls (``_kept``), which saves the
+        pool's checkout and reset on every transaction. A connection whose transaction
+        failed goes back to the pool instead.
+        """
+        kept = self._kept[engine]
+
         def once() -> T:
-            proxy = engine.raw_connection()
             try:
+                proxy, cursor = kept.pop()
+            except IndexError:
+                proxy = engine.raw_connection()
                 cursor = proxy.cursor()
+            try:
                 if self._begin_sql:
                     cursor.execute(self._begin_sql)
                 try:
                     result = body(cursor)
                     proxy.commit()
-                    return result
                 except BaseException:
                     proxy.rollback()
                     raise
-            finally:
+            except BaseException:
                 proxy.close()
+                raise
+            if len(kept) < _KEPT_CONNECTIONS and not self._closed:
+                kept.append((proxy, cursor))
+            else:
+                proxy.close()
+            return result
         return self._retrying(once)
 
     def _transaction(self, body: Callable[[Connection], T]) -> T:
@@ -441,6 +448,10 @@ class Store(MaintenanceVerbs, LeaseVerbs):
 
     def close(self) -> None:
         """Release every pooled connection."""
+        self._closed = True
+        for kept in self._kept.values():
+            while kept:
+                kept.pop()[0].close()
         self.engine.dispose()
         self._transitions.dispose()
 
@@ -496,32 +507,79 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         + 1, stamped with ``now`` and ``node``; they are returned in priority, then
         FIFO, order.
         """
+        return self._cycle(acks, topic, limit, node, now, stage, None)[0]
+
+    def ack_control_and_claim(
+        self,
+        acks: Sequence[Ack],
+        topic: str,
+        limit: int,
+        node: str,
+        now: float,
+        stage: bool,
+        running: Iterable[int],
+    ) -> tuple[list[Job], TopicControl]:
+        """:meth:`ack_and_claim`, reading the topic's control first in the same transaction.
+
+        The control says whether ``topic`` is paused (then nothing is staged or
+        claimed) and which of the ``running`` job ids were cancelled meanwhile (see
+        :meth:`control`). A producer that would both check its control and claim saves
+        a round trip this way.
+        """
+        claimed, control = self._cycle(acks, topic, limit, node, now, stage, list(running))
+        assert control is not None
+        return claimed, control
+
+    def _cycle(
+        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float, stage: bool,
+        running: list[int] | None,
+    ) -> tuple[list[Job], TopicControl | None]:
         try:
-            return self._ack_and_claim(acks, topic, limit, node, now, stage, checked=False)
+            return self._ack_and_claim(acks, topic, limit, node, now, stage, running, checked=False)
         except _StaleAcks:
-            return self._ack_and_claim(acks, topic, limit, node, now, stage, checked=True)
+            return self._ack_and_claim(acks, topic, limit, node, now, stage, running, checked=True)
 
     def _ack_and_claim(
         self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float,
-        stage: bool, checked: bool,
-    ) -> list[Job]:
-        def body(cursor: Any) -> list[Job]:
+        stage: bool, running: list[int] | None, checked: bool,
+    ) -> tuple[list[Job], TopicControl | None]:
+        def body(cursor: Any) -> tuple[list[Job], TopicControl | None]:
             if acks:
                 self._apply_acks(cursor, acks, checked)
             if topic is None:
-                return []
+                return [], None
+            control = None
+            if running is not None:
+                control = self._read_control(cursor, topic, running)
+                if control.paused:
+                    return [], control
             if stage:
                 cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
             if limit <= 0:
-                return []
+                return [], control
             cursor.execute(
                 self._claim.sql,
                 self._claim.params({"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node}),
             )
-            return [_row_to_job(r) for r in cursor.fetchall()]
-        claimed = self._write(self._transitions, body)
+            return [_row_to_job(r) for r in cursor.fetchall()], control
+        claimed, control = self._write(self._transitions, body)
         claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
-        return claimed
+        return claimed, control
+
+    def _read_control(self, cursor: Any, topic: str, running: list[int]) -> TopicControl:
+        """:meth:`control`, inside the caller's transaction (prepared statements, raw cursor)."""
+        cursor.execute(self._paused.sql, self._paused.params({"b_topic": topic}))
+        row = cursor.fetchone()
+        cancelled: frozenset[int] = frozenset()
+        if running:
+            check = self._cancelled_among.get(len(running))
+            if check is None:
+                ids = [bindparam(f"b_id{i}") for i in range(len(running))]
+                statement = select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == "cancelled")
+                check = self._cancelled_among[len(running)] = _Prepared(statement, self.engine.dialect)
+            cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, job_id in enumerate(running)}))
+            cancelled = frozenset(r[0] for r in cursor.fetchall())
+        return TopicControl(bool(row and row[0]), cancelled)
 
     def stage_due(self, topic: str, now: float) -> int:
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
@@ -545,9 +603,10 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             ack.applied = live is None or (ack.job.id, ack.job.attempt) in live
             if not ack.applied:
                 continue
-            params: dict[str, Any] = {"b_id": ack.job.id, "b_attempt": ack.job.attempt}
-            for name in _ACK_PARAMS[ack.kind]:
-                params[name] = getattr(ack, name[2:])
+            job = ack.job
+            # Each kind's statement takes the subset it binds; the other keys are ignored.
+            params = {"b_id": job.id, "b_attempt": job.attempt, "b_at": ack.at, "b_result": ack.result,
+                      "b_errors": ack.errors}
             by_kind.setdefault(ack.kind, []).append(self._acks[ack.kind].params(params))
         for kind, params_list in by_kind.items():
             cursor.executemany(self._acks[kind].sql, params_list)

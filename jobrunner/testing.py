@@ -137,15 +137,17 @@ async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> 
     )
     try:
         await run_db(runner.store.migrate)
-        while True:
-            if with_scheduled:
-                await run_db(runner.store.stage_due, topic, math.inf)
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+            while True:
+                if with_scheduled:
+                    await run_db(runner.store.stage_due, topic, math.inf)
                 claimed = await producer.flush(settings.parallelism, stage=True)
                 for job in claimed:
                     producer.start_job(tg, job)
-            if not claimed:
-                break
+                if not claimed:
+                    break
+                await producer.wait_idle()
+            tg.cancel_scope.cancel()  # the job tasks, all idle now
         await producer.flush(0)
     finally:
         for signal, receiver in receivers:

@@ -106,7 +106,7 @@ NEW_JOB = st.fixed_dictionaries(
     optional={
         "args": JSON_VALUES,
         "priority": st.integers(0, 9),
-        "max_attempts": st.integers(1, 2**31),
+        "max_attempts": st.integers(1, 2**31 - 1),
         "delay": st.floats(0, 1e9),
         "scheduled_at": WHEN.map(lambda d: d.isoformat()),
     },

@@ -1,0 +1,135 @@
+"""Jobs that hand back OS processes: slots held until exit, exit codes, after_async,
+timeouts and shutdown terminating the process group, the ds topic end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobrunner import events
+from jobrunner.testing import EventRecorder, running, wait_for
+from tests import process_workers
+from tests.process_workers import PidOnly, Sleep, TimedSleep
+
+pytestmark = pytest.mark.anyio
+
+PROCS = {"procs": {"parallelism": 2, "poll_interval": 0.05}}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_process_keeps_its_slot_until_it_exits(make_runner: Any, tmp_path: Path) -> None:
+    runner = make_runner(PROCS)
+    timeline: list[tuple[str, int]] = []
+
+    def track(name: str) -> Any:
+        def receive(sender: str, job: Any, **payload: Any) -> None:
+            timeline.append((name, job.id))
+        return receive
+
+    receivers = [(events.job_started, track("start")), (events.job_completed, track("end"))]
+    for signal, receiver in receivers:
+        signal.connect(receiver, sender="procs", weak=False)
+    try:
+        with EventRecorder("procs") as recorder:
+            async with running(runner):
+                jobs = runner.enqueue_many(
+                    [(Sleep, {"pidfile": str(tmp_path / f"p{i}"), "seconds": 0.4}) for i in range(3)]
+                )
+                await recorder.wait_count("job_completed", 3, timeout=30)
+    finally:
+        for signal, receiver in receivers:
+            signal.disconnect(receiver)
+    running_now = peak = 0
+    for kind, _ in timeline:
+        running_now += 1 if kind == "start" else -1
+        peak = max(peak, running_now)
+    assert peak == 2  # never three processes at once with parallelism 2
+    for job in jobs:
+        stored = runner.get_job(job.id)
+        assert stored.state == "completed" and stored.result["exit_code"] == 0
+    assert sorted(j for j, _ in process_workers.after_async_calls[-3:]) == [j.id for j in jobs]
+
+
+async def test_nonzero_exit_fails_with_code_and_stderr_then_after_async_runs(make_runner: Any, tmp_path: Path) -> None:
+    runner = make_runner(PROCS)
+    async with running(runner):
+        job = runner.enqueue(Sleep, {"pidfile": str(tmp_path / "p"), "code": 3})
+        await wait_for(events.job_discarded, lambda p: p["job"].id == job.id, timeout=30)
+    stored = runner.get_job(job.id)
+    assert stored.attempt == 2 and len(stored.errors) == 2
+    assert "code 3" in stored.errors[0]["error"] and "exiting with 3" in stored.errors[0]["error"]
+    assert (job.id, 3) in process_workers.after_async_calls
+
+
+async def test_timeout_terminates_the_process(make_runner: Any, tmp_path: Path) -> None:
+    runner = make_runner(PROCS)
+    pidfile = tmp_path / "p"
+    async with running(runner):
+        job = runner.enqueue(TimedSleep, {"pidfile": str(pidfile), "seconds": 60}, max_attempts=1)
+        payload = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id, timeout=30)
+    assert isinstance(payload["error"], TimeoutError)
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_shutdown_terminates_processes_and_puts_their_jobs_back(make_runner: Any, tmp_path: Path) -> None:
+    runner = make_runner(PROCS, runner={"shutdown_grace": 0.3})
+    pidfile = tmp_path / "p"
+    async with running(runner):
+        job = runner.enqueue(Sleep, {"pidfile": str(pidfile), "seconds": 60})
+        await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline
+            await anyio_sleep(0.02)
+    stored = runner.get_job(job.id)
+    assert stored.state == "available" and stored.attempt == 0
+    assert not alive(int(pidfile.read_text()))
+
+
+async def anyio_sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)
+
+
+async def test_a_bare_pid_is_watched_until_it_exits(make_runner: Any) -> None:
+    runner = make_runner(PROCS)
+    async with running(runner):
+        job = runner.enqueue(PidOnly, {})
+        await wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=30)
+    assert runner.get_job(job.id).result == {"exit_code": 0}
+
+
+async def test_ds_topic_computes_statistics_in_its_own_process(make_runner: Any, tmp_path: Path) -> None:
+    from topics.ds import DescribeCsv
+
+    runner = make_runner({"ds": {"parallelism": 2, "poll_interval": 0.05, "options": {"output_dir": str(tmp_path)}}})
+    csv = tmp_path / "given.csv"
+    csv.write_text("a,b\n1,10\n2,20\n3,30\n4,40\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a\n1\nnot-a-number\n")
+    with EventRecorder("ds") as recorder:
+        async with running(runner):
+            generated = runner.enqueue(DescribeCsv, {"rows": 500, "seed": 3})
+            given = runner.enqueue(DescribeCsv, {"csv": str(csv)})
+            broken = runner.enqueue(DescribeCsv, {"csv": str(bad)}, max_attempts=1)
+            await recorder.wait_count("job_completed", 2, timeout=60)
+            await recorder.wait_for("job_discarded", timeout=60)
+    result = runner.get_job(given.id).result
+    stats = json.loads(Path(result["output"]).read_text())["columns"]
+    assert stats["a"] == {"count": 4, "mean": 2.5, "stdev": pytest.approx(1.290994, rel=1e-5), "min": 1.0,
+                          "median": 2.5, "max": 4.0}
+    assert json.loads(Path(runner.get_job(generated.id).result["output"]).read_text())["columns"]["x"]["count"] == 500
+    error = runner.get_job(broken.id).errors[0]["error"]
+    assert "code 2" in error and "not a number" in error
