@@ -31,10 +31,29 @@ _FINISHED_AT = {"completed": jobs.c.completed_at, "cancelled": jobs.c.cancelled_
 
 @dataclass(frozen=True, slots=True)
 class TopicControl:
-    """What a producer must obey right now: pause, and running jobs cancelled elsewhere."""
+    """What a producer must obey right now: pause; running jobs cancelled elsewhere; and
+    running jobs it no longer owns (rescued, retried or claimed again meanwhile)."""
 
     paused: bool
     cancelled: frozenset[int]
+    lost: frozenset[int] = frozenset()
+
+
+def judge_running(
+    running: Sequence[tuple[int, int]], node: str, rows: Iterable[Sequence[Any]]
+) -> tuple[frozenset[int], frozenset[int]]:
+    """Split our running (id, attempt) pairs by their rows (id, state, attempt, attempted_by)
+    into those cancelled and those no longer ours."""
+    mine = dict(running)
+    seen = {row[0]: row for row in rows}
+    cancelled, lost = set(), set()
+    for job_id, attempt in mine.items():
+        row = seen.get(job_id)
+        if row is not None and row[1] == "cancelled":
+            cancelled.add(job_id)
+        elif row is None or not (row[1] == "executing" and row[2] == attempt and row[3] == node):
+            lost.add(job_id)
+    return frozenset(cancelled), frozenset(lost)
 
 
 class MaintenanceVerbs:
@@ -197,17 +216,18 @@ class MaintenanceVerbs:
         with self._read() as conn, conn.begin():
             return set(conn.scalars(select(topics.c.topic).where(topics.c.paused != 0)))
 
-    def control(self, topic: str, running: Iterable[int]) -> TopicControl:
-        """Whether ``topic`` is paused, and which of the ``running`` job ids were cancelled."""
-        ids = list(running)
+    def control(self, topic: str, running: Iterable[tuple[int, int]], node: str = "") -> TopicControl:
+        """Whether ``topic`` is paused, and which ``running`` (id, attempt) jobs of ``node``
+        were cancelled or are no longer its own."""
+        pairs = list(running)
         with self._read() as conn, conn.begin():
             paused = bool(conn.scalar(select(topics.c.paused).where(topics.c.topic == topic)))
-            cancelled: frozenset[int] = frozenset()
-            if ids:
-                cancelled = frozenset(
-                    conn.scalars(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == "cancelled"))
-                )
-        return TopicControl(paused, cancelled)
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.attempted_by)
+                .where(jobs.c.id.in_([job_id for job_id, _ in pairs]))
+            ).all() if pairs else []
+        cancelled, lost = judge_running(pairs, node, rows)
+        return TopicControl(paused, cancelled, lost)
 
     def page_jobs(
         self, topic: str | None, state: str | None, limit: int, before_id: int | None = None

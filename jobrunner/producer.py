@@ -66,6 +66,10 @@ class Producer:
         self.paused = False
         self._pending: list[Finished] = []
         self._scopes: dict[int, anyio.CancelScope] = {}
+        #: Attempt of the execution each running job id belongs to.
+        self._attempts: dict[int, int] = {}
+        #: Executions (id, attempt) that lost their job: stop them, write and announce nothing.
+        self._superseded: set[tuple[int, int]] = set()
         self._jobs_tg: TaskGroup | None = None
         self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
@@ -94,6 +98,23 @@ class Producer:
         self._cancelled_elsewhere.add(job_id)
         scope.cancel()
         return True
+
+    def _abandon(self, job_id: int) -> None:
+        """Stop our execution of a job that is no longer ours (rescued, retried, re-claimed)."""
+        scope = self._scopes.get(job_id)
+        if scope is None:
+            return
+        attempt = self._attempts[job_id]
+        self._superseded.add((job_id, attempt))
+        logger.warning(
+            "job_lost id=%s topic=%s attempt=%s: the job left this node's hands (rescued, retried or "
+            "claimed again); stopping this execution", job_id, self.topic.name, attempt,
+            extra={"event": "job_lost", "topic": self.topic.name, "job_id": job_id},
+        )
+        scope.cancel()
+
+    def _running_pairs(self) -> list[tuple[int, int]]:
+        return [(job_id, self._attempts[job_id]) for job_id in self._scopes]
 
     def stop_claiming(self) -> None:
         """Claim nothing more; running jobs go on and their outcomes are still written."""
@@ -150,7 +171,7 @@ class Producer:
 
     async def _obey_control(self) -> None:
         """Read pause state and cancellations made by other processes; act on them."""
-        self._obey(await self._run_db(self.store.control, self.topic.name, list(self._scopes)))
+        self._obey(await self._run_db(self.store.control, self.topic.name, self._running_pairs(), self.node))
 
     def _obey(self, control: TopicControl) -> None:
         if control.paused != self.paused:
@@ -159,6 +180,8 @@ class Producer:
                         extra={"event": "topic_paused" if self.paused else "topic_resumed", "topic": self.topic.name})
         for job_id in control.cancelled:
             self.cancel_job(job_id)
+        for job_id in control.lost:
+            self._abandon(job_id)
 
     async def flush(self, demand: int = 0, stage: bool = False, *, check: bool = False) -> list[Job]:
         """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
@@ -171,7 +194,7 @@ class Producer:
             if check:
                 claimed, control = await self._run_db(
                     self.store.ack_control_and_claim, acks, self.topic.name, demand, self.node, self.clock(),
-                    stage, list(self._scopes),
+                    stage, self._running_pairs(),
                 )
             else:
                 claimed = await self._run_db(
@@ -207,6 +230,10 @@ class Producer:
             self._idle = anyio.Event()
         if jobs_tg is not self._jobs_tg:
             self._jobs_tg, self._idle_tasks = jobs_tg, []
+        if job.id in self._scopes:
+            # Claimed again while an older execution still runs here: that one lost the job.
+            self._abandon(job.id)
+        self._attempts[job.id] = job.attempt
         # The job's scope is known from now on, so cancel_job works before the job starts
         # (even from a job_started receiver).
         if self._idle_tasks:
@@ -250,16 +277,25 @@ class Producer:
 
     def _done(self, job: Job, finished: Finished | None) -> None:
         """Book the end of one execution (``None``: it was cancelled before an outcome)."""
-        del self._scopes[job.id]
-        if job.id in self._cancelled_elsewhere:
-            # Already cancelled in the table: nothing to write, only to announce.
-            self._cancelled_elsewhere.discard(job.id)
-            events.emit(events.job_cancelled, self.topic.name,
-                        job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
+        key = (job.id, job.attempt)
+        if key in self._superseded:
+            # The job is no longer this execution's: write and announce nothing.
+            self._superseded.discard(key)
+            if self._attempts.get(job.id) == job.attempt:  # no newer execution took its place
+                del self._scopes[job.id]
+                del self._attempts[job.id]
         else:
-            if finished is None:  # cancelled by shutdown: put the job back for another run
-                finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
-            self._pending.append(finished)
+            del self._scopes[job.id]
+            del self._attempts[job.id]
+            if job.id in self._cancelled_elsewhere:
+                # Already cancelled in the table: nothing to write, only to announce.
+                self._cancelled_elsewhere.discard(job.id)
+                events.emit(events.job_cancelled, self.topic.name,
+                            job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
+            else:
+                if finished is None:  # cancelled by shutdown: put the job back for another run
+                    finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
+                self._pending.append(finished)
         self.running -= 1
         if self.running == 0:
             self._idle.set()

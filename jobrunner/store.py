@@ -40,7 +40,7 @@ from .config import DatabaseSettings
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
-from .maintenance import MaintenanceVerbs, TopicControl
+from .maintenance import MaintenanceVerbs, TopicControl, judge_running
 from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
@@ -517,12 +517,12 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         node: str,
         now: float,
         stage: bool,
-        running: Iterable[int],
+        running: Iterable[tuple[int, int]],
     ) -> tuple[list[Job], TopicControl]:
         """:meth:`ack_and_claim`, reading the topic's control first in the same transaction.
 
         The control says whether ``topic`` is paused (then nothing is staged or
-        claimed) and which of the ``running`` job ids were cancelled meanwhile (see
+        claimed) and which ``running`` (id, attempt) jobs were cancelled or lost meanwhile (see
         :meth:`control`). A producer that would both check its control and claim saves
         a round trip this way.
         """
@@ -532,7 +532,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
 
     def _cycle(
         self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float, stage: bool,
-        running: list[int] | None,
+        running: list[tuple[int, int]] | None,
     ) -> tuple[list[Job], TopicControl | None]:
         try:
             return self._ack_and_claim(acks, topic, limit, node, now, stage, running, checked=False)
@@ -541,7 +541,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
 
     def _ack_and_claim(
         self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float,
-        stage: bool, running: list[int] | None, checked: bool,
+        stage: bool, running: list[tuple[int, int]] | None, checked: bool,
     ) -> tuple[list[Job], TopicControl | None]:
         def body(cursor: Any) -> tuple[list[Job], TopicControl | None]:
             if acks:
@@ -550,7 +550,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
                 return [], None
             control = None
             if running is not None:
-                control = self._read_control(cursor, topic, running)
+                control = self._read_control(cursor, topic, running, node)
                 if control.paused:
                     return [], control
             if stage:
@@ -566,20 +566,25 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return claimed, control
 
-    def _read_control(self, cursor: Any, topic: str, running: list[int]) -> TopicControl:
+    def _read_control(
+        self, cursor: Any, topic: str, running: list[tuple[int, int]], node: str
+    ) -> TopicControl:
         """:meth:`control`, inside the caller's transaction (prepared statements, raw cursor)."""
         cursor.execute(self._paused.sql, self._paused.params({"b_topic": topic}))
         row = cursor.fetchone()
-        cancelled: frozenset[int] = frozenset()
+        rows: list[Any] = []
         if running:
             check = self._cancelled_among.get(len(running))
             if check is None:
                 ids = [bindparam(f"b_id{i}") for i in range(len(running))]
-                statement = select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == "cancelled")
+                statement = select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.attempted_by).where(
+                    jobs.c.id.in_(ids)
+                )
                 check = self._cancelled_among[len(running)] = _Prepared(statement, self.engine.dialect)
-            cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, job_id in enumerate(running)}))
-            cancelled = frozenset(r[0] for r in cursor.fetchall())
-        return TopicControl(bool(row and row[0]), cancelled)
+            cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, (job_id, _) in enumerate(running)}))
+            rows = cursor.fetchall()
+        cancelled, lost = judge_running(running, node, rows)
+        return TopicControl(bool(row and row[0]), cancelled, lost)
 
     def stage_due(self, topic: str, now: float) -> int:
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
