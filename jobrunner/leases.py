@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from .access import StoreAccess
 from .job import Job, iso
 from .schema import JOB_COLUMNS, jobs, leases, topics
 
@@ -30,18 +31,8 @@ class Lease:
     expires_at: float
 
 
-class LeaseVerbs:
+class LeaseVerbs(StoreAccess):
     """Mixed into :class:`jobrunner.store.Store`."""
-
-    # Provided by Store.
-    def _transaction(self, body: Callable[[Connection], T]) -> T:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _read(self) -> Connection:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _row_to_job(self, row: Sequence[Any]) -> Job:  # pragma: no cover - interface
-        raise NotImplementedError
 
     def lease_job(
         self, topic: str, parallelism: int, holder: str, seconds: float, now: float

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence, TypeVar
 
 from sqlalchemy import Connection, and_, case, delete, or_, select, update
 
+from .access import StoreAccess
 from .job import FINAL_STATES, Job, iso
 from .schema import JOB_COLUMNS, jobs, leases, nodes, topics
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
 
@@ -56,20 +55,8 @@ def judge_running(
     return frozenset(cancelled), frozenset(lost)
 
 
-class MaintenanceVerbs:
+class MaintenanceVerbs(StoreAccess):
     """Mixed into :class:`jobrunner.store.Store`."""
-
-    engine: Engine
-
-    # Provided by Store.
-    def _transaction(self, body: Callable[[Connection], T]) -> T:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _read(self) -> Connection:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _row_to_job(self, row: Sequence[Any]) -> Job:  # pragma: no cover - interface
-        raise NotImplementedError
 
     # ------------------------------------------------------------ nodes
 

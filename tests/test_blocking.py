@@ -8,7 +8,6 @@ import threading
 import time
 from typing import Any
 
-import anyio
 import pytest
 
 from jobrunner import Job, Worker, events

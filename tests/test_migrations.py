@@ -18,7 +18,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from jobrunner import migrate as migrate_module
 from jobrunner.config import DatabaseSettings
 from jobrunner.errors import ConfigError, MigrationError
-from jobrunner.migrate import available_migrations, migrate
+from jobrunner.migrate import available_migrations
 from jobrunner.schema import jobs, metadata, schema_versions
 from jobrunner.store import StorageError, Store
 
