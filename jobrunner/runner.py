@@ -150,12 +150,11 @@ class Runner:
         """Insert rows made by :func:`jobrunner.enqueue.build_row` in one transaction,
         announce them, and wake the topics that can start them now."""
         stored = self.store.insert_jobs(rows)
-        woken: set[str] = set()
-        for job in stored:
-            events.emit(events.job_inserted, job.topic, job=job)
-            if job.state == "available" and job.topic not in woken:
-                woken.add(job.topic)
-                self._wake(job.topic)
+        if events.wanted(events.job_inserted):
+            for job in stored:
+                events.emit(events.job_inserted, job.topic, job=job)
+        for topic in {job.topic for job in stored if job.state == "available"}:
+            self._wake(topic)
         return stored
 
     def _wake(self, topic: str) -> None:

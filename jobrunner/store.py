@@ -479,14 +479,12 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             cursor.executemany(self._insert_plain.sql, [self._insert_plain.params(r) for r in rows])
             return cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
         first = self._write(self.engine, insert_many) - len(rows) + 1
+        # Positional arguments in Job's field order (checked against the columns at import).
         return [
-            Job(
-                id=first + i, topic=r["topic"], worker=r["worker"],
-                args=r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
-                state=r["state"], priority=r["priority"], attempt=r["attempt"],
-                max_attempts=r["max_attempts"], errors=[], inserted_at=r["inserted_at"],
-                scheduled_at=r["scheduled_at"],
-            )
+            Job(first + i, r["topic"], r["worker"],
+                r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
+                r["state"], r["priority"], r["attempt"], r["max_attempts"], [], None,
+                r["inserted_at"], r["scheduled_at"])
             for i, r in enumerate(rows)
         ]
 
