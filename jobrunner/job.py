@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -67,6 +67,19 @@ class Job:
     cancelled_at: float | None = None
     attempted_by: str | None = None
 
+    @classmethod
+    def of(cls, *values: Any) -> Job:
+        """A Job from its field values in order (a fast path for bulk inserts: the frozen
+        ``__init__`` costs several microseconds a job). Fields not given take their defaults."""
+        if len(values) < _REQUIRED_FIELDS or len(values) > len(_SLOT_SETTERS):
+            raise TypeError(f"Job.of takes {_REQUIRED_FIELDS} to {len(_SLOT_SETTERS)} values, got {len(values)}")
+        new = _new_job(Job)
+        for set_slot, value in zip(_SLOT_SETTERS, values):
+            set_slot(new, value)
+        for set_slot, default, factory in _TRAILING_DEFAULTS[len(values):]:
+            set_slot(new, factory() if factory is not None else default)
+        return new
+
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied, like ``dataclasses.replace`` but about three
         times faster (events take a snapshot of every job that changes state)."""
@@ -108,3 +121,9 @@ _SLOT_SETTERS = tuple(Job.__dict__[name].__set__ for name in _FIELD_NAMES)
 _all_values = operator.attrgetter(*_FIELD_NAMES)
 _new_job = object.__new__
 _set_attribute = object.__setattr__
+_REQUIRED_FIELDS = sum(1 for f in fields(Job) if f.default is MISSING and f.default_factory is MISSING)
+_TRAILING_DEFAULTS = tuple(
+    (setter, None if f.default is MISSING else f.default,
+     None if f.default_factory is MISSING else f.default_factory)
+    for setter, f in zip(_SLOT_SETTERS, fields(Job))
+)

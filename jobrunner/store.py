@@ -481,7 +481,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         first = self._write(self.engine, insert_many) - len(rows) + 1
         # Positional arguments in Job's field order (checked against the columns at import).
         return [
-            Job(first + i, r["topic"], r["worker"],
+            Job.of(first + i, r["topic"], r["worker"],
                 r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
                 r["state"], r["priority"], r["attempt"], r["max_attempts"], [], None,
                 r["inserted_at"], r["scheduled_at"])
