@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 
-from .job import Job
+from .job import Job, iso
+from .schema import jobs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -27,3 +29,21 @@ class StoreAccess:
 
     def _row_to_job(self, row: Sequence[Any]) -> Job:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _put_back(self, conn: Connection, job: Job, now: float, reason: str) -> Job | None:
+        """Return an ``executing`` job whose executor vanished to the queue, in ``conn``'s
+        transaction: the attempt stays counted, ``reason`` joins its ``errors``, and it
+        becomes ``available`` (``discarded`` after its last attempt). Returns the job as it
+        is now, or None when it had already left ``executing`` at that attempt."""
+        errors = [*job.errors, {"attempt": job.attempt, "at": iso(now), "error": reason, "traceback": None}]
+        values: dict[str, Any] = {"errors": json.dumps(errors)}
+        if job.attempt >= job.max_attempts:
+            values.update(state="discarded", discarded_at=now)
+        else:
+            values.update(state="available", scheduled_at=now)
+        moved = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.state == "executing", jobs.c.attempt == job.attempt)
+            .values(**values)
+        )
+        return job.evolve(**{**values, "errors": errors}) if moved.rowcount else None

@@ -7,14 +7,13 @@ that runs out puts its job back in the queue.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Connection, delete, func, select, update
 
 from .access import StoreAccess
-from .job import Job, iso
+from .job import Job
 from .schema import JOB_COLUMNS, jobs, leases, topics
 
 T = TypeVar("T")
@@ -131,16 +130,10 @@ class LeaseVerbs(StoreAccess):
                 conn.execute(delete(leases).where(leases.c.job_id == job_id))
                 if row is None:
                     continue
-                job = self._row_to_job(row)
-                errors = [*job.errors, {"attempt": attempt, "at": iso(now), "traceback": None,
-                                        "error": f"lease of {holder} expired before the job was concluded"}]
-                values: dict[str, Any] = {"errors": json.dumps(errors)}
-                if job.attempt >= job.max_attempts:
-                    values.update(state="discarded", discarded_at=now)
-                else:
-                    values.update(state="available", scheduled_at=now)
-                conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "executing").values(**values))
-                put_back.append(Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS}, **values, "errors": errors}))
+                reason = f"lease of {holder} expired before the job was concluded"
+                moved = self._put_back(conn, self._row_to_job(row), now, reason)
+                if moved is not None:
+                    put_back.append(moved)
             return put_back
         return self._transaction(body)
 

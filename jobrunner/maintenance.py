@@ -97,27 +97,10 @@ class MaintenanceVerbs(StoreAccess):
             rescued = []
             for row in orphans:
                 job = self._row_to_job(row)
-                entry = {
-                    "attempt": job.attempt, "at": iso(now),
-                    "error": f"node {job.attempted_by} died while the job was executing (no heartbeat)",
-                    "traceback": None,
-                }
-                errors = [*job.errors, entry]
-                last = job.attempt >= job.max_attempts
-                values: dict[str, Any] = {"errors": json.dumps(errors)}
-                if last:
-                    values.update(state="discarded", discarded_at=now)
-                else:
-                    values.update(state="available", scheduled_at=now)
-                result = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job.id, jobs.c.state == "executing", jobs.c.attempt == job.attempt)
-                    .values(**values)
-                )
-                if result.rowcount:
-                    rescued.append(
-                        Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS}, **values, "errors": errors})
-                    )
+                reason = f"node {job.attempted_by} died while the job was executing (no heartbeat)"
+                moved = self._put_back(conn, job, now, reason)
+                if moved is not None:
+                    rescued.append(moved)
             conn.execute(delete(nodes).where(nodes.c.heartbeat_at < alive_since))
             return rescued
         return self._transaction(body)
