@@ -60,7 +60,7 @@ def import_modules(settings: Settings) -> None:
     for name in settings.runner.modules:
         try:
             importlib.import_module(name)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConfigError(
                 f"{settings.source}: [runner] modules: importing {name!r} failed: {type(exc).__name__}: {exc}"
             ) from exc

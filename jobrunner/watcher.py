@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 import anyio
@@ -52,7 +51,10 @@ class CommitWatcher:
         try:
             last = self.probe.version()
             while not stop.is_set():
-                time.sleep(self.interval)  # cheaper than Event.wait on a mostly idle machine
+                # Waiting on the stop event (not sleeping) lets shutdown end the wait at once,
+                # whatever the interval.
+                if stop.wait(self.interval):
+                    return
                 current = self.probe.version()
                 if current != last:
                     last = current

@@ -146,7 +146,7 @@ def resolve_worker(path: str) -> type[Worker]:
                 missing = missing or exc.name
                 continue
             raise UnknownWorkerError(f"worker {path!r}: importing {candidate!r} failed: {exc}") from exc
-        except Exception as exc:  # the module itself is broken
+        except (Exception, SystemExit) as exc:  # the module itself is broken (or exits, e.g. argparse)
             raise UnknownWorkerError(
                 f"worker {path!r}: importing {candidate!r} failed: {type(exc).__name__}: {exc}"
             ) from exc

@@ -1,0 +1,81 @@
+"""One bad job fails alone: poisoned worker modules, and shutdown that never waits on intervals."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import anyio
+import pytest
+
+from jobrunner import events
+from jobrunner.errors import ConfigError
+from jobrunner.runner import import_modules
+from jobrunner.testing import running, wait_for
+from tests.workers import Add
+
+pytestmark = pytest.mark.anyio
+
+EXITING_MODULE = '''
+import sys
+from jobrunner import Worker
+
+sys.exit("usage: exiting_worker_mod [-h]")   # e.g. argparse reading the daemon's argv
+
+
+class Never(Worker):
+    topic = "t"
+
+    async def perform(self, job):
+        return None
+'''
+
+
+@pytest.fixture
+def exiting_module(tmp_path: Path) -> Iterator[str]:
+    """An importable module that calls sys.exit when imported."""
+    (tmp_path / "exiting_worker_mod.py").write_text(EXITING_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    yield "exiting_worker_mod"
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("exiting_worker_mod", None)
+
+
+async def test_a_worker_module_that_exits_at_import_discards_only_its_job(
+    make_runner: Any, exiting_module: str
+) -> None:
+    runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}})
+    row = {
+        "topic": "t", "worker": f"{exiting_module}.Never", "args": "{}", "state": "available",
+        "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
+        "inserted_at": 0.0, "scheduled_at": 0.0,
+    }
+    [poisoned] = runner.store.insert_jobs([row])
+    good = runner.enqueue(Add, {"a": 1, "b": 2}, priority=9)
+    async with running(runner):
+        with anyio.fail_after(10):
+            done = wait_for(events.job_completed, lambda p: p["job"].id == good.id)
+            await wait_for(events.job_discarded, lambda p: p["job"].id == poisoned.id)
+            await done
+    stored = runner.get_job(poisoned.id)
+    assert stored.state == "discarded" and stored.attempt == 1
+    assert "SystemExit" in stored.errors[0]["error"] and "usage" in stored.errors[0]["error"]
+    assert runner.get_job(good.id).state == "completed"
+
+
+def test_a_configured_module_that_exits_at_import_is_a_config_error(
+    make_settings: Any, exiting_module: str
+) -> None:
+    settings = make_settings(runner={"modules": [exiting_module]})
+    with pytest.raises(ConfigError, match="exiting_worker_mod.*SystemExit"):
+        import_modules(settings)
+
+
+async def test_stop_returns_well_within_the_watch_interval(make_runner: Any) -> None:
+    runner = make_runner(database={"watch_interval": 30})
+    start = anyio.current_time()
+    with anyio.fail_after(10):
+        async with running(runner):
+            await anyio.sleep(0)
+    assert anyio.current_time() - start < 5
