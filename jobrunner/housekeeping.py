@@ -11,6 +11,7 @@ import anyio
 
 from . import events
 from .config import RunnerSettings
+from .heartbeat import Heartbeat
 from .job import Job
 from .store import Store
 
@@ -53,13 +54,25 @@ class Housekeeper:
         await self.run_db(self.store.remove_node, self.node)
 
     async def run(self) -> None:
-        """Loop until cancelled."""
+        """Loop until cancelled (the heartbeat itself is written by a thread, see :mod:`.heartbeat`)."""
+        heartbeat = Heartbeat(self._beat, self.settings.heartbeat_interval, self.settings.rescue_after / 2)
+        heartbeat.start()
+        try:
+            await self._loop(heartbeat)
+        finally:
+            await heartbeat.stop()
+
+    def _beat(self) -> None:
+        self.store.heartbeat(self.node, self.clock())
+
+    async def _loop(self, heartbeat: Heartbeat) -> None:
         next_beat = next_prune = 0.0
         while True:
             now = time.monotonic()
+            heartbeat.loop_alive()
             if now >= next_beat:
                 next_beat = now + self.settings.heartbeat_interval
-                await self._guarded("heartbeat", self.beat_and_rescue)
+                await self._guarded("rescue", self.rescue)
             if self.settings.prune_after > 0 and now >= next_prune:
                 next_prune = now + self.settings.prune_interval
                 await self._guarded("prune", self.prune)
@@ -73,10 +86,9 @@ class Housekeeper:
             logger.error("%s failed: %s: %s; retrying next round", what, type(exc).__name__, exc,
                          extra={"event": f"{what}_failed"})
 
-    async def beat_and_rescue(self) -> list[Job]:
-        """One heartbeat and one rescue pass; returns the jobs rescued."""
+    async def rescue(self) -> list[Job]:
+        """One rescue pass: put back the jobs of nodes silent for ``rescue_after``."""
         now = self.clock()
-        await self.run_db(self.store.heartbeat, self.node, now)
         rescued: list[Job] = await self.run_db(
             self.store.rescue_orphans, now, now - self.settings.rescue_after
         )

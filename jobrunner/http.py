@@ -222,7 +222,7 @@ class Api:
 
     async def get_job(self, request: Request) -> Response:
         job_id = _path_id(request)
-        job = await self._db(self.runner.store.get_job, job_id)
+        job = await self.runner.run_read(self.runner.store.get_job, job_id)
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(_job(job))
@@ -234,13 +234,13 @@ class Api:
         topic = request.query_params.get("topic") or None
         limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
         after = _query_int(request, "after", None, 1, 2**63 - 1)
-        page, cursor = await self._db(self.runner.store.page_jobs, topic, state, limit, after)
+        page, cursor = await self.runner.run_read(self.runner.store.page_jobs, topic, state, limit, after)
         return JSONResponse({"jobs": [_job(j) for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
         job_id = _path_id(request)
         retried = await self._db(self.runner.retry_jobs, [job_id])
-        job = await self._db(self.runner.store.get_job, job_id)
+        job = await self.runner.run_read(self.runner.store.get_job, job_id)
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         if not retried:
@@ -258,7 +258,7 @@ class Api:
         return JSONResponse(_job(job))
 
     async def topics(self, request: Request) -> Response:
-        return JSONResponse({"topics": await self._db(self.runner.stats)})
+        return JSONResponse({"topics": await self.runner.run_read(self.runner.stats)})
 
     def _topic(self, request: Request) -> str:
         topic = request.path_params["topic"]
@@ -324,7 +324,7 @@ class Api:
         return JSONResponse({"id": job_id, "lease_expires_at": iso(expires)})
 
     async def _known(self, job_id: int) -> None:
-        if await self._db(self.runner.store.get_job, job_id) is None:
+        if await self.runner.run_read(self.runner.store.get_job, job_id) is None:
             raise ApiError(404, f"no job with id {job_id}")
 
     async def _conclude(self, job_id: int, conclude: Callable[[int, Any], Awaitable[Job]], value: Any) -> Job:

@@ -48,6 +48,10 @@ async def _run_in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[Any
         await fn()
 
 
+#: Threads serving read-only user queries (HTTP listings, stats) at once.
+READ_THREADS = 4
+
+
 def default_node_id() -> str:
     """A node id unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -85,6 +89,7 @@ class Runner:
         self._stop_requested: anyio.Event | None = None
         self._finished: anyio.Event | None = None
         self._db_limiter: anyio.CapacityLimiter | None = None
+        self._read_limiter: anyio.CapacityLimiter | None = None
         self._external: ExternalTopics | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
@@ -190,6 +195,14 @@ class Runner:
         """Run a blocking storage call in a worker thread (SQLite writes queue here, one at a time)."""
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._db_limiter)
 
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking read-only storage call (user queries) in a worker thread.
+
+        Reads have threads of their own, so a flood of them never delays the claim/ack
+        path or the heartbeat, and they never wait behind writes.
+        """
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._read_limiter)
+
     def migrate(self) -> list[Any]:
         """Apply pending schema migrations."""
         return self.store.migrate()
@@ -220,6 +233,7 @@ class Runner:
         self._external = ExternalTopics(self.settings, self.store, self.run_db, self.clock)
         # SQLite takes one writer at a time: queue our own writes here, not on its lock.
         self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
+        self._read_limiter = anyio.CapacityLimiter(READ_THREADS)
         housekeeper = Housekeeper(
             self.store, self.settings.runner, self.node, self.run_db, self._wake_topics, self.clock
         )

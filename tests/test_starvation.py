@@ -1,0 +1,119 @@
+"""Liveness under a flood of reads: a node's heartbeat never waits behind user queries.
+
+A daemon runs one long job while many clients list jobs over HTTP as fast as they can;
+this test acts as a second node and runs the rescue pass against the shared file. Were
+the flood to delay the daemon's heartbeat past ``rescue_after``, the second node would
+declare it dead and put its running job back (a double execution).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from jobrunner import Runner
+from jobrunner.config import parse
+from tests.test_http import PYTHON, child_env, free_port
+
+RESCUE_AFTER = 1.0
+CONFIG = """
+[database]
+url = "sqlite:///{db}"
+
+[runner]
+modules = ["tests.http_workers"]
+shutdown_grace = 1
+heartbeat_interval = 0.2
+rescue_after = {rescue_after}
+
+[http]
+enabled = true
+port = {port}
+
+[topics.py]
+parallelism = 1
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
+    """A daemon with HTTP on a table holding 3,000 fat jobs of an unserved topic."""
+    db = tmp_path / "jobs.db"
+    observer = Runner(parse({"database": {"url": f"sqlite:///{db}"}, "topics": {"py": {}}}))
+    observer.migrate()
+    args = json.dumps({"blob": "x" * 1500})
+    rows = [
+        {"topic": "archive", "worker": "elsewhere.W", "args": args, "state": "available",
+         "priority": 2, "attempt": 0, "max_attempts": 1, "errors": "[]", "inserted_at": 0.0, "scheduled_at": 0.0}
+        for _ in range(3000)
+    ]
+    observer.store.insert_jobs(rows)
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(db=db, port=port, rescue_after=RESCUE_AFTER))
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen([PYTHON, "-m", "jobrunner", "--config", str(config), "run"],
+                            env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        try:
+            if httpx.get(f"{url}/topics", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "daemon did not start"
+        time.sleep(0.05)
+    try:
+        yield url, observer
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        observer.store.close()
+
+
+def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str, Runner]) -> None:
+    url, observer = daemon
+    job_id = httpx.post(f"{url}/jobs", json={"worker": "tests.http_workers.Sleep", "args": {"seconds": 60}}).json()["id"]
+    deadline = time.monotonic() + 15
+    while observer.get_job(job_id).state != "executing":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    stop = threading.Event()
+    served = [0]
+
+    def flood() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not stop.is_set():
+                assert client.get("/jobs", params={"limit": 1000}).status_code == 200
+                served[0] += 1
+
+    readers = [threading.Thread(target=flood) for _ in range(24)]
+    for reader in readers:
+        reader.start()
+    rescued = []
+    try:
+        # Act as a second node: rescue pass after rescue pass while the flood runs.
+        end = time.monotonic() + 4 * RESCUE_AFTER
+        while time.monotonic() < end:
+            now = time.time()
+            rescued += observer.store.rescue_orphans(now, now - RESCUE_AFTER)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert served[0] > 24, "the flood did not run"
+    assert rescued == [], f"a live node was declared dead during the read flood: {rescued}"
+    job = observer.get_job(job_id)
+    assert job.state == "executing" and job.attempt == 1 and job.errors == []
