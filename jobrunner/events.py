@@ -121,6 +121,14 @@ async def _run_receiver(awaitable: Awaitable[Any], name: str) -> None:
         logger.exception("async receiver of %s raised", name, extra={"event": "receiver_error"})
 
 
+def _text(value: Any) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises (a log line must never fail)."""
+    try:
+        return f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__}: str() failed>"
+
+
 def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     parts = [name, f"node={sender}" if name.startswith("runner_") else f"topic={sender}"]
     job = payload.get("job")
@@ -133,8 +141,8 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
             continue
         if key == "duration" and isinstance(value, float):
             value = f"{value * 1000:.1f}ms"
-        elif isinstance(value, BaseException):
-            value = f"{type(value).__name__}: {value}"
+        else:
+            value = _text(value)
         parts.append(f"{key}={value}")
     return " ".join(parts)
 

@@ -68,8 +68,11 @@ def classify_error(error: BaseException) -> Outcome:
 
 
 def describe_error(error: BaseException) -> str:
-    """``Type: message`` for an exception."""
-    message = str(error)
+    """``Type: message`` for an exception (even one whose ``__str__`` raises)."""
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the job
+        message = "<str() of the exception failed>"
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
@@ -79,7 +82,7 @@ def encode_result(value: Any) -> str | None:
         return None
     try:
         return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested too deep to encode
         return None
 
 
@@ -202,7 +205,13 @@ class Executor:
         duration = time.perf_counter() - started
         if outcome.kind == "failed" and worker is not None:
             outcome = await self._after_error(worker, job, outcome)
-        return plan(job, outcome, self.topic, self.clock(), worker, duration)
+        try:
+            return plan(job, outcome, self.topic, self.clock(), worker, duration)
+        except Exception as exc:  # noqa: BLE001 - an outcome that cannot be recorded fails the job alone
+            logger.error("recording the outcome of job %s (%s) failed: %s", job.id, job.worker, describe_error(exc))
+            failed = Outcome("failed", error=exc, traceback=None,
+                             reason=f"the {outcome.kind} outcome could not be recorded")
+            return plan(job, failed, self.topic, self.clock(), None, duration)
 
     async def _perform(self, worker: Worker, job: Job) -> Any:
         timeout = worker.timeout

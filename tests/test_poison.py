@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import anyio
 import pytest
 
-from jobrunner import events
+from jobrunner import Job, Worker, events
 from jobrunner.errors import ConfigError
 from jobrunner.runner import import_modules
 from jobrunner.testing import running, wait_for
@@ -79,3 +79,47 @@ async def test_stop_returns_well_within_the_watch_interval(make_runner: Any) -> 
         async with running(runner):
             await anyio.sleep(0)
     assert anyio.current_time() - start < 5
+
+
+class DeepResult(Worker):
+    """Returns a value nested far deeper than JSON encoding allows."""
+
+    topic = "t"
+
+    async def perform(self, job: Job) -> Any:
+        value: Any = []
+        for _ in range(5000):
+            value = [value]
+        return value
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class RaisesUnprintable(Worker):
+    """Raises an exception whose ``__str__`` raises."""
+
+    topic = "t"
+    max_attempts = 1
+
+    async def perform(self, job: Job) -> Any:
+        raise Unprintable()
+
+
+async def test_outcomes_that_are_hard_to_record_fail_alone(make_runner: Any) -> None:
+    runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}})
+    deep = runner.enqueue(DeepResult, {})
+    unprintable = runner.enqueue(RaisesUnprintable, {})
+    async with running(runner):
+        with anyio.fail_after(10):
+            done = wait_for(events.job_completed, lambda p: p["job"].id == deep.id)
+            await wait_for(events.job_discarded, lambda p: p["job"].id == unprintable.id)
+            await done
+        after = runner.enqueue(Add, {"a": 1, "b": 1})  # the runner is still serving
+        with anyio.fail_after(10):
+            await wait_for(events.job_completed, lambda p: p["job"].id == after.id)
+    assert runner.get_job(deep.id).state == "completed" and runner.get_job(deep.id).result is None
+    stored = runner.get_job(unprintable.id)
+    assert stored.state == "discarded" and stored.errors[0]["error"].startswith("Unprintable")
