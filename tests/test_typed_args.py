@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ async def test_enqueue_async_and_enqueue_many_async_validate_too(runner: Runner)
 
 
 def test_an_instance_of_the_type_is_stored_as_its_json_form(runner: Runner) -> None:
-    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     job = runner.enqueue(TakeOrder, Order("book", 3, when))
     assert job.args == {"sku": "book", "quantity": 3, "when": "2030-01-02T03:04:05Z"}
     assert runner.get_job(job.id).args == job.args
@@ -201,7 +201,7 @@ def test_cli_enqueue_refuses_mismatched_arguments_with_exit_2(tmp_path: Path, su
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(cfg), *args],
-                              env=subprocess_env, capture_output=True, text=True, timeout=60)
+                              env=subprocess_env, capture_output=True, text=True, timeout=60, check=False)
 
     bad = cli("enqueue", "topics.demo.PrintSum", "--args", '{"x": 1}')
     assert bad.returncode == 2, bad.stderr
