@@ -60,7 +60,7 @@ import jobrunner  # noqa: E402
 from jobrunner import events  # noqa: E402
 from jobrunner.config import ENV_DATABASE_URL, parse  # noqa: E402
 
-from bench_workers import STARTS, TOPIC, Noop, Stamp  # noqa: E402
+from bench_workers import STARTS, TOPIC, Noop, Stamp, TypedNoop  # noqa: E402
 
 PARALLELISM = 10
 LATENCY_WARMUP = 5
@@ -303,9 +303,9 @@ def enqueue_single(count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def enqueue_bulk(count: int) -> float:
+def enqueue_bulk(count: int, worker: type[jobrunner.Worker] = Noop) -> float:
     """Jobs/s enqueued in one ``runner.enqueue_many`` call (one transaction)."""
-    items = [(Noop, {"i": i}) for i in range(count)]
+    items = [(worker, {"i": i}) for i in range(count)]
     with fresh_runner() as (runner, _):
         started = time.perf_counter()
         stored = runner.enqueue_many(items)
@@ -648,6 +648,8 @@ def run_benchmarks(args: argparse.Namespace) -> Report:
             lambda: enqueue_single(scale.enqueue), target=Target(">=", 4_000), vs_baseline=True)
     measure(report, "w1_bulk_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call", "jobs/s",
             lambda: enqueue_bulk(scale.enqueue), target=Target(">=", 150_000), vs_baseline=True)
+    measure(report, "w1_bulk_typed_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call, typed args", "jobs/s",
+            lambda: enqueue_bulk(scale.enqueue, TypedNoop), vs_baseline=True)
 
     progress(f"W2: drain {scale.drain:,} no-op jobs at parallelism {PARALLELISM}")
     measure(report, "w2_drain_jps", f"W2 drain {scale.drain:,} no-op jobs", "jobs/s",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from jobrunner import Job, Worker
 
 #: The topic every benchmark worker belongs to.
@@ -23,6 +25,22 @@ class Noop(Worker):
     """Does nothing: measures the engine's own per-job cost."""
 
     topic = TOPIC
+
+    async def perform(self, job: Job) -> None:
+        return None
+
+
+class NoopArgs(msgspec.Struct):
+    """The arguments of :class:`TypedNoop`."""
+
+    i: int
+
+
+class TypedNoop(Worker):
+    """Like :class:`Noop` with declared arguments: measures what their check costs."""
+
+    topic = TOPIC
+    args_type = NoopArgs
 
     async def perform(self, job: Job) -> None:
         return None

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from . import events
 from .config import Settings, load as load_config
-from .errors import ConfigError, EnqueueError, JobNotFoundError, JobrunnerError, MigrationError, UnknownWorkerError
+from .errors import (
+    ConfigError,
+    EnqueueError,
+    InvalidArgumentsError,
+    JobNotFoundError,
+    JobrunnerError,
+    MigrationError,
+    UnknownWorkerError,
+)
 from .job import Job, JobState
 from .runner import Runner
 from .worker import Cancel, Snooze, Worker
@@ -16,6 +24,7 @@ __all__ = [
     "Cancel",
     "ConfigError",
     "EnqueueError",
+    "InvalidArgumentsError",
     "Job",
     "JobNotFoundError",
     "JobState",

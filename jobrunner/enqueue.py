@@ -1,7 +1,8 @@
 """Turning a worker, its arguments and options into a row of the jobs table.
 
 Everything is validated here, before anything is stored: the worker, the topic, the
-options, and that the arguments are JSON.
+options, that the arguments are JSON and, when the worker declares ``args_type``, that
+they match it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
 from .worker import Worker, resolve_worker, worker_path
@@ -71,6 +73,7 @@ class WorkerDefaults:
     topic: str
     priority: int
     max_attempts: int
+    args_spec: ArgsSpec | None = None
 
 
 def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDefaults:
@@ -81,7 +84,7 @@ def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDef
         raise EnqueueError(f"worker {name} has no topic: set `topic = \"...\"` on the class")
     topic = settings.topic(cls.topic)
     priority = cls.priority if cls.priority is not None else topic.priority
-    return WorkerDefaults(name, cls.topic, priority, cls.max_attempts)
+    return WorkerDefaults(name, cls.topic, priority, cls.max_attempts, cls.args_spec)
 
 
 def external_defaults(worker: str, topic: TopicSettings) -> WorkerDefaults:
@@ -137,13 +140,19 @@ def build_row(
         if not EARLIEST <= run_at <= LATEST:
             raise EnqueueError(f"run time of {name} must fall within the years 1..9999 (UTC)")
 
+    spec = d.args_spec
+    if spec is not None:
+        args = spec.to_json_args(args)
     encoded = encode_args(name, args)
+    # The stored job carries args exactly as a later read decodes them.
+    decoded = args if args is not None and _plain_json(args) else _decoder.decode(encoded)
+    if spec is not None:
+        spec.convert(decoded, name)  # what perform will read must match the type
     return {
         "topic": d.topic,
         "worker": name,
         "args": encoded,
-        # The stored job carries args exactly as a later read decodes them.
-        "decoded_args": args if args is not None and _plain_json(args) else _decoder.decode(encoded),
+        "decoded_args": decoded,
         "state": "scheduled" if run_at > now else "available",
         "priority": priority,
         "attempt": 0,

@@ -22,6 +22,10 @@ class EnqueueError(JobrunnerError):
     """A job could not be enqueued (bad arguments, options or worker)."""
 
 
+class InvalidArgumentsError(EnqueueError):
+    """The job's arguments do not match its worker's ``args_type``."""
+
+
 class JobNotFoundError(JobrunnerError):
     """No job has that id."""
 

@@ -22,7 +22,7 @@ import anyio
 from . import events
 from .backoff import backoff_delay
 from .config import TopicSettings
-from .errors import UnknownWorkerError
+from .errors import InvalidArgumentsError, UnknownWorkerError
 from .job import Job, iso
 from .process import ExternalProcess, ProcessFailed
 from .store import Ack
@@ -197,6 +197,13 @@ class Executor:
         worker: Worker | None = None
         try:
             worker = worker_cls()
+            if worker_cls.args_spec is not None:
+                try:
+                    worker.args_of(job)  # converted once here; perform reads the cached value
+                except InvalidArgumentsError as exc:
+                    outcome = Outcome("unrunnable", error=exc, reason="the arguments do not match the worker's "
+                                      "args_type; not retried")
+                    return plan(job, outcome, self.topic, self.clock(), None, 0.0)
             outcome = classify(await self._perform(worker, job))
         except anyio.get_cancelled_exc_class():
             raise

@@ -3,25 +3,25 @@
 - :func:`perform_job` runs one job's whole outcome path without a database or daemon.
 - :func:`drain` runs a topic's jobs until none is left and counts the outcomes.
 - :func:`assert_enqueued`, :func:`refute_enqueued`, :func:`all_enqueued` check the table.
-- :class:`EventRecorder` records every event; :func:`wait_for` waits for one event.
+- :class:`EventRecorder` records every event; :func:`wait_for` waits for one event;
+  both give :class:`RecordedEvent` (see :mod:`jobrunner.recording`).
 - :func:`running` runs a runner for the body of an ``async with`` block.
+
+The pytest plugin (:mod:`jobrunner.pytest_plugin`) adds ``runner`` and ``events``
+fixtures on top of these.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import math
-import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Generator, Iterable, Mapping
+from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
-from blinker import Signal
 
 from . import events
 from .config import TopicSettings
@@ -29,11 +29,9 @@ from .enqueue import encode_args
 from .executor import Executor
 from .job import Job
 from .producer import Producer
+from .recording import EventRecorder, RecordedEvent, wait_for
 from .runner import Runner
 from .worker import Worker, worker_path
-
-Predicate = Callable[[dict[str, Any]], bool]
-
 
 # ---------------------------------------------------------------- perform_job
 
@@ -64,10 +62,17 @@ async def perform_job(
     job_id: int = 0,
 ) -> PerformResult:
     """Run ``worker`` on ``args`` as the daemon would (timeout, after_error, backoff,
-    outcome classification) and return the outcome. The args must be JSON, as for enqueue.
+    outcome classification) and return the outcome.
+
+    The args are checked as enqueue checks them: EnqueueError when they are not JSON,
+    InvalidArgumentsError when they do not match the worker's ``args_type`` (an
+    instance of that type is accepted too).
     """
     name = worker_path(worker)
-    decoded = json.loads(encode_args(name, args))
+    spec = worker.args_spec
+    decoded = json.loads(encode_args(name, args if spec is None else spec.to_json_args(args)))
+    if spec is not None:
+        spec.convert(decoded, name)
     topic_name = worker.topic or "test"
     now = time.time()
     job = Job(
@@ -221,183 +226,6 @@ def refute_enqueued(runner: Runner, **filters: Any) -> None:
         raise AssertionError(
             f"expected no job with {_describe_filters(**filters)}, found ids {[j.id for j in found]}"
         )
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """One event seen by an :class:`EventRecorder`."""
-
-    name: str
-    sender: Any
-    payload: dict[str, Any]
-
-    @property
-    def job(self) -> Job | None:
-        """The job snapshot, for job events."""
-        return self.payload.get("job")
-
-
-class _LoopNotifier:
-    """Wakes a task of the loop it was made in, from any thread."""
-
-    def __init__(self) -> None:
-        self._thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
-        self.event = anyio.Event()
-
-    def notify(self) -> None:
-        if threading.get_ident() == self._thread:
-            self.event.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                anyio.from_thread.run_sync(self.event.set, token=self._token)
-
-
-class EventRecorder:
-    """Records every jobrunner event while connected (use as a context manager).
-
-    ``with EventRecorder() as rec: ...`` then ``rec.names()``, ``rec.of("job_failed")``,
-    or ``await rec.wait_for("job_completed", lambda p: p["job"].id == 3)``, which
-    also sees events recorded before the call.
-    """
-
-    def __init__(self, topic: str | None = None) -> None:
-        self.topic = topic
-        self.events: list[RecordedEvent] = []
-        self._waiters: list[tuple[str, Predicate, _LoopNotifier, list[RecordedEvent]]] = []
-        self._lock = threading.Lock()
-        self._receivers: list[tuple[Signal, Callable[..., None]]] = []
-
-    def __enter__(self) -> EventRecorder:
-        # blinker does not tell a receiver which signal called it: one receiver per signal.
-        self._receivers = [(s, self._receiver_for(s.name)) for s in events.ALL_SIGNALS]
-        for signal, receiver in self._receivers:
-            signal.connect(receiver, weak=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signal, receiver in self._receivers:
-            signal.disconnect(receiver)
-
-    def _receiver_for(self, name: str) -> Callable[..., None]:
-        def receive(sender: Any, **payload: Any) -> None:
-            if self.topic is not None and sender != self.topic and not name.startswith("runner_"):
-                return
-            event = RecordedEvent(name, sender, payload)
-            with self._lock:
-                self.events.append(event)
-                waiters = list(self._waiters)
-            for wanted, predicate, notifier, box in waiters:
-                if wanted == name and not box and predicate(payload):
-                    box.append(event)
-                    notifier.notify()
-        return receive
-
-    def names(self) -> list[str]:
-        """The names of the recorded events, in order."""
-        return [e.name for e in self.events]
-
-    def of(self, name: str) -> list[RecordedEvent]:
-        """The recorded events called ``name``."""
-        return [e for e in self.events if e.name == name]
-
-    def counts(self) -> collections.Counter[str]:
-        """How many events of each name were recorded."""
-        return collections.Counter(self.names())
-
-    async def wait_for(
-        self, name: str, predicate: Predicate | None = None, timeout: float = 10.0
-    ) -> RecordedEvent:
-        """The first recorded event ``name`` whose payload satisfies ``predicate``,
-        waiting up to ``timeout`` seconds for it (TimeoutError after)."""
-        predicate = predicate or (lambda payload: True)
-        notifier = _LoopNotifier()
-        box: list[RecordedEvent] = []
-        with self._lock:
-            for event in self.events:
-                if event.name == name and predicate(event.payload):
-                    return event
-            entry = (name, predicate, notifier, box)
-            self._waiters.append(entry)
-        try:
-            with anyio.fail_after(timeout):
-                await notifier.event.wait()
-        except TimeoutError:
-            raise TimeoutError(f"no {name} event matching the predicate within {timeout:g}s; "
-                               f"seen: {self.names()[-20:]}") from None
-        finally:
-            with self._lock:
-                self._waiters.remove(entry)
-        return box[0]
-
-    async def wait_count(self, name: str, count: int, timeout: float = 10.0) -> list[RecordedEvent]:
-        """Wait until ``count`` events called ``name`` were recorded; return them."""
-        notifier = _LoopNotifier()
-
-        def enough(payload: dict[str, Any]) -> bool:
-            return len(self.of(name)) >= count
-
-        if len(self.of(name)) >= count:
-            return self.of(name)[:count]
-        box: list[RecordedEvent] = []
-        entry = (name, enough, notifier, box)
-        with self._lock:
-            self._waiters.append(entry)
-        try:
-            if len(self.of(name)) < count:
-                with anyio.fail_after(timeout):
-                    await notifier.event.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"saw {len(self.of(name))} {name} events, wanted {count}, within {timeout:g}s"
-            ) from None
-        finally:
-            with self._lock:
-                self._waiters.remove(entry)
-        return self.of(name)[:count]
-
-
-class wait_for:  # noqa: N801 - used like a function: ``await wait_for(...)``
-    """Wait for the next ``signal`` whose payload satisfies ``predicate``.
-
-    Subscribes when called, so ``w = wait_for(events.job_completed, pred)``, then the
-    action, then ``payload = await w`` cannot miss the event. ``await wait_for(...)``
-    also works when the event comes later. Raises TimeoutError after ``timeout``.
-    """
-
-    def __init__(self, signal: Signal, predicate: Predicate | None = None, timeout: float = 10.0,
-                 sender: Any = None) -> None:
-        self.signal = signal
-        self.timeout = timeout
-        self._predicate = predicate or (lambda payload: True)
-        self._sender = sender
-        self._notifier = _LoopNotifier()
-        self._payload: dict[str, Any] | None = None
-        signal.connect(self._receive, weak=False)
-
-    def _receive(self, sender: Any, **payload: Any) -> None:
-        if self._payload is not None or (self._sender is not None and sender != self._sender):
-            return
-        if self._predicate(payload):
-            self._payload = {"sender": sender, **payload}
-            self._notifier.notify()
-
-    def __await__(self) -> Generator[Any, None, dict[str, Any]]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> dict[str, Any]:
-        try:
-            with anyio.fail_after(self.timeout):
-                await self._notifier.event.wait()
-        except TimeoutError:
-            raise TimeoutError(f"no {self.signal.name} event matched within {self.timeout:g}s") from None
-        finally:
-            self.signal.disconnect(self._receive)
-        assert self._payload is not None
-        return self._payload
 
 
 # ---------------------------------------------------------------- running

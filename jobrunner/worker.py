@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
+from .arguments import ArgsSpec
 from .errors import UnknownWorkerError
 from .job import Job
 
@@ -47,13 +48,20 @@ class Worker:
 
     A plain ``def perform`` runs in a worker thread. Class options: ``topic``
     (required), ``max_attempts`` (default 50), ``priority`` (None: the topic's
-    default), ``timeout`` (seconds, None: no limit).
+    default), ``timeout`` (seconds, None: no limit), ``args_type`` (None: any JSON;
+    else a ``msgspec.Struct``, dataclass or ``TypedDict`` the arguments must match,
+    read in ``perform`` with :meth:`args_of`).
     """
 
     topic: ClassVar[str | None] = None
     max_attempts: ClassVar[int] = 50
     priority: ClassVar[int | None] = None
     timeout: ClassVar[float | None] = None
+    args_type: ClassVar[Any] = None
+
+    #: ``args_type`` checked and compiled (set for every subclass; None when untyped).
+    args_spec: ClassVar[ArgsSpec | None] = None
+    _jobrunner_args: tuple[Job, Any]
 
     #: True when ``perform`` is a coroutine function (set for every subclass).
     perform_is_async: ClassVar[bool] = True
@@ -73,12 +81,31 @@ class Worker:
             not isinstance(cls.timeout, (int, float)) or isinstance(cls.timeout, bool) or cls.timeout <= 0
         ):
             raise TypeError(f"{name}.timeout must be None or a number > 0, got {cls.timeout!r}")
+        cls.args_spec = None if cls.args_type is None else ArgsSpec.compile(cls.args_type, name)
         cls.perform_is_async = inspect.iscoroutinefunction(cls.perform)
         _registered[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     async def perform(self, job: Job) -> Any:
         """Do the job's work. Return a value (completed), ``Snooze`` or ``Cancel``; raise to fail."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement perform(job)")
+
+    def args_of(self, job: Job) -> Any:
+        """``job.args`` as an instance of ``args_type`` (``job.args`` itself when the
+        worker declares none).
+
+        The executor converts once before ``perform`` (a job whose stored arguments no
+        longer match is discarded then), so calling this in ``perform`` costs nothing.
+        Raises InvalidArgumentsError naming the field when the arguments do not match.
+        """
+        spec = self.args_spec
+        if spec is None:
+            return job.args
+        cached = self.__dict__.get("_jobrunner_args")
+        if cached is not None and cached[0] is job:
+            return cached[1]
+        value = spec.convert(job.args, worker_path(type(self)))
+        self._jobrunner_args = (job, value)
+        return value
 
     async def after_error(self, job: Job, error: BaseException) -> None:
         """Called after ``perform`` raised, before the failure is recorded. Default: nothing."""

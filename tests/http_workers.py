@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -54,3 +55,20 @@ class Pausable(Worker):
 
     async def perform(self, job: Job) -> Any:
         return "ran"
+
+
+@dataclass
+class Count:
+    """The arguments of :class:`Typed`."""
+
+    n: int
+
+
+class Typed(Worker):
+    """Declares its arguments (``args_type``); returns ``n``."""
+
+    topic = "py"
+    args_type = Count
+
+    async def perform(self, job: Job) -> Any:
+        return self.args_of(job).n

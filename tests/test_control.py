@@ -54,8 +54,8 @@ async def test_cancel_a_running_job_in_this_process_interrupts_it(make_runner: A
         await wait_for(events.job_started, lambda p: p["job"].id == job.id)
         waiter = wait_for(events.job_cancelled, lambda p: p["job"].id == job.id, timeout=5)
         runner.cancel_job(job.id)
-        payload = await waiter
-        assert payload["job"].state == "cancelled"
+        event = await waiter
+        assert event.job.state == "cancelled"
     stored = runner.get_job(job.id)
     assert stored.state == "cancelled" and stored.cancelled_at is not None
 
@@ -200,8 +200,8 @@ async def test_overrunning_sync_perform_times_out_and_frees_its_slot(make_runner
     try:
         async with running(runner):
             slow = runner.enqueue(SlowThread, {}, max_attempts=1)
-            payload = await wait_for(events.job_discarded, lambda p: p["job"].id == slow.id, timeout=5)
-            assert isinstance(payload["error"], TimeoutError)
+            event = await wait_for(events.job_discarded, lambda p: p["job"].id == slow.id, timeout=5)
+            assert isinstance(event.payload["error"], TimeoutError)
             quick = runner.enqueue(Add, {"a": 1, "b": 1})
             await wait_for(events.job_completed, lambda p: p["job"].id == quick.id, timeout=5)
     finally:

@@ -27,12 +27,13 @@ async def test_runs_a_job_and_stores_its_result(make_runner: Any) -> None:
     runner = make_runner(FAST)
     async with running(runner):
         job = runner.enqueue(Add, {"a": 20, "b": 22})
-        payload = await completed(job)
+        event = await completed(job)
     stored = runner.get_job(job.id)
     assert stored.state == "completed" and stored.result == 42 and stored.attempt == 1
     assert stored.attempted_by == runner.node
-    assert payload["job"].state == "completed" and payload["result"] == 42
-    assert payload["duration"] >= 0
+    assert event.job.state == "completed" and event.payload["result"] == 42
+    assert event.payload["duration"] >= 0
+    assert event.name == "job_completed" and event.sender == "t"
 
 
 async def test_sync_perform_runs_in_a_thread_under_the_runner(make_runner: Any) -> None:
@@ -66,8 +67,8 @@ async def test_insert_from_another_process_is_seen_before_the_poll(
         )
         job_id = int(out.stdout.decode().strip())
         with anyio.fail_after(5):
-            payload = await waiter
-    assert payload["job"].id == job_id
+            event = await waiter
+    assert event.job.id == job_id
 
 
 async def test_priority_order_then_fifo(make_runner: Any) -> None:
@@ -127,11 +128,11 @@ async def test_exhausted_attempts_discard(make_runner: Any) -> None:
     runner = make_runner(FAST)
     async with running(runner):
         job = runner.enqueue(AlwaysFails, {})
-        payload = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
+        event = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
     stored = runner.get_job(job.id)
     assert stored.state == "discarded" and stored.attempt == 2 and len(stored.errors) == 2
     assert stored.discarded_at is not None
-    assert isinstance(payload["error"], RuntimeError)
+    assert isinstance(event.payload["error"], RuntimeError)
 
 
 async def test_scheduled_job_runs_when_due(make_runner: Any) -> None:
@@ -268,8 +269,8 @@ async def test_released_job_runs_again_on_the_next_run(make_runner: Any) -> None
     assert quick.state == "available"
     workers.seen.pop(job.id, None)
     async with running(runner):
-        payload = await wait_for(events.job_started, lambda p: p["job"].id == job.id)
-    assert payload["job"].attempt == 1
+        event = await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+    assert event.job.attempt == 1
 
 
 async def test_drain_counts_outcomes(runner: Runner) -> None:

@@ -396,6 +396,21 @@ def test_enqueue_errors_are_400_with_a_json_message(api: Daemon, body: Any, frag
     assert_error(response, 400, fragment)
 
 
+def test_arguments_of_a_typed_worker_are_checked_and_a_mismatch_stores_nothing(api: Daemon) -> None:
+    def py_ids() -> list[int]:
+        return [job["id"] for job in api.http.get("/jobs", params={"topic": "py", "limit": 1000}).json()["jobs"]]
+
+    before = py_ids()
+    message = assert_error(api.http.post("/jobs", json={"worker": f"{W}.Typed", "args": {"m": 1}}), 400)
+    assert message == f"arguments of {W}.Typed: Object missing required field `n`"
+    good = {"worker": f"{W}.Typed", "args": {"n": 4}}
+    batch = [good, {"worker": f"{W}.Echo", "args": {"any": 1}}, {"worker": f"{W}.Typed", "args": {"n": "4"}}]
+    assert_error(api.http.post("/jobs", json=batch), 400, f"arguments of {W}.Typed: Expected `int`, got `str`")
+    assert py_ids() == before
+    job = api.enqueue(good)
+    assert api.wait_job(job["id"], state_is("completed"))["result"] == 4
+
+
 @pytest.mark.parametrize(("raw", "fragment"), [
     pytest.param(b'{"worker": ', "JSON", id="truncated"),
     pytest.param(b"{'worker': 'x'}", "JSON", id="single-quotes"),

@@ -69,6 +69,15 @@ def test_wheel_contents(wheel: Path) -> None:
         assert any(dep in line for line in requires), (dep, requires)
 
 
+def test_wheel_registers_the_pytest_plugin_and_requires_msgspec(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        entry_points = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    section = entry_points[entry_points.index("[pytest11]"):]
+    assert "jobrunner = jobrunner.pytest_plugin" in section.split("\n\n")[0], entry_points
+    assert any(line.startswith("Requires-Dist: msgspec") for line in metadata.splitlines()), metadata
+
+
 WORKER_MODULE = '''\
 from jobrunner import Job, Worker
 

@@ -77,8 +77,8 @@ async def test_timeout_terminates_the_process(make_runner: Any, tmp_path: Path) 
     pidfile = tmp_path / "p"
     async with running(runner):
         job = runner.enqueue(TimedSleep, {"pidfile": str(pidfile), "seconds": 60}, max_attempts=1)
-        payload = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id, timeout=30)
-    assert isinstance(payload["error"], TimeoutError)
+        event = await wait_for(events.job_discarded, lambda p: p["job"].id == job.id, timeout=30)
+    assert isinstance(event.payload["error"], TimeoutError)
     assert not alive(int(pidfile.read_text()))
 
 
