@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, Table, update
 
 from .job import Job, iso
 from .schema import jobs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+    from sqlalchemy.sql.dml import Update
 
 T = TypeVar("T")
 
@@ -28,6 +29,21 @@ class StoreAccess:
         raise NotImplementedError
 
     def _row_to_job(self, row: Sequence[Any]) -> Job:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _ack_statement(self, kind: str) -> Update:  # pragma: no cover - interface
+        """The conditional UPDATE of one ack kind (binds b_id, b_attempt, b_at, b_result, b_errors)."""
+        raise NotImplementedError
+
+    def _serialise(self, conn: Connection, key: str) -> None:  # pragma: no cover - interface
+        """Make transactions that name ``key`` run one at a time (until ``conn`` commits)."""
+        raise NotImplementedError
+
+    def _upsert(
+        self, conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequence[str], updates: Sequence[str]
+    ) -> None:  # pragma: no cover - interface
+        """Insert ``values`` into ``table``, or where a row with the same ``keys`` exists,
+        set its ``updates`` columns to the new values (one race-free statement)."""
         raise NotImplementedError
 
     def _put_back(self, conn: Connection, job: Job, now: float, reason: str) -> Job | None:

@@ -1,13 +1,15 @@
 """Jobs of external topics, worked by programs outside the runner (through the HTTP API).
 
-A worker claims a job (waiting, bounded, until one is due), receives it with a lease,
-and concludes it as completed or failed, or extends the lease while it works. The
-topic's parallelism, priority order and backoff apply as for in-process workers; a
-lease that runs out puts the job back in the queue.
+A worker claims a job (waiting, bounded, until one is due), receives it with a lease
+and the lease's token, and concludes it as completed or failed, or extends the lease
+while it works, presenting that token each time. The topic's parallelism, priority
+order and backoff apply as for in-process workers; a lease that runs out puts the job
+back in the queue, and the old token is then worthless.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any, Awaitable, Callable
 
@@ -25,7 +27,8 @@ RunDb = Callable[..., Awaitable[Any]]
 
 
 class LeaseError(JobrunnerError):
-    """The job holds no live lease (unknown, already concluded, or its lease expired)."""
+    """The job holds no live lease under the token presented (never claimed, already
+    concluded, its lease expired, or it was claimed again by another worker)."""
 
 
 class ExternalJobError(Exception):
@@ -83,30 +86,29 @@ class ExternalTopics:
                 await arrival.wait()
         return None
 
-    async def complete(self, job_id: int, result: Any) -> Job:
-        """Conclude a leased job as completed with ``result`` (JSON)."""
-        return await self._conclude(job_id, Outcome("completed", result=result))
+    async def complete(self, job_id: int, token: str, result: Any) -> Job:
+        """Conclude a job leased under ``token`` as completed with ``result`` (JSON)."""
+        return await self._conclude(job_id, token, Outcome("completed", result=result))
 
-    async def fail(self, job_id: int, error: str) -> Job:
-        """Conclude a leased job as failed: retry after the topic's backoff, or discard."""
-        return await self._conclude(job_id, Outcome("failed", error=ExternalJobError(error), traceback=None))
+    async def fail(self, job_id: int, token: str, error: str) -> Job:
+        """Conclude a job leased under ``token`` as failed: retry after the topic's backoff, or discard."""
+        return await self._conclude(job_id, token, Outcome("failed", error=ExternalJobError(error), traceback=None))
 
-    async def extend(self, job_id: int, seconds: float) -> float:
-        """Extend a live lease to now + ``seconds``; returns the new expiry."""
-        expires = await self.run_db(self.store.extend_lease, job_id, seconds, self.clock())
+    async def extend(self, job_id: int, token: str, seconds: float) -> float:
+        """Extend the live lease held under ``token`` to now + ``seconds``; returns the new expiry."""
+        expires = await self.run_db(self.store.extend_lease, job_id, token, seconds, self.clock())
         if expires is None:
-            raise LeaseError(f"job {job_id} holds no live lease")
+            raise _lost(job_id, await self.run_db(self.store.get_lease, job_id), token)
         return expires
 
-    async def _conclude(self, job_id: int, outcome: Outcome) -> Job:
+    async def _conclude(self, job_id: int, token: str, outcome: Outcome) -> Job:
         lease: Lease | None = await self.run_db(self.store.get_lease, job_id)
-        if lease is None or lease.job.topic not in self.topics:
-            raise LeaseError(f"job {job_id} holds no live lease")
+        if lease is None or lease.job.topic not in self.topics or not _same(lease.token, token):
+            raise _lost(job_id, lease, token)
         finished = plan(lease.job, outcome, self.topics[lease.job.topic], self.clock())
-        await self.run_db(self.store.ack_and_claim, [finished.ack])
-        if not finished.ack.applied:
-            raise LeaseError(f"job {job_id} holds no live lease")
-        await self.run_db(self.store.release_lease, job_id)
+        # Fenced by the token: the outcome and the lease's release are one transaction.
+        if not await self.run_db(self.store.conclude_lease, finished.ack, token):
+            raise _lost(job_id, None, token)
         finished.emit()
         self.notify(lease.job.topic)
         return finished.snapshot
@@ -122,6 +124,21 @@ class ExternalTopics:
                 events.emit(events.job_rescued, job.topic, job=job)
             self.notify()
             await anyio.sleep(interval)
+
+
+def _same(held: str, presented: str) -> bool:
+    return bool(held) and hmac.compare_digest(held.encode(), presented.encode())
+
+
+def _lost(job_id: int, lease: Lease | None, token: str) -> LeaseError:
+    """The error for a conclusion or extension that found no lease of the caller's."""
+    if lease is None:
+        return LeaseError(f"job {job_id} holds no live lease (never claimed, already concluded, or its lease "
+                          "expired): nothing was changed")
+    if _same(lease.token, token):
+        return LeaseError(f"the lease on job {job_id} has expired: nothing was changed")
+    return LeaseError(f"job {job_id} is leased under another lease token (your lease expired and the job was "
+                      "claimed again, or you never claimed it): nothing was changed")
 
 
 __all__ = ["ExternalJobError", "ExternalTopics", "LeaseError"]

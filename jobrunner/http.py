@@ -143,6 +143,17 @@ def _job(job: Job) -> dict[str, Any]:
     return job.to_dict()
 
 
+#: The header that carries the lease token a claim handed out (complete, fail, extend).
+LEASE_TOKEN_HEADER = "X-Jobrunner-Lease-Token"
+
+
+def _lease_token(request: Request) -> str:
+    token = request.headers.get(LEASE_TOKEN_HEADER, "").strip()
+    if not token:
+        raise ApiError(400, f"header {LEASE_TOKEN_HEADER} is required: the lease_token the claim returned")
+    return token
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -288,7 +299,8 @@ class Api:
         leased = await self.external.claim(topic, holder[:200], wait, lease)
         if leased is None:
             return Response(status_code=204)
-        return JSONResponse({"job": _job(leased.job), "lease_expires_at": iso(leased.expires_at)})
+        return JSONResponse({"job": _job(leased.job), "lease_expires_at": iso(leased.expires_at),
+                             "lease_token": leased.token})
 
     async def complete(self, request: Request) -> Response:
         job_id = _path_id(request)
@@ -296,7 +308,8 @@ class Api:
         unknown = set(body) - {"result"}
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: result)")
-        return JSONResponse(_job(await self._conclude(job_id, self.external.complete, body.get("result"))))
+        token = _lease_token(request)
+        return JSONResponse(_job(await self._conclude(job_id, token, self.external.complete, body.get("result"))))
 
     async def fail(self, request: Request) -> Response:
         job_id = _path_id(request)
@@ -307,7 +320,8 @@ class Api:
         error = body.get("error")
         if not isinstance(error, str) or not error:
             raise ApiError(400, "field 'error' (a non-empty string) is required")
-        return JSONResponse(_job(await self._conclude(job_id, self.external.fail, error[:10_000])))
+        token = _lease_token(request)
+        return JSONResponse(_job(await self._conclude(job_id, token, self.external.fail, error[:10_000])))
 
     async def extend(self, request: Request) -> Response:
         job_id = _path_id(request)
@@ -316,9 +330,10 @@ class Api:
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: seconds)")
         seconds = _number(body.get("seconds"), "field 'seconds'", 0.001, 86400.0)
+        token = _lease_token(request)
         await self._known(job_id)
         try:
-            expires = await self.external.extend(job_id, seconds)
+            expires = await self.external.extend(job_id, token, seconds)
         except LeaseError as exc:
             raise ApiError(409, str(exc)) from None
         return JSONResponse({"id": job_id, "lease_expires_at": iso(expires)})
@@ -327,10 +342,12 @@ class Api:
         if await self.runner.run_read(self.runner.store.get_job, job_id) is None:
             raise ApiError(404, f"no job with id {job_id}")
 
-    async def _conclude(self, job_id: int, conclude: Callable[[int, Any], Awaitable[Job]], value: Any) -> Job:
+    async def _conclude(
+        self, job_id: int, token: str, conclude: Callable[[int, str, Any], Awaitable[Job]], value: Any
+    ) -> Job:
         await self._known(job_id)
         try:
-            return await conclude(job_id, value)
+            return await conclude(job_id, token, value)
         except LeaseError as exc:
             raise ApiError(409, str(exc)) from None
 

@@ -2,7 +2,12 @@
 
 These run a few times a minute (or on an operator's command), so they use SQLAlchemy
 Core connections; every write is one short transaction, and every transition of a job
-is conditional on the state it is expected to leave.
+is conditional on the state it is expected to leave. Each verb reports only the rows it
+actually changed.
+
+Concurrency (PostgreSQL, where these truly overlap): verbs that change many jobs lock
+them in id order, or skip rows locked by others (rescue, prune), so no two of them
+deadlock; registrations (heartbeats, pauses) are upserts.
 """
 
 from __future__ import annotations
@@ -62,11 +67,9 @@ class MaintenanceVerbs(StoreAccess):
 
     def heartbeat(self, node: str, now: float) -> None:
         """Record that ``node`` is alive at ``now`` (registering it the first time)."""
-        def body(conn: Connection) -> None:
-            touched = conn.execute(update(nodes).where(nodes.c.node == node).values(heartbeat_at=now))
-            if touched.rowcount == 0:
-                conn.execute(nodes.insert().values(node=node, started_at=now, heartbeat_at=now))
-        self._transaction(body)
+        self._transaction(lambda conn: self._upsert(
+            conn, nodes, {"node": node, "started_at": now, "heartbeat_at": now}, ["node"], ["heartbeat_at"]
+        ))
 
     def remove_node(self, node: str) -> None:
         """Forget ``node`` (it stopped cleanly)."""
@@ -93,6 +96,9 @@ class MaintenanceVerbs(StoreAccess):
                     # Jobs held by external workers are governed by their lease instead.
                     jobs.c.id.not_in(select(leases.c.job_id).scalar_subquery()),
                 )
+                .order_by(jobs.c.id)
+                # A row locked right now is being written (acked, cancelled): next pass.
+                .with_for_update(skip_locked=True)
             ).all()
             rescued = []
             for row in orphans:
@@ -118,21 +124,23 @@ class MaintenanceVerbs(StoreAccess):
         and cancels ``perform``.
         """
         def body(conn: Connection) -> tuple[Job | None, bool]:
-            row = conn.execute(select(*_ALL).where(jobs.c.id == job_id)).first()
+            # Locked as read, so the state judged here is the state the update leaves.
+            row = conn.execute(select(*_ALL).where(jobs.c.id == job_id).with_for_update()).first()
             if row is None:
                 return None, False
             job = self._row_to_job(row)
             if job.state not in CANCELLABLE:
                 return job, False
             entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {reason}", "traceback": None}
-            errors = [*job.errors, entry]
-            conn.execute(
+            changed = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.state == job.state)
-                .values(state="cancelled", cancelled_at=now, errors=json.dumps(errors))
-            )
-            return Job(**{**{f: getattr(job, f) for f in JOB_COLUMNS},
-                          "state": "cancelled", "cancelled_at": now, "errors": errors}), True
+                .where(jobs.c.id == job_id, jobs.c.state == job.state, jobs.c.attempt == job.attempt)
+                .values(state="cancelled", cancelled_at=now, errors=json.dumps([*job.errors, entry]))
+                .returning(*_ALL)
+            ).first()
+            if changed is None:  # pragma: no cover - the row lock makes this unreachable
+                return job, False
+            return self._row_to_job(changed), True
         return self._transaction(body)
 
     def retry_jobs(
@@ -154,32 +162,29 @@ class MaintenanceVerbs(StoreAccess):
         if topic is not None:
             conditions.append(jobs.c.topic == topic)
 
-        def body(conn: Connection) -> list[int]:
-            found = list(conn.scalars(select(jobs.c.id).where(*conditions).order_by(jobs.c.id)))
-            if found:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id.in_(found), jobs.c.state.in_(wanted))
-                    .values(
-                        state="available", scheduled_at=now, completed_at=None, discarded_at=None,
-                        cancelled_at=None,
-                        max_attempts=case(
-                            (jobs.c.max_attempts > jobs.c.attempt, jobs.c.max_attempts), else_=jobs.c.attempt + 1
-                        ),
-                    )
-                )
-            return found
-        return self._transaction(body)
+        # Lock the rows in id order (no deadlock with another bulk action), then change
+        # those still retryable, reporting exactly the ones changed.
+        locked = (
+            select(jobs.c.id).where(*conditions).order_by(jobs.c.id).with_for_update()
+            .cte("retried").prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        statement = (
+            update(jobs)
+            .where(jobs.c.id.in_(select(locked.c.id)), jobs.c.state.in_(wanted))
+            .values(
+                state="available", scheduled_at=now, completed_at=None, discarded_at=None, cancelled_at=None,
+                max_attempts=case(
+                    (jobs.c.max_attempts > jobs.c.attempt, jobs.c.max_attempts), else_=jobs.c.attempt + 1
+                ),
+            )
+            .returning(jobs.c.id)
+        )
+        return sorted(self._transaction(lambda conn: list(conn.scalars(statement))))
 
     def set_paused(self, topic: str, paused: bool, now: float) -> None:
         """Pause (or resume) claiming for ``topic`` on every node."""
-        def body(conn: Connection) -> None:
-            touched = conn.execute(
-                update(topics).where(topics.c.topic == topic).values(paused=int(paused), updated_at=now)
-            )
-            if touched.rowcount == 0:
-                conn.execute(topics.insert().values(topic=topic, paused=int(paused), updated_at=now))
-        self._transaction(body)
+        values = {"topic": topic, "paused": int(paused), "updated_at": now}
+        self._transaction(lambda conn: self._upsert(conn, topics, values, ["topic"], ["paused", "updated_at"]))
 
     def paused_topics(self) -> set[str]:
         """Topics currently paused."""
@@ -217,19 +222,20 @@ class MaintenanceVerbs(StoreAccess):
         return found, None
 
     def prune(self, before: float, limit: int) -> int:
-        """Delete up to ``limit`` completed, cancelled or discarded jobs finished before ``before``."""
+        """Delete up to ``limit`` completed, cancelled or discarded jobs finished before ``before``.
+
+        A job is deleted only if it is still final when deleted: the DELETE checks the
+        state itself, and rows another transaction is changing (a retry) are skipped.
+        """
         def body(conn: Connection) -> int:
             deleted = 0
             for state in sorted(FINAL_STATES):
                 if deleted >= limit:
                     break
-                column = _FINISHED_AT[state]
-                oldest = (
-                    select(jobs.c.id)
-                    .where(and_(jobs.c.state == state, column < before))
-                    .limit(limit - deleted)
-                    .scalar_subquery()
-                )
-                deleted += conn.execute(delete(jobs).where(jobs.c.id.in_(oldest))).rowcount
+                final = and_(jobs.c.state == state, _FINISHED_AT[state] < before)
+                # Rows locked by others are skipped, so pruning never waits on (or deadlocks
+                # with) another transaction; the outer condition re-checks each row as deleted.
+                oldest = select(jobs.c.id).where(final).limit(limit - deleted).with_for_update(skip_locked=True)
+                deleted += conn.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()), final)).rowcount
             return deleted
         return self._transaction(body)

@@ -2,19 +2,24 @@
 
 Files live in ``migrations/<dialect>/NNNN_description.sql`` (shipped inside the wheel as
 ``jobrunner/migrations``). Applied versions are recorded in ``jobrunner_schema``. Each
-migration runs in its own transaction; on SQLite that transaction takes the write lock
-first, so two processes starting at once apply each migration exactly once.
+migration runs in its own transaction, and processes starting at once apply each
+migration exactly once: on SQLite each transaction takes the write lock first; on
+PostgreSQL the whole run holds an advisory lock (DDL there does not wait on row locks,
+so two first starts would both try to create the same tables).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
+from .dialects import migration_lock
 from .errors import MigrationError
 from .schema import schema_versions
 
@@ -71,30 +76,43 @@ def applied_versions(conn: Connection) -> set[int]:
     return set(conn.scalars(select(schema_versions.c.version)))
 
 
+@contextlib.contextmanager
+def _exclusive(engine: Engine) -> Iterator[None]:
+    """Keep other processes' migration runs out for the block (PostgreSQL; on SQLite
+    each migration's write lock is enough)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn, migration_lock(conn.execution_options(isolation_level="AUTOCOMMIT")):
+        yield
+
+
 def migrate(engine: Engine) -> list[Migration]:
     """Apply every pending migration in order; returns those applied now."""
     applied_now = []
-    for migration in available_migrations(engine.dialect.name):
-        with engine.begin() as conn:
-            # Re-read inside the write transaction: another process may have just applied it.
-            if migration.version in applied_versions(conn):
-                continue
-            try:
-                for statement in migration.statements():
-                    conn.exec_driver_sql(statement)
-            except Exception as exc:
-                raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
-            conn.execute(
-                schema_versions.insert().values(
-                    version=migration.version, name=migration.name, applied_at=time.time()
+    with _exclusive(engine):
+        for migration in available_migrations(engine.dialect.name):
+            with engine.begin() as conn:
+                # Re-read inside the write transaction: another process may have just applied it.
+                if migration.version in applied_versions(conn):
+                    continue
+                try:
+                    for statement in migration.statements():
+                        conn.exec_driver_sql(statement)
+                except Exception as exc:
+                    raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+                conn.execute(
+                    schema_versions.insert().values(
+                        version=migration.version, name=migration.name, applied_at=time.time()
+                    )
                 )
-            )
-        applied_now.append(migration)
+            applied_now.append(migration)
     return applied_now
 
 
 def pending(engine: Engine) -> list[Migration]:
-    """Migrations not yet applied to the database."""
-    with engine.begin() as conn:
-        done = applied_versions(conn)
+    """Migrations not yet applied to the database (read only: creates nothing)."""
+    with engine.connect() as conn:
+        done = set(conn.scalars(select(schema_versions.c.version))) if inspect(conn).has_table(
+            schema_versions.name) else set()
     return [m for m in available_migrations(engine.dialect.name) if m.version not in done]

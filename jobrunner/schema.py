@@ -81,6 +81,8 @@ leases = Table(
     Column("attempt", Integer, nullable=False),
     Column("holder", Text, nullable=False),
     Column("expires_at", Float, nullable=False),
+    # Random per claim; concluding or extending must present it ('' = no token: expiry only).
+    Column("token", Text, nullable=False, server_default=""),
 )
 Index("ix_jobrunner_leases_expires_at", leases.c.expires_at)
 

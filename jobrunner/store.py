@@ -18,11 +18,12 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     and_,
     bindparam,
     create_engine,
@@ -37,6 +38,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from . import migrate as migrations
 from .config import DatabaseSettings
+from .dialects import lock_for_transaction, upsert
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
@@ -132,10 +134,15 @@ _CLAIM = (
     )
     .returning(*_ALL)
 )
-# PostgreSQL: lock the chosen rows and skip those another node is claiming.
+# PostgreSQL: lock the chosen rows and skip those another node is claiming. The choice is
+# a materialised CTE, so it runs once and its LIMIT applies before any row is locked (a
+# subquery inside IN may be re-run by the planner and then claim more than LIMIT rows).
+_CLAIMED = (
+    _claimable.with_for_update(skip_locked=True).cte("claimed").prefix_with("MATERIALIZED", dialect="postgresql")
+)
 _CLAIM_SKIP_LOCKED = (
     update(jobs)
-    .where(jobs.c.id.in_(_claimable.with_for_update(skip_locked=True).scalar_subquery()))
+    .where(jobs.c.id.in_(select(_CLAIMED.c.id)))
     .values(
         state="executing",
         attempt=jobs.c.attempt + 1,
@@ -428,6 +435,18 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             with self.engine.begin() as conn:
                 return body(conn)
         return self._retrying(once)
+
+    def _ack_statement(self, kind: str) -> Any:
+        return _ACK_STATEMENTS[kind]
+
+    def _serialise(self, conn: Connection, key: str) -> None:
+        if not self.serial_writes:  # SQLite: the transaction already holds the write lock
+            lock_for_transaction(conn, key)
+
+    def _upsert(
+        self, conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequence[str], updates: Sequence[str]
+    ) -> None:
+        conn.execute(upsert(self.dialect, table, values, keys, updates))
 
     def migrate(self) -> list[migrations.Migration]:
         """Apply pending schema migrations; returns those applied now."""

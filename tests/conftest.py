@@ -1,11 +1,13 @@
-"""Shared fixtures: both anyio backends, a fresh SQLite file per test, a runner."""
+"""Shared fixtures: both anyio backends, a fresh database per test (SQLite file or
+PostgreSQL database), a runner."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -21,10 +23,81 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+#: The engines every ``db_url`` test runs on. Adding "postgresql" here runs the whole
+#: suite on both engines (for one run: JOBRUNNER_TEST_ENGINES=sqlite,postgresql).
+SUITE_ENGINES = os.environ.get("JOBRUNNER_TEST_ENGINES", "sqlite").split(",")
+#: Every engine jobrunner supports (the ``any_db_url`` fixture).
+ALL_ENGINES = ["sqlite", "postgresql"]
+#: The PostgreSQL server the tests use: a maintenance database on it, reached with the
+#: right to CREATE DATABASE. Each test gets a database of its own next to it.
+POSTGRES_SERVER = os.environ.get(
+    "JOBRUNNER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the test PostgreSQL server; skips (saying why) when it cannot be reached."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("PostgreSQL tests need psycopg: pip install -e \".[test]\" (or \"jobrunner[postgres]\")")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_SERVER)
+    try:
+        psycopg.connect(_libpq_dsn(url), connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.skip(f"PostgreSQL server {url.render_as_string(hide_password=True)} cannot be reached "
+                    f"(set JOBRUNNER_TEST_POSTGRES to another server): {reason}")
+    return POSTGRES_SERVER
+
+
+def _libpq_dsn(url: Any, database: str | None = None) -> str:
+    """A libpq connection string for a SQLAlchemy URL (psycopg's own connect)."""
+    parts = {"host": url.host, "port": url.port, "user": url.username, "password": url.password,
+             "dbname": database or url.database}
+    return " ".join(f"{k}='{v}'" for k, v in parts.items() if v is not None)
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (dropped afterwards)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server)
+    name = f"jr_{secrets.token_hex(6)}"
+    with psycopg.connect(_libpq_dsn(server), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq_dsn(server), autocommit=True) as admin:
+            # FORCE: a daemon subprocess or a leaked pool must not keep the database alive.
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file for this test."""
     return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url"}
+
+
+@pytest.fixture(params=SUITE_ENGINES)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database for this test, on each engine of ``SUITE_ENGINES``."""
+    return str(request.getfixturevalue(_URL_FIXTURES[request.param]))
+
+
+@pytest.fixture(params=ALL_ENGINES)
+def any_db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database for this test, on every supported engine (SQLite and PostgreSQL)."""
+    return str(request.getfixturevalue(_URL_FIXTURES[request.param]))
 
 
 @pytest.fixture

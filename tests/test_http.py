@@ -215,6 +215,11 @@ def state_is(*states: str) -> Callable[[dict[str, Any]], bool]:
     return lambda job: job["state"] in states
 
 
+def lease_of(claimed: httpx.Response) -> dict[str, str]:
+    """The header that proves the lease a claim answered with (for complete, fail, extend)."""
+    return {"X-Jobrunner-Lease-Token": claimed.json()["lease_token"]}
+
+
 # ---------------------------------------------------------------- daemons
 
 API_TOPICS = "\n".join([
@@ -564,7 +569,7 @@ def test_retry_of_a_discarded_external_job(api: Daemon) -> None:
     job = api.enqueue({"worker": "x", "topic": "disc", "max_attempts": 1})
     claimed = api.claim("disc")
     assert claimed.status_code == 200 and claimed.json()["job"]["id"] == job["id"]
-    failed = api.http.post(f"/jobs/{job['id']}/fail", json={"error": "nope"})
+    failed = api.http.post(f"/jobs/{job['id']}/fail", json={"error": "nope"}, headers=lease_of(claimed))
     assert failed.status_code == 200 and failed.json()["state"] == "discarded"
     response = api.http.post(f"/jobs/{job['id']}/retry")
     assert response.status_code == 200, response.text
@@ -573,7 +578,7 @@ def test_retry_of_a_discarded_external_job(api: Daemon) -> None:
     assert_error(api.http.post(f"/jobs/{job['id']}/retry"), 409)
     claimed = api.claim("disc")
     assert claimed.status_code == 200 and claimed.json()["job"]["attempt"] == 2
-    assert api.http.post(f"/jobs/{job['id']}/complete", json={}).status_code == 200
+    assert api.http.post(f"/jobs/{job['id']}/complete", json={}, headers=lease_of(claimed)).status_code == 200
 
 
 # ---------------------------------------------------------------- 4. GET /topics
@@ -623,7 +628,7 @@ def test_claims_on_a_paused_external_topic_get_nothing(api: Daemon) -> None:
     try:
         response = api.claim("xpause")
         if response.status_code == 200:  # leave nothing leased behind
-            api.http.post(f"/jobs/{job['id']}/complete", json={})
+            api.http.post(f"/jobs/{job['id']}/complete", json={}, headers=lease_of(response))
         assert response.status_code == 204
     finally:
         assert api.http.post("/topics/xpause/resume").status_code == 200
@@ -639,7 +644,7 @@ def test_claim_returns_the_job_with_a_lease_then_complete(both: Daemon) -> None:
     response = both.http.post("/topics/claim/claim", params={"wait": 0}, headers={"X-Jobrunner-Worker": "node-7"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"job", "lease_expires_at"}
+    assert set(body) == {"job", "lease_expires_at", "lease_token"}
     leased = body["job"]
     assert leased["id"] == job["id"] and leased["state"] == "executing" and leased["attempt"] == 1
     assert leased["args"] == {"w": 10} and leased["attempted_by"] == "node-7"
@@ -648,22 +653,23 @@ def test_claim_returns_the_job_with_a_lease_then_complete(both: Daemon) -> None:
     empty = both.claim("claim")
     assert empty.status_code == 204 and empty.content == b""
 
-    response = both.http.post(f"/jobs/{job['id']}/complete", json={"result": {"size": [10, 20]}})
+    token = {"X-Jobrunner-Lease-Token": body["lease_token"]}
+    response = both.http.post(f"/jobs/{job['id']}/complete", json={"result": {"size": [10, 20]}}, headers=token)
     assert response.status_code == 200, response.text
     done = response.json()
     assert done["state"] == "completed" and done["result"] == {"size": [10, 20]} and done["completed_at"]
     assert both.job(job["id"]) == done
-    assert_error(both.http.post(f"/jobs/{job['id']}/complete", json={"result": 1}), 409)
+    assert_error(both.http.post(f"/jobs/{job['id']}/complete", json={"result": 1}, headers=token), 409)
 
 
 def test_claim_respects_priority(both: Daemon) -> None:
     low = both.enqueue({"worker": "w", "topic": "claim", "priority": 5})
     high = both.enqueue({"worker": "w", "topic": "claim", "priority": 0})
-    first = both.claim("claim").json()["job"]
-    second = both.claim("claim").json()["job"]
-    assert [first["id"], second["id"]] == [high["id"], low["id"]]
-    for job in (first, second):
-        assert both.http.post(f"/jobs/{job['id']}/complete").status_code == 200
+    first, second = both.claim("claim"), both.claim("claim")
+    assert [first.json()["job"]["id"], second.json()["job"]["id"]] == [high["id"], low["id"]]
+    for claimed in (first, second):
+        job_id = claimed.json()["job"]["id"]
+        assert both.http.post(f"/jobs/{job_id}/complete", headers=lease_of(claimed)).status_code == 200
 
 
 def test_long_poll_returns_as_soon_as_a_job_arrives(both: Daemon) -> None:
@@ -694,7 +700,7 @@ def test_long_poll_returns_as_soon_as_a_job_arrives(both: Daemon) -> None:
     assert response.json()["job"]["id"] == job["id"]
     assert results["returned"] - enqueued < 3.0, results  # woken by the insert, not by the 10 s deadline
     assert results["elapsed"] < 8.0, results
-    assert both.http.post(f"/jobs/{job['id']}/complete").status_code == 200
+    assert both.http.post(f"/jobs/{job['id']}/complete", headers=lease_of(response)).status_code == 200
 
 
 def test_claim_with_nothing_waits_then_204(both: Daemon) -> None:
@@ -718,17 +724,19 @@ def test_parallelism_bounds_outstanding_claims(both: Daemon) -> None:
     assert blocked.status_code == 204  # 2 executing = parallelism, though a job is available
     assert [j["id"] for j in both.http.get("/jobs", params={"topic": "par", "state": "available"}).json()["jobs"]] \
         == [jobs[2]["id"]]
-    assert both.http.post(f"/jobs/{held[0]}/complete", json={"result": 0}).status_code == 200
+    assert both.http.post(f"/jobs/{held[0]}/complete", json={"result": 0}, headers=lease_of(first)).status_code == 200
     third = both.claim("par")
     assert third.status_code == 200 and third.json()["job"]["id"] == jobs[2]["id"]
-    for job_id in (held[1], jobs[2]["id"]):
-        assert both.http.post(f"/jobs/{job_id}/complete", json={"result": None}).status_code == 200
+    for job_id, claimed in ((held[1], second), (jobs[2]["id"], third)):
+        response = both.http.post(f"/jobs/{job_id}/complete", json={"result": None}, headers=lease_of(claimed))
+        assert response.status_code == 200
 
 
 def test_fail_retries_with_backoff_then_discards(both: Daemon) -> None:
     job = both.enqueue({"worker": "w", "topic": "fail", "max_attempts": 2})
-    assert both.claim("fail").json()["job"]["id"] == job["id"]
-    response = both.http.post(f"/jobs/{job['id']}/fail", json={"error": "disk full"})
+    claimed = both.claim("fail")
+    assert claimed.json()["job"]["id"] == job["id"]
+    response = both.http.post(f"/jobs/{job['id']}/fail", json={"error": "disk full"}, headers=lease_of(claimed))
     assert response.status_code == 200, response.text
     failed = response.json()
     assert failed["state"] in ("retryable", "available") and failed["attempt"] == 1
@@ -737,7 +745,7 @@ def test_fail_retries_with_backoff_then_discards(both: Daemon) -> None:
     again = both.http.post("/topics/fail/claim", params={"wait": 5})  # backoff base 0: due at once
     assert again.status_code == 200, again.text
     assert again.json()["job"]["id"] == job["id"] and again.json()["job"]["attempt"] == 2
-    response = both.http.post(f"/jobs/{job['id']}/fail", json={"error": "still full"})
+    response = both.http.post(f"/jobs/{job['id']}/fail", json={"error": "still full"}, headers=lease_of(again))
     assert response.status_code == 200
     discarded = response.json()
     assert discarded["state"] == "discarded" and discarded["discarded_at"] is not None
@@ -757,35 +765,38 @@ def test_extend_pushes_the_lease(both: Daemon) -> None:
     response = both.claim("extend", lease=30)
     assert response.status_code == 200
     first = parse_time(response.json()["lease_expires_at"])
-    response = both.http.post(f"/jobs/{job['id']}/extend", json={"seconds": 120})
+    token = lease_of(response)
+    response = both.http.post(f"/jobs/{job['id']}/extend", json={"seconds": 120}, headers=token)
     assert response.status_code == 200, response.text
     assert response.json()["id"] == job["id"]
     later = parse_time(response.json()["lease_expires_at"])
     assert later - first > timedelta(seconds=80)
     for bad in ({}, {"seconds": 0}, {"seconds": -1}, {"seconds": "60"}, {"seconds": 10**6}, {"minutes": 1}):
-        assert_error(both.http.post(f"/jobs/{job['id']}/extend", json=bad), 400)
-    assert both.http.post(f"/jobs/{job['id']}/complete", json={"result": "ok"}).status_code == 200
-    assert_error(both.http.post(f"/jobs/{job['id']}/extend", json={"seconds": 10}), 409)
+        assert_error(both.http.post(f"/jobs/{job['id']}/extend", json=bad, headers=token), 400)
+    assert both.http.post(f"/jobs/{job['id']}/complete", json={"result": "ok"}, headers=token).status_code == 200
+    assert_error(both.http.post(f"/jobs/{job['id']}/extend", json={"seconds": 10}, headers=token), 409)
 
 
 def test_conclusions_need_a_live_lease(both: Daemon) -> None:
     job = both.enqueue({"worker": "w", "topic": "nolease"})
     calls = [("complete", {"result": 1}), ("fail", {"error": "x"}), ("extend", {"seconds": 5})]
+    made_up = {"X-Jobrunner-Lease-Token": "made-up"}
     for verb, body in calls:  # never claimed
-        assert_error(both.http.post(f"/jobs/{job['id']}/{verb}", json=body), 409, "lease")
-        assert_error(both.http.post(f"/jobs/987654/{verb}", json=body), 404)
-        assert_error(both.once("POST", f"/jobs/xyz/{verb}", json=body), 404)
+        assert_error(both.http.post(f"/jobs/{job['id']}/{verb}", json=body, headers=made_up), 409, "lease")
+        assert_error(both.http.post(f"/jobs/987654/{verb}", json=body, headers=made_up), 404)
+        assert_error(both.once("POST", f"/jobs/xyz/{verb}", json=body, headers=made_up), 404)
     assert both.job(job["id"])["state"] == "available"
     # A leased job that an operator cancelled no longer holds its lease.
-    assert both.claim("nolease").json()["job"]["id"] == job["id"]
+    claimed = both.claim("nolease")
+    assert claimed.json()["job"]["id"] == job["id"]
     assert both.http.post(f"/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
     for verb, body in calls:
-        assert_error(both.http.post(f"/jobs/{job['id']}/{verb}", json=body), 409)
+        assert_error(both.http.post(f"/jobs/{job['id']}/{verb}", json=body, headers=lease_of(claimed)), 409)
     assert both.job(job["id"])["state"] == "cancelled"
     # Jobs of in-process topics are never leased.
     python_job = both.enqueue({"worker": f"{W}.Echo"})
     both.wait_job(python_job["id"], state_is("completed"))
-    assert_error(both.http.post(f"/jobs/{python_job['id']}/complete", json={}), 409)
+    assert_error(both.http.post(f"/jobs/{python_job['id']}/complete", json={}, headers=made_up), 409)
 
 
 def test_an_expired_lease_puts_the_job_back(both: Daemon) -> None:
@@ -795,11 +806,11 @@ def test_an_expired_lease_puts_the_job_back(both: Daemon) -> None:
     back = both.wait_job(job["id"], lambda j: j["state"] == "available" and j["errors"], timeout=15)
     assert back["attempt"] == 1
     assert "lease" in back["errors"][-1]["error"] and back["errors"][-1]["attempt"] == 1
-    assert_error(both.http.post(f"/jobs/{job['id']}/complete", json={}), 409)
+    assert_error(both.http.post(f"/jobs/{job['id']}/complete", json={}, headers=lease_of(response)), 409)
     again = both.http.post("/topics/lease/claim", params={"wait": 5})
     assert again.status_code == 200 and again.json()["job"]["id"] == job["id"]
     assert again.json()["job"]["attempt"] == 2
-    done = both.http.post(f"/jobs/{job['id']}/complete", json={"result": "late but done"})
+    done = both.http.post(f"/jobs/{job['id']}/complete", json={"result": "late but done"}, headers=lease_of(again))
     assert done.status_code == 200 and done.json()["state"] == "completed"
 
 
@@ -1059,8 +1070,9 @@ BAD_AUTH: list[dict[str, str]] = [
 
 def refused(daemon: Daemon, method: str, path: str, **kwargs: Any) -> None:
     """Every wrong or missing token gets 401 (JSON error, WWW-Authenticate)."""
+    extra = kwargs.pop("headers", {})
     for headers in BAD_AUTH:
-        response = daemon.fresh.request(method, f"{daemon.url}{path}", headers=headers, **kwargs)
+        response = daemon.fresh.request(method, f"{daemon.url}{path}", headers={**extra, **headers}, **kwargs)
         assert_error(response, 401)
         assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
 
@@ -1083,12 +1095,14 @@ def test_every_route_needs_the_token(secured: Daemon) -> None:
     check("POST", f"/jobs/{job['id']}/retry", 200)
     check("POST", "/topics/auth/pause", 200)
     check("POST", "/topics/auth/resume", 200)
-    assert check("POST", "/topics/auth/claim", 200, params={"wait": 0}).json()["job"]["id"] == job["id"]
-    check("POST", f"/jobs/{job['id']}/extend", 200, json={"seconds": 30})
-    check("POST", f"/jobs/{job['id']}/complete", 200, json={"result": 1})
+    claimed = check("POST", "/topics/auth/claim", 200, params={"wait": 0})
+    assert claimed.json()["job"]["id"] == job["id"]
+    check("POST", f"/jobs/{job['id']}/extend", 200, json={"seconds": 30}, headers=lease_of(claimed))
+    check("POST", f"/jobs/{job['id']}/complete", 200, json={"result": 1}, headers=lease_of(claimed))
     other = http.post("/jobs", json={"worker": "w", "topic": "auth"}).json()
-    assert http.post("/topics/auth/claim").status_code == 200
-    check("POST", f"/jobs/{other['id']}/fail", 200, json={"error": "e"})
+    claimed = http.post("/topics/auth/claim")
+    assert claimed.status_code == 200
+    check("POST", f"/jobs/{other['id']}/fail", 200, json={"error": "e"}, headers=lease_of(claimed))
     # Even unknown routes and wrong methods answer 401 first.
     refused(secured, "GET", "/no-such-route")
     refused(secured, "DELETE", "/jobs")
@@ -1362,11 +1376,13 @@ def test_numeric_bounds_match_the_document(scratch: Daemon) -> None:
     problems = []
     seconds = paths["/jobs/{id}/extend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     job = scratch.enqueue({"worker": "x", "topic": "pb"})
-    assert scratch.claim("pb").status_code == 200
-    response = scratch.http.post(f"/jobs/{job['id']}/extend", json={"seconds": smallest(seconds["properties"]["seconds"])})
+    claimed = scratch.claim("pb")
+    assert claimed.status_code == 200
+    response = scratch.http.post(f"/jobs/{job['id']}/extend", json={"seconds": smallest(seconds["properties"]["seconds"])},
+                                 headers=lease_of(claimed))
     if response.status_code != 200:
         problems.append(("extend seconds", response.status_code, response.text))
-    scratch.http.post(f"/jobs/{job['id']}/complete")
+    scratch.http.post(f"/jobs/{job['id']}/complete", headers=lease_of(claimed))
     lease = smallest(param("/topics/{topic}/claim", "lease"))
     response = scratch.claim("pb", lease=lease)
     if response.status_code not in (200, 204):

@@ -101,6 +101,39 @@ def test_migrations_build_exactly_the_declared_metadata(store: Store) -> None:
         assert reflected_indexes == declared_indexes, table.name
 
 
+def test_postgresql_migrations_build_exactly_the_declared_metadata(pg_url: str) -> None:
+    made = Store(DatabaseSettings(url=pg_url))
+    try:
+        assert [m.version for m in made.migrate()] == [m.version for m in available_migrations("postgresql")]
+        inspector = sa.inspect(made.engine)
+        assert sorted(inspector.get_table_names()) == sorted(metadata.tables)
+        for table in metadata.sorted_tables:
+            reflected = {c["name"]: c for c in inspector.get_columns(table.name)}
+            assert list(reflected) == [c.name for c in table.columns], table.name
+            pk = inspector.get_pk_constraint(table.name)
+            assert pk["constrained_columns"] == [c.name for c in table.primary_key.columns], table.name
+            for column in table.columns:
+                got, where = reflected[column.name], f"{table.name}.{column.name}"
+                declared_type = column.type.dialect_impl(made.engine.dialect)
+                assert got["type"]._type_affinity is declared_type._type_affinity, (where, got["type"])
+                assert got["nullable"] == column.nullable, where
+                declared_default = column.server_default.arg if column.server_default is not None else None
+                reflected_default = got["default"]
+                if column.primary_key and column.autoincrement is True:
+                    assert reflected_default and reflected_default.startswith("nextval("), where
+                    continue
+                if reflected_default is not None:
+                    reflected_default = re.sub(r"^'(.*)'::text$", r"\1", reflected_default)
+                assert reflected_default == declared_default, where
+            reflected_indexes = {
+                ix["name"]: (ix["column_names"], bool(ix["unique"])) for ix in inspector.get_indexes(table.name)
+            }
+            declared_indexes = {ix.name: ([c.name for c in ix.columns], bool(ix.unique)) for ix in table.indexes}
+            assert reflected_indexes == declared_indexes, table.name
+    finally:
+        made.close()
+
+
 def test_jobs_table_has_the_documented_minimum_columns() -> None:
     required = {
         "id", "topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
@@ -193,6 +226,7 @@ def test_dialects_have_aligned_versions_and_names() -> None:
 
 _CREATE_TABLE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*)\)\s*$", re.S | re.I)
 _CREATE_INDEX = re.compile(r"CREATE (UNIQUE )?INDEX (?:IF NOT EXISTS )?(\w+) ON (\w+)\s*\(([^)]*)\)", re.I)
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) (.*)$", re.S | re.I)
 
 
 def _declared_by(dialect: str) -> dict[str, Any]:
@@ -209,6 +243,8 @@ def _declared_by(dialect: str) -> dict[str, Any]:
                         upper = line.upper()
                         columns[words[0]] = "NOT NULL" in upper or "PRIMARY KEY" in upper
                 tables[m.group(1)] = columns
+            elif m := _ADD_COLUMN.match(statement):
+                tables[m.group(1)][m.group(2)] = "NOT NULL" in m.group(3).upper()
             elif m := _CREATE_INDEX.match(statement):
                 indexes[m.group(2)] = (m.group(3), [c.strip() for c in m.group(4).split(",")], bool(m.group(1)))
             else:  # a later migration of another kind: extend this helper

@@ -1,0 +1,61 @@
+"""The few statements whose SQL differs between SQLite and PostgreSQL, beyond Core's reach.
+
+Used only by the storage layer (:mod:`jobrunner.store` and its verb mixins) and by
+:mod:`jobrunner.migrate`; nothing above storage knows the dialect.
+
+PostgreSQL advisory locks take two 32-bit keys: a namespace of ours and a number for
+the thing locked (``hashtext`` of its name). Two names that hash alike only serialise
+a little more than needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping, Sequence
+
+from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.sql.dml import Insert
+
+#: Advisory-lock namespace of transaction-scoped locks (per topic, per action).
+LOCK_NAMESPACE = 0x6A72_0001
+#: Advisory-lock namespace of the migration run (session-scoped).
+MIGRATION_NAMESPACE = 0x6A72_0002
+
+
+def lock_for_transaction(conn: Connection, key: str) -> None:
+    """PostgreSQL: wait for, then hold until commit, the advisory lock named ``key``."""
+    conn.execute(select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, func.hashtext(key))))
+
+
+@contextlib.contextmanager
+def migration_lock(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: hold the migration lock on ``conn`` (an AUTOCOMMIT connection) for the block.
+
+    A session lock, held across the separate transactions of each migration; the
+    server releases it too if the connection drops.
+    """
+    conn.execute(select(func.pg_advisory_lock(MIGRATION_NAMESPACE, 0)))
+    try:
+        yield
+    finally:
+        conn.execute(select(func.pg_advisory_unlock(MIGRATION_NAMESPACE, 0)))
+
+
+def upsert(
+    dialect: str, table: Table, values: Mapping[str, Any], keys: Sequence[str], updates: Sequence[str]
+) -> Insert:
+    """``INSERT … ON CONFLICT (keys) DO UPDATE SET updates = excluded.updates`` for ``dialect``."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - migrations exist for these two dialects only
+        raise ValueError(f"no upsert for database dialect {dialect!r}")
+    statement = insert(table).values(dict(values))
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={name: statement.excluded[name] for name in updates},
+    )
+
+
+__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "lock_for_transaction", "migration_lock", "upsert"]
