@@ -102,7 +102,11 @@ class ExternalTopics:
         lease: Lease | None = await self.run_db(self.store.get_lease, job_id)
         if lease is None or lease.job.topic not in self.topics:
             raise LeaseError(f"job {job_id} holds no live lease")
-        finished = plan(lease.job, outcome, self.topics[lease.job.topic], self.clock())
+        now = self.clock()
+        # The attempt lasted from the claim (attempted_at) to this conclusion.
+        started = lease.job.attempted_at
+        duration = max(0.0, now - started) if started is not None else 0.0
+        finished = plan(lease.job, outcome, self.topics[lease.job.topic], now, duration=duration)
         await self.run_db(self.store.ack_and_claim, [finished.ack])
         if not finished.ack.applied:
             raise LeaseError(f"job {job_id} holds no live lease")
