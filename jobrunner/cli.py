@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open(settings: config_module.Settings) -> Runner:
     runner = Runner(settings)
-    runner.migrate()
+    runner.ensure_schema()  # migrates a new database unless [database] auto_migrate = false
     return runner
 
 

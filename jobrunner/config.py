@@ -69,12 +69,15 @@ class DatabaseSettings:
     ``busy_timeout`` is how long (seconds) a writer waits for another process's lock.
     ``watch_interval`` is how often (seconds) a running runner checks whether another
     process committed, so their inserts start without waiting for the poll (0: never).
+    ``auto_migrate``: a Runner brings an unmigrated (or older) schema up to date before
+    its first use of the database; false makes that an error instead.
     """
 
     url: str = "sqlite:///jobrunner.db"
     synchronous: str = "FULL"
     busy_timeout: float = 5.0
     watch_interval: float = 0.01
+    auto_migrate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +242,8 @@ def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
 
 def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
     where = f"{source}: [database]"
-    kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float}
+    kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float,
+             "auto_migrate": bool}
     _reject_unknown(where, raw, set(kinds))
     values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = DatabaseSettings(**values)

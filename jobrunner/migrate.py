@@ -2,8 +2,10 @@
 
 Files live in ``migrations/<dialect>/NNNN_description.sql`` (shipped inside the wheel as
 ``jobrunner/migrations``). Applied versions are recorded in ``jobrunner_schema``. Each
-migration runs in its own transaction; on SQLite that transaction takes the write lock
-first, so two processes starting at once apply each migration exactly once.
+migration runs in its own transaction that first takes a lock every migrator waits
+for (SQLite: the write lock, ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level
+advisory lock), then re-reads the applied versions, so processes starting at once on
+one database apply each migration exactly once and none of them fails.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
 from .errors import MigrationError
 from .schema import schema_versions
 
 _FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+#: PostgreSQL advisory lock key that serialises migrators ("jobr").
+ADVISORY_LOCK_KEY = 0x6A6F6272
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,9 @@ def migrate(engine: Engine) -> list[Migration]:
     applied_now = []
     for migration in available_migrations(engine.dialect.name):
         with engine.begin() as conn:
-            # Re-read inside the write transaction: another process may have just applied it.
+            if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already locks
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+            # Re-read inside the locked transaction: another process may have just applied it.
             if migration.version in applied_versions(conn):
                 continue
             try:
@@ -95,6 +101,13 @@ def migrate(engine: Engine) -> list[Migration]:
 
 def pending(engine: Engine) -> list[Migration]:
     """Migrations not yet applied to the database."""
-    with engine.begin() as conn:
-        done = applied_versions(conn)
-    return [m for m in available_migrations(engine.dialect.name) if m.version not in done]
+    with engine.connect() as conn, conn.begin():
+        return pending_on(conn)
+
+
+def pending_on(conn: Connection) -> list[Migration]:
+    """Migrations not yet applied, read on ``conn`` without creating or writing anything."""
+    done: set[int] = set()
+    if inspect(conn).has_table(schema_versions.name):
+        done = set(conn.scalars(select(schema_versions.c.version)))
+    return [m for m in available_migrations(conn.dialect.name) if m.version not in done]
