@@ -31,6 +31,7 @@ from .http import create_app, serve as serve_http
 from .job import Job
 from .producer import Producer
 from .store import Store
+from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
 from .worker import Worker, current_settings
@@ -286,6 +287,10 @@ class Runner:
                 outer.start_soon(_run_in_scope, keeper, housekeeper.run)
                 assert self._external is not None
                 outer.start_soon(_run_in_scope, serving, self._external.run)
+                summarising = anyio.CancelScope()
+                if self.settings.runner.summary_interval > 0:
+                    outer.start_soon(_run_in_scope, summarising, functools.partial(
+                        report_throughput, self._producers, self.settings.runner.summary_interval))
                 http_stop = anyio.Event()
                 if self.settings.http.enabled:
                     app = create_app(self, self._external, self.settings.http)
@@ -313,6 +318,7 @@ class Runner:
                 watcher.cancel()
                 keeper.cancel()
                 serving.cancel()
+                summarising.cancel()
                 http_stop.set()
                 # Give async receivers still running a bounded time to finish.
                 outer.cancel_scope.deadline = anyio.current_time() + self.settings.runner.shutdown_grace
