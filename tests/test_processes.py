@@ -160,7 +160,8 @@ async def test_a_bare_returned_process_is_held_like_external_process(
         finally:
             events.job_completed.disconnect(on_end)
             events.job_failed.disconnect(on_end)
-    starts = [(e.name, e.job.id) for e in recorder.events if e.name in ("job_started", "job_completed", "job_discarded")]
+    lifecycle = ("job_started", "job_completed", "job_discarded")
+    starts = [(e.name, e.job.id) for e in recorder.events if e.name in lifecycle]
     for i in range(0, len(starts), 2):  # parallelism 1: each job ends before the next starts
         assert starts[i][0] == "job_started" and starts[i + 1][1] == starts[i][1], starts
     for job in ok:

@@ -15,6 +15,7 @@ from jobrunner.summary import new_tally, summary_line
 from jobrunner.testing import EventRecorder, running
 from tests.workers import Add, AlwaysFails, CancelMe, FailTimes
 
+
 class OnU(Worker):
     """A job of topic u."""
 
@@ -109,7 +110,8 @@ def test_summary_line_format() -> None:
     tally = new_tally()
     tally.update(complete=1204, retry=3, cancel=1, start=1208)
     line = summary_line("demo", tally, 60.0, 60.0, 4, 4)
-    assert line == "topic demo: 1,204 completed, 3 failed, 0 discarded, 1 cancelled in the last 60s (20.1/s); running 4/4"
+    assert line == ("topic demo: 1,204 completed, 3 failed, 0 discarded, 1 cancelled in the last 60s (20.1/s); "
+                    "running 4/4")
     tally.update(snooze=2)
     assert "1 cancelled, 2 snoozed in the last" in summary_line("demo", tally, 60.0, 60.0, 0, 4)
 
