@@ -22,6 +22,7 @@ from . import config as config_module
 from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
 from .job import ALL_STATES, Job, iso
 from .runner import Runner, import_modules
+from .threads import performs_in_threads
 
 logger = logging.getLogger("jobrunner.cli")
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open(settings: config_module.Settings) -> Runner:
     runner = Runner(settings)
-    runner.migrate()
+    runner.ensure_schema()  # migrates a new database unless [database] auto_migrate = false
     return runner
 
 
@@ -297,6 +298,16 @@ def cmd_run(settings: config_module.Settings, ns: argparse.Namespace) -> int:
                 settings.database.url, ", ".join(settings.topics) or "none")
     anyio.run(_serve, runner, backend=ns.backend)
     logger.info("jobrunner stopped")
+    left = performs_in_threads()
+    if left:
+        # Jobs given up on (grace over, or a second signal) may still run a plain
+        # `def perform` in a thread, which Python cannot stop and the interpreter would
+        # wait for at exit. Their jobs are back in the table: exit now.
+        logger.warning("exiting without waiting for %d abandoned perform thread(s)", left)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 

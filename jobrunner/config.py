@@ -69,12 +69,15 @@ class DatabaseSettings:
     ``busy_timeout`` is how long (seconds) a writer waits for another process's lock.
     ``watch_interval`` is how often (seconds) a running runner checks whether another
     process committed, so their inserts start without waiting for the poll (0: never).
+    ``auto_migrate``: a Runner brings an unmigrated (or older) schema up to date before
+    its first use of the database; false makes that an error instead.
     """
 
     url: str = "sqlite:///jobrunner.db"
     synchronous: str = "FULL"
     busy_timeout: float = 5.0
     watch_interval: float = 0.01
+    auto_migrate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,8 @@ class RunnerSettings:
     Every ``heartbeat_interval`` seconds a runner records that it is alive and rescues
     the jobs left ``executing`` by runners silent for ``rescue_after`` seconds. Every
     ``prune_interval`` seconds it deletes finished jobs older than ``prune_after``
-    seconds (0: keep them forever), ``prune_limit`` rows per transaction.
+    seconds (0: keep them forever), ``prune_limit`` rows per transaction. Every
+    ``summary_interval`` seconds (0: never) each active topic's throughput is logged.
     """
 
     modules: tuple[str, ...] = ()
@@ -97,6 +101,7 @@ class RunnerSettings:
     prune_after: float = 7 * 24 * 3600.0
     prune_interval: float = 60.0
     prune_limit: int = 10_000
+    summary_interval: float = 60.0
 
 
 ENV_HTTP_TOKEN = "JOBRUNNER_HTTP_TOKEN"
@@ -239,7 +244,8 @@ def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
 
 def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
     where = f"{source}: [database]"
-    kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float}
+    kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float,
+             "auto_migrate": bool}
     _reject_unknown(where, raw, set(kinds))
     values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = DatabaseSettings(**values)
@@ -266,6 +272,7 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
         "prune_after": float,
         "prune_interval": float,
         "prune_limit": int,
+        "summary_interval": float,
     }
     _reject_unknown(where, raw, set(kinds) | {"modules"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
@@ -282,6 +289,7 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
     _at_least(where, "prune_after", settings.prune_after, 0)
     _at_least(where, "prune_interval", settings.prune_interval, 0, strict=True)
     _at_least(where, "prune_limit", settings.prune_limit, 1)
+    _at_least(where, "summary_interval", settings.summary_interval, 0)
     if settings.rescue_after < 2 * settings.heartbeat_interval:
         raise ConfigError(
             f"{where}: key 'rescue_after' must be at least twice 'heartbeat_interval' "

@@ -3,10 +3,11 @@
 Subscribe with ``jobrunner.events.job_completed.connect(fn, sender="demo")`` (or without
 ``sender`` for every topic). Job signals carry ``job=`` (a :class:`~jobrunner.Job` snapshot
 taken after the transition) and, where relevant, ``duration=`` (seconds spent in
-``perform``), ``error=`` (the exception or a message), ``will_retry=``, ``result=``,
-``reason=`` and ``seconds=``. Events are sent after the database write. A receiver that
-raises is logged and never harms the runner or the other receivers; an ``async def``
-receiver is scheduled on the running runner's event loop and never blocks workers.
+``perform``; for an external topic, from the claim to the conclusion), ``error=`` (the
+exception or a message), ``will_retry=``, ``result=``, ``reason=`` and ``seconds=``.
+Events are sent after the database write. A receiver that raises is logged and never
+harms the runner or the other receivers; an ``async def`` receiver is scheduled on the
+running runner's event loop and never blocks workers.
 
 Every event is also logged on the ``jobrunner.events`` logger, one line per event, with
 the event name in the record's ``event`` attribute.

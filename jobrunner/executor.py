@@ -13,7 +13,6 @@ import inspect
 import json
 import logging
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,13 +23,17 @@ from .backoff import backoff_delay
 from .config import TopicSettings
 from .errors import InvalidArgumentsError, UnknownWorkerError
 from .job import Job, iso
-from .process import ExternalProcess, ProcessFailed
+from .process import ExternalProcess, ProcessFailed, as_external_process
 from .store import Ack
+from .threads import ThreadCall
+from .tracebacks import format_job_error
 from .worker import Cancel, Snooze, Worker, resolve_worker
 
 logger = logging.getLogger("jobrunner.executor")
 
 _TRACEBACK_LIMIT = 8000
+#: Seconds ``after_error`` may take for a failure recorded while its job is being cancelled.
+SALVAGED_HOOK_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ def classify(value: Any) -> Outcome:
 
 def classify_error(error: BaseException) -> Outcome:
     """The outcome of a ``perform`` that raised ``error``."""
-    text = "".join(traceback.format_exception(error))
+    text = format_job_error(error)
     if len(text) > _TRACEBACK_LIMIT:
         text = "…" + text[-_TRACEBACK_LIMIT:]
     return Outcome("failed", error=error, traceback=text)
@@ -195,6 +198,8 @@ class Executor:
             outcome = Outcome("unrunnable", error=exc, reason="the worker cannot be loaded; not retried")
             return plan(job, outcome, self.topic, self.clock(), None, 0.0)
         worker: Worker | None = None
+        call: ThreadCall | None = None
+        salvaged = False
         try:
             worker = worker_cls()
             if worker_cls.args_spec is not None:
@@ -204,14 +209,31 @@ class Executor:
                     outcome = Outcome("unrunnable", error=exc, reason="the arguments do not match the worker's "
                                       "args_type; not retried")
                     return plan(job, outcome, self.topic, self.clock(), None, 0.0)
-            outcome = classify(await self._perform(worker, job))
+            if not worker.perform_is_async:
+                call = ThreadCall(functools.partial(worker.perform, job))
+            outcome = classify(await self._perform(worker, job, call))
         except anyio.get_cancelled_exc_class():
-            raise
+            if call is None or not call.done:
+                raise
+            # The thread returned just as the job was cancelled (shutdown): what perform
+            # did is known, so it is recorded instead of the job running again.
+            process = as_external_process(call.value)
+            if process is not None:
+                with anyio.CancelScope(shield=True):
+                    await process.terminate()
+                raise
+            error = call.error
+            outcome = classify_error(error) if error is not None else classify(call.value)
+            salvaged = True
         except BaseException as exc:  # noqa: BLE001 - a job may raise anything, even SystemExit
             outcome = classify_error(exc)
         duration = time.perf_counter() - started
         if outcome.kind == "failed" and worker is not None:
-            outcome = await self._after_error(worker, job, outcome)
+            if salvaged:  # the job's scope is cancelled: the hook runs shielded, bounded
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SALVAGED_HOOK_TIMEOUT):
+                    outcome = await self._after_error(worker, job, outcome)
+            else:
+                outcome = await self._after_error(worker, job, outcome)
         try:
             return plan(job, outcome, self.topic, self.clock(), worker, duration)
         except Exception as exc:  # noqa: BLE001 - an outcome that cannot be recorded fails the job alone
@@ -220,27 +242,26 @@ class Executor:
                              reason=f"the {outcome.kind} outcome could not be recorded")
             return plan(job, failed, self.topic, self.clock(), None, duration)
 
-    async def _perform(self, worker: Worker, job: Job) -> Any:
+    async def _perform(self, worker: Worker, job: Job, call: ThreadCall | None) -> Any:
         timeout = worker.timeout
         if timeout is None:
-            return await self._call(worker, job)
+            return await self._call(worker, job, call)
         try:
             with anyio.fail_after(timeout):
-                return await self._call(worker, job)
+                return await self._call(worker, job, call)
         except TimeoutError:
             raise TimeoutError(f"perform exceeded the worker's timeout of {timeout:g}s") from None
 
-    async def _call(self, worker: Worker, job: Job) -> Any:
-        if worker.perform_is_async:
+    async def _call(self, worker: Worker, job: Job, call: ThreadCall | None) -> Any:
+        if call is None:
             value = await worker.perform(job)
         else:
-            value = await anyio.to_thread.run_sync(
-                functools.partial(worker.perform, job), limiter=self.thread_limiter, abandon_on_cancel=True
-            )
-        if isinstance(value, ExternalProcess):
-            return await _await_process(worker, job, value)
+            value = await anyio.to_thread.run_sync(call, limiter=self.thread_limiter, abandon_on_cancel=True)
+        # A process returned bare (anyio Process, Popen) is held exactly like ExternalProcess.
+        process = as_external_process(value)
+        if process is not None:
+            return await _await_process(worker, job, process)
         return value
-
 
     async def _after_error(self, worker: Worker, job: Job, outcome: Outcome) -> Outcome:
         assert outcome.error is not None

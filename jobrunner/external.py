@@ -105,7 +105,11 @@ class ExternalTopics:
         lease: Lease | None = await self.run_db(self.store.get_lease, job_id)
         if lease is None or lease.job.topic not in self.topics or not _same(lease.token, token):
             raise _lost(job_id, lease, token)
-        finished = plan(lease.job, outcome, self.topics[lease.job.topic], self.clock())
+        now = self.clock()
+        # The attempt lasted from the claim (attempted_at) to this conclusion.
+        started = lease.job.attempted_at
+        duration = max(0.0, now - started) if started is not None else 0.0
+        finished = plan(lease.job, outcome, self.topics[lease.job.topic], now, duration=duration)
         # Fenced by the token: the outcome and the lease's release are one transaction.
         if not await self.run_db(self.store.conclude_lease, finished.ack, token):
             raise _lost(job_id, None, token)

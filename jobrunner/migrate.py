@@ -111,8 +111,14 @@ def migrate(engine: Engine) -> list[Migration]:
 
 
 def pending(engine: Engine) -> list[Migration]:
-    """Migrations not yet applied to the database (read only: creates nothing)."""
-    with engine.connect() as conn:
-        done = set(conn.scalars(select(schema_versions.c.version))) if inspect(conn).has_table(
-            schema_versions.name) else set()
-    return [m for m in available_migrations(engine.dialect.name) if m.version not in done]
+    """Migrations not yet applied to the database."""
+    with engine.connect() as conn, conn.begin():
+        return pending_on(conn)
+
+
+def pending_on(conn: Connection) -> list[Migration]:
+    """Migrations not yet applied, read on ``conn`` without creating or writing anything."""
+    done: set[int] = set()
+    if inspect(conn).has_table(schema_versions.name):
+        done = set(conn.scalars(select(schema_versions.c.version)))
+    return [m for m in available_migrations(conn.dialect.name) if m.version not in done]

@@ -1,6 +1,7 @@
 """Jobs that hand back a running OS process.
 
-``perform`` may start a process and return ``ExternalProcess(process)``: the job keeps
+``perform`` may start a process and return ``ExternalProcess(process)``, or the process
+object itself (``anyio.abc.Process``, ``subprocess.Popen``): the job keeps
 its parallelism slot until the process exits; exit code 0 completes it, any other
 code fails it with the code and the tail of stderr. Timeouts, cancellation and
 shutdown terminate the whole process group: SIGTERM, then SIGKILL after a grace period.
@@ -9,6 +10,7 @@ shutdown terminate the whole process group: SIGTERM, then SIGKILL after a grace 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import signal
 import subprocess
@@ -84,10 +86,12 @@ class ExternalProcess:
                 code = await self.process.wait()
             return ProcessOutcome(code, self._tail())
         if isinstance(self.process, subprocess.Popen):
-            code = await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
-            if self.process.stderr is not None:
-                data = await anyio.to_thread.run_sync(self.process.stderr.read)
-                self._stderr.append(data.decode(errors="replace") if isinstance(data, bytes) else data)
+            async with anyio.create_task_group() as tg:
+                if self.process.stderr is not None:
+                    tg.start_soon(functools.partial(
+                        anyio.to_thread.run_sync, self._read_popen_stderr, abandon_on_cancel=True
+                    ))
+                code = await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
             return ProcessOutcome(code, self._tail())
         return ProcessOutcome(await _wait_pid(self.process), "")
 
@@ -97,6 +101,14 @@ class ExternalProcess:
                 self._stderr.append(chunk.decode(errors="replace"))
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
+
+    def _read_popen_stderr(self) -> None:
+        """In a thread: keep the tail of a Popen's stderr until EOF, then close it."""
+        stream = self.process.stderr
+        with stream:
+            read = getattr(stream, "read1", stream.read)
+            while chunk := read(65536):
+                self._stderr.append(chunk.decode(errors="replace") if isinstance(chunk, bytes) else chunk)
 
     def _tail(self) -> str:
         return "".join(self._stderr)[-STDERR_TAIL:]
@@ -130,6 +142,19 @@ class ExternalProcess:
             await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
         else:
             await _wait_pid(self.process)
+
+
+def as_external_process(value: Any) -> ExternalProcess | None:
+    """The process a ``perform`` return value stands for, or None for an ordinary result.
+
+    ``ExternalProcess`` as it is; a bare ``anyio.abc.Process`` or ``subprocess.Popen``
+    wrapped with the defaults. A bare ``int`` stays a plain result (wrap a pid to mean one).
+    """
+    if isinstance(value, ExternalProcess):
+        return value
+    if isinstance(value, (anyio.abc.Process, subprocess.Popen)):
+        return ExternalProcess(value)
+    return None
 
 
 def _alive(pid: int) -> bool:

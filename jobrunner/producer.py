@@ -29,6 +29,7 @@ from .executor import Executor, Finished
 from .job import Job
 from .maintenance import TopicControl
 from .store import Ack, Store
+from .summary import new_tally
 from .wakeup import Wakeup
 
 logger = logging.getLogger("jobrunner.producer")
@@ -77,6 +78,8 @@ class Producer:
         self._next_stage = 0.0
         self._check_control = True
         self._cancelled_elsewhere: set[int] = set()
+        #: Jobs started and outcomes written since the last throughput summary.
+        self._tally = new_tally()
 
     # -------------------------------------------------------------- control
 
@@ -129,6 +132,16 @@ class Producer:
     async def wait_idle(self) -> None:
         """Wait until no job of this topic is running."""
         await self._idle.wait()
+
+    @property
+    def parallelism(self) -> int:
+        """The topic's parallelism."""
+        return self.topic.parallelism
+
+    def take_tally(self) -> dict[str, int]:
+        """Jobs started and outcomes written (by ack kind) since the last call."""
+        tally, self._tally = self._tally, new_tally()
+        return tally
 
     @property
     def has_pending(self) -> bool:
@@ -203,8 +216,10 @@ class Producer:
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
+        tally = self._tally
         for item in finished:
             if item.ack.applied:
+                tally[item.ack.kind] += 1
                 item.emit()
             else:
                 logger.warning(
@@ -243,6 +258,7 @@ class Producer:
         else:
             scope = self._scopes[job.id] = anyio.CancelScope()
             jobs_tg.start_soon(self._job_task, job, scope, self._idle_tasks)
+        self._tally["start"] += 1
         events.emit(events.job_started, self.topic.name, job=job)
 
     async def _job_task(self, job: Job, scope: anyio.CancelScope, idle_tasks: list[_Handoff]) -> None:
@@ -290,6 +306,7 @@ class Producer:
             if job.id in self._cancelled_elsewhere:
                 # Already cancelled in the table: nothing to write, only to announce.
                 self._cancelled_elsewhere.discard(job.id)
+                self._tally["cancel"] += 1
                 events.emit(events.job_cancelled, self.topic.name,
                             job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
             else:

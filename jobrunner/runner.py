@@ -23,7 +23,7 @@ from . import config as config_module
 from . import events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, worker_defaults
-from .errors import ConfigError, JobStateError
+from .errors import ConfigError, JobStateError, MigrationError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
@@ -31,6 +31,7 @@ from .http import create_app, serve as serve_http
 from .job import Job
 from .producer import Producer
 from .store import Store
+from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
 from .worker import Worker, current_settings
@@ -93,6 +94,9 @@ class Runner:
         self._external: ExternalTopics | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
+        #: True once the schema is known to be current (checked once per runner).
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Runner:
@@ -154,7 +158,7 @@ class Runner:
     def store_rows(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
         """Insert rows made by :func:`jobrunner.enqueue.build_row` in one transaction,
         announce them, and wake the topics that can start them now."""
-        stored = self.store.insert_jobs(rows)
+        stored = self._storage.insert_jobs(rows)
         if events.wanted(events.job_inserted):
             for job in stored:
                 events.emit(events.job_inserted, job.topic, job=job)
@@ -183,11 +187,11 @@ class Runner:
 
     def get_job(self, job_id: int) -> Job | None:
         """The job with that id, or None."""
-        return self.store.get_job(job_id)
+        return self._storage.get_job(job_id)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
-        return self.store.stats(self.settings.topics)
+        return self._storage.stats(self.settings.topics)
 
     # ------------------------------------------------------------ running
 
@@ -205,7 +209,38 @@ class Runner:
 
     def migrate(self) -> list[Any]:
         """Apply pending schema migrations."""
-        return self.store.migrate()
+        applied = self.store.migrate()
+        self._schema_ready = True
+        return applied
+
+    @property
+    def _storage(self) -> Store:
+        """The store, once the schema is known to be current."""
+        if not self._schema_ready:
+            self.ensure_schema()
+        return self.store
+
+    def ensure_schema(self) -> None:
+        """Make sure the schema is current before this runner first uses the database.
+
+        Enqueueing, queries and :meth:`run` call it; it does its work once per runner.
+        With ``[database] auto_migrate`` (the default) pending migrations are applied
+        (safe when several processes start at once); without it a database that needs
+        them raises MigrationError naming ``python -m jobrunner migrate``.
+        """
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            pending = self.store.pending_migrations()
+            if pending and not self.settings.database.auto_migrate:
+                names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+                raise MigrationError(
+                    f"database {self.settings.database.url!r} needs migrations ({names}) and "
+                    f"[database] auto_migrate is false: run `python -m jobrunner migrate` first"
+                )
+            if pending:
+                self.store.migrate()
+            self._schema_ready = True
 
     @property
     def running(self) -> bool:
@@ -238,7 +273,7 @@ class Runner:
             self.store, self.settings.runner, self.node, self.run_db, self._wake_topics, self.clock
         )
         try:
-            await self.run_db(self.store.migrate)
+            await self.run_db(self.ensure_schema)
             import_modules(self.settings)
             await housekeeper.register()
             try:
@@ -266,6 +301,10 @@ class Runner:
                 outer.start_soon(_run_in_scope, keeper, housekeeper.run)
                 assert self._external is not None
                 outer.start_soon(_run_in_scope, serving, self._external.run)
+                summarising = anyio.CancelScope()
+                if self.settings.runner.summary_interval > 0:
+                    outer.start_soon(_run_in_scope, summarising, functools.partial(
+                        report_throughput, self._producers, self.settings.runner.summary_interval))
                 http_stop = anyio.Event()
                 if self.settings.http.enabled:
                     app = create_app(self, self._external, self.settings.http)
@@ -293,6 +332,7 @@ class Runner:
                 watcher.cancel()
                 keeper.cancel()
                 serving.cancel()
+                summarising.cancel()
                 http_stop.set()
                 # Give async receivers still running a bounded time to finish.
                 outer.cancel_scope.deadline = anyio.current_time() + self.settings.runner.shutdown_grace
@@ -325,7 +365,7 @@ class Runner:
         """Cancel a job that has not finished (a running one is interrupted; on another
         node within its poll interval). Returns the cancelled job, None if unknown;
         raises JobStateError when the job had already finished."""
-        job, changed = self.store.cancel_job(job_id, self.clock())
+        job, changed = self._storage.cancel_job(job_id, self.clock())
         if job is not None and not changed:
             raise JobStateError(f"job {job_id} is already {job.state}")
         if job is not None:
@@ -343,7 +383,7 @@ class Runner:
         states: Iterable[str] = ("discarded", "cancelled"),
     ) -> list[int]:
         """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
-        retried = self.store.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
+        retried = self._storage.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
         for name in self.settings.topics:
             self._wake(name)
         return retried
@@ -351,13 +391,13 @@ class Runner:
     def pause(self, topic: str) -> None:
         """Stop claiming jobs of ``topic`` on every node (running jobs finish)."""
         self.settings.topic(topic)
-        self.store.set_paused(topic, True, self.clock())
+        self._storage.set_paused(topic, True, self.clock())
         self._control_changed(topic)
 
     def resume(self, topic: str) -> None:
         """Claim jobs of ``topic`` again."""
         self.settings.topic(topic)
-        self.store.set_paused(topic, False, self.clock())
+        self._storage.set_paused(topic, False, self.clock())
         self._control_changed(topic)
 
     def _control_changed(self, topic: str) -> None:

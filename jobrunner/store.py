@@ -449,15 +449,13 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         conn.execute(upsert(self.dialect, table, values, keys, updates))
 
     def migrate(self) -> list[migrations.Migration]:
-        """Apply pending schema migrations; returns those applied now."""
-        try:
-            return migrations.migrate(self.engine)
-        except DBAPIError as exc:
-            raise StorageError(f"database {self.settings.url!r}: {exc.orig}") from None
+        """Apply pending schema migrations; returns those applied now (retried while busy)."""
+        return self._retrying(lambda: migrations.migrate(self.engine))
 
     def pending_migrations(self) -> list[migrations.Migration]:
-        """Migrations not yet applied."""
-        return migrations.pending(self.engine)
+        """Migrations not yet applied (a read: creates nothing, takes no write lock)."""
+        with self._read() as conn, conn.begin():
+            return migrations.pending_on(conn)
 
     def change_probe(self) -> ChangeProbe | None:
         """A cheap way to notice commits by other processes, or None where there is none."""

@@ -59,3 +59,33 @@ class PidOnly(Worker):
         pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "import sys; sys.exit(0)"], os.environ,
                              setsid=True)
         return ExternalProcess(pid)
+
+
+def _argv(job: Job) -> list[str]:
+    return [sys.executable, "-c", SCRIPT, job.args["pidfile"], str(job.args.get("seconds", 0)),
+            str(job.args.get("code", 0))]
+
+
+class BareAnyio(Sleep):
+    """Returns the started anyio process itself, not wrapped in ExternalProcess."""
+
+    async def perform(self, job: Job) -> Any:
+        return await anyio.open_process(_argv(job), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=True)
+
+
+class BarePopen(Sleep):
+    """A plain ``def perform`` that returns the ``subprocess.Popen`` itself."""
+
+    def perform(self, job: Job) -> Any:
+        return subprocess.Popen(_argv(job), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+
+
+class ReturnsInt(Worker):
+    """Returns a number that happens to be a pid: a plain result."""
+
+    topic = "procs"
+
+    async def perform(self, job: Job) -> Any:
+        return os.getpid()

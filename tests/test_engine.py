@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+import jobrunner
 from jobrunner import Job, Runner, Worker, events
 from jobrunner.testing import EventRecorder, drain, running, wait_for
 from tests import workers
-from tests.workers import Add, AlwaysFails, CancelMe, FailTimes, Noop, Sleeper, SnoozeOnce, SyncAdd
+from tests.workers import Add, AlwaysFails, CancelMe, FailTimes, Noop, Sleeper, SnoozeOnce, SyncAdd, SyncChained
 
 pytestmark = pytest.mark.anyio
 
@@ -295,3 +298,19 @@ async def test_runner_events_and_ready_handshake(make_runner: Any) -> None:
     assert recorder.names()[-1] == "runner_stopped"
     assert sorted(e.sender for e in recorder.of("topic_stopped")) == ["a", "b"]
     assert recorder.of("runner_started")[0].sender == runner.node
+
+
+@pytest.mark.parametrize("worker", [AlwaysFails, SyncChained], ids=["async", "thread"])
+async def test_stored_tracebacks_start_in_the_workers_code(make_runner: Any, worker: type[Worker]) -> None:
+    runner = make_runner(FAST)
+    async with running(runner):
+        job = runner.enqueue(worker, {}, max_attempts=1)
+        await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
+    text = runner.get_job(job.id).errors[0]["traceback"]
+    frames = [line for line in text.splitlines() if line.startswith("  File ")]
+    assert frames[0].startswith(f'  File "{workers.__file__}"') and frames[0].endswith(", in perform"), text
+    plumbing = [str(Path(m.__file__).parent) for m in (jobrunner, anyio)] + [threading.__file__]
+    assert not [f for f in frames if any(f'"{place}' in f for place in plumbing)], text
+    if worker is SyncChained:  # the cause is kept, with its own frames
+        assert "KeyError: 'missing'" in text and "direct cause of the following exception" in text
+        assert text.rstrip().endswith("RuntimeError: lookup failed")

@@ -4,6 +4,7 @@ timeouts and shutdown terminating the process group, the ds topic end to end."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from jobrunner import events
 from jobrunner.testing import EventRecorder, running, wait_for
 from tests import process_workers
-from tests.process_workers import PidOnly, Sleep, TimedSleep
+from tests.process_workers import BareAnyio, BarePopen, PidOnly, ReturnsInt, Sleep, TimedSleep
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +134,51 @@ async def test_ds_topic_computes_statistics_in_its_own_process(make_runner: Any,
     assert json.loads(Path(runner.get_job(generated.id).result["output"]).read_text())["columns"]["x"]["count"] == 500
     error = runner.get_job(broken.id).errors[0]["error"]
     assert "code 2" in error and "not a number" in error
+
+
+@pytest.mark.parametrize("worker", [BareAnyio, BarePopen], ids=["anyio-process", "popen"])
+async def test_a_bare_returned_process_is_held_like_external_process(
+    make_runner: Any, tmp_path: Path, worker: type
+) -> None:
+    runner = make_runner({"procs": {"parallelism": 1, "poll_interval": 0.05}})
+    pidfiles = [tmp_path / f"p{i}" for i in range(3)]
+    process_workers.after_async_calls.clear()
+    exits: dict[int, bool] = {}
+
+    def on_end(sender: str, job: Any, **payload: Any) -> None:
+        exits[job.id] = not alive(int(Path(job.args["pidfile"]).read_text()))
+
+    with EventRecorder("procs") as recorder:
+        events.job_completed.connect(on_end, sender="procs", weak=False)
+        events.job_failed.connect(on_end, sender="procs", weak=False)
+        try:
+            async with running(runner):
+                ok = runner.enqueue_many([(worker, {"pidfile": str(p), "seconds": 0.3}) for p in pidfiles[:2]])
+                bad = runner.enqueue(worker, {"pidfile": str(pidfiles[2]), "code": 5}, max_attempts=1)
+                await recorder.wait_count("job_completed", 2, timeout=30)
+                await recorder.wait_for("job_discarded", timeout=30)
+        finally:
+            events.job_completed.disconnect(on_end)
+            events.job_failed.disconnect(on_end)
+    lifecycle = ("job_started", "job_completed", "job_discarded")
+    starts = [(e.name, e.job.id) for e in recorder.events if e.name in lifecycle]
+    for i in range(0, len(starts), 2):  # parallelism 1: each job ends before the next starts
+        assert starts[i][0] == "job_started" and starts[i + 1][1] == starts[i][1], starts
+    for job in ok:
+        stored = runner.get_job(job.id)
+        assert stored.state == "completed"
+        assert stored.result == {"exit_code": 0, "pidfile": job.args["pidfile"]}  # after_async's value
+        assert exits[job.id], "completed while its process was still running"
+    for event in recorder.of("job_completed"):
+        assert event.payload["duration"] >= 0.3
+    stored = runner.get_job(bad.id)
+    assert stored.state == "discarded" and "code 5" in stored.errors[0]["error"]
+    assert sorted(process_workers.after_async_calls) == sorted([(j.id, 0) for j in ok] + [(bad.id, 5)])
+
+
+async def test_a_returned_int_stays_a_plain_result(make_runner: Any) -> None:
+    runner = make_runner(PROCS)
+    async with running(runner):
+        job = runner.enqueue(ReturnsInt, {})
+        await wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=30)
+    assert runner.get_job(job.id).result == os.getpid()

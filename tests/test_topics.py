@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+import anyio
 import pytest
 
 from jobrunner.config import Settings, TopicSettings
@@ -194,3 +195,34 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+async def test_ds_creates_its_output_folder_on_a_fresh_checkout(
+    make_runner: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's first ds command, from a folder without ds-output (the default output_dir)."""
+    from jobrunner import events
+    from jobrunner.testing import running, wait_for
+    from topics.ds import DescribeCsv
+
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "ds-output").exists()
+    runner = make_runner({"ds": {"parallelism": 1, "poll_interval": 0.05}})
+    async with running(runner):
+        job = runner.enqueue(DescribeCsv, {"rows": 5000, "seed": 7}, max_attempts=1)
+        # Completed or discarded, whichever comes first: the job's final event.
+        final = wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=60)
+        discarded = wait_for(events.job_discarded, lambda p: p["job"].id == job.id, timeout=60)
+        async with anyio.create_task_group() as tg:
+            for waiter in (final, discarded):
+                tg.start_soon(_first_of, waiter, tg.cancel_scope)
+    stored = runner.get_job(job.id)
+    assert stored.state == "completed", stored.errors
+    output = tmp_path / "ds-output" / f"job-{job.id}.json"
+    assert stored.result == {"output": str(output), "exit_code": 0}
+    assert json.loads(output.read_text())["columns"]["x"]["count"] == 5000
+
+
+async def _first_of(waiter: Any, scope: anyio.CancelScope) -> None:
+    await waiter
+    scope.cancel()

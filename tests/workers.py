@@ -115,3 +115,41 @@ class CpuHeavy(Worker):
         import anyio.to_process
 
         return await anyio.to_process.run_sync(sum_of_squares, job.args["n"])
+
+
+class SyncChained(Worker):
+    """A plain ``def perform`` that fails with a chained exception."""
+
+    topic = "t"
+    max_attempts = 1
+
+    def perform(self, job: Job) -> Any:
+        record(job)
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise RuntimeError("lookup failed") from exc
+
+
+class GateFile(Worker):
+    """A plain ``def perform`` that waits for the file ``args["dir"]/gate``.
+
+    It appends a line to ``dir/started`` when it begins and to ``dir/finished`` when it
+    returns, so a test in another process can see where the perform is.
+    """
+
+    topic = "t"
+    max_attempts = 3
+
+    def perform(self, job: Job) -> Any:
+        import os
+        import time
+
+        folder = job.args["dir"]
+        with open(os.path.join(folder, "started"), "a") as fh:
+            fh.write(f"{job.id} {job.attempt}\n")
+        while not os.path.exists(os.path.join(folder, "gate")):
+            time.sleep(0.01)
+        with open(os.path.join(folder, "finished"), "a") as fh:
+            fh.write(f"{job.id} {job.attempt}\n")
+        return "through"

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(argv)
     try:
+        # The generated CSV goes next to the output: its folder must exist before either.
+        ns.output.parent.mkdir(parents=True, exist_ok=True)
         source = ns.csv
         if source is None:
             if ns.rows < 1:
@@ -71,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             source = ns.output.with_suffix(".csv")
             generate(source, ns.rows, ns.seed)
         stats = describe(source)
-        ns.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = ns.output.with_suffix(".tmp")
         tmp.write_text(json.dumps({"source": str(source), "columns": stats}, indent=2))
         tmp.replace(ns.output)

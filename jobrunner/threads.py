@@ -1,0 +1,56 @@
+"""Plain ``def perform`` calls in worker threads: how each ended, and how many still run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+_threads_lock = threading.Lock()
+_threads_running = 0
+
+
+def performs_in_threads() -> int:
+    """How many plain ``def perform`` calls are running in worker threads right now.
+
+    After a runner stops, any left belong to jobs it gave up on (their grace ran out, or
+    a second signal came): Python cannot stop a thread, so they run on unwatched.
+    """
+    return _threads_running
+
+
+def _count_thread(delta: int) -> None:
+    global _threads_running
+    with _threads_lock:
+        _threads_running += delta
+
+
+class ThreadCall:
+    """A plain ``def perform`` to run in a worker thread; remembers how it ended.
+
+    ``done`` turns true in the thread as the call returns or raises, before the event
+    loop hears of it, so an outcome that arrives together with a cancellation is
+    still known (``value`` / ``error``).
+    """
+
+    __slots__ = ("done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        _count_thread(1)
+        try:
+            self.value = self.fn()
+            return self.value
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.done = True
+            _count_thread(-1)
+
+
+__all__ = ["ThreadCall", "performs_in_threads"]
