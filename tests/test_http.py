@@ -106,7 +106,7 @@ class Daemon:
                 )
             if self._ready():
                 return self
-            if "cannot listen" not in self.log_text():
+            if not any(s in self.log_text() for s in ("cannot listen", "already in use")):
                 break
         raise AssertionError(f"daemon did not become ready:\n{self.log_text()}")
 
