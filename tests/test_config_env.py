@@ -161,3 +161,11 @@ def test_command_line_overrides_win_over_environment_and_file() -> None:
     with pytest.raises(ConfigError, match=r"^option --http-port: \[http\]: key 'port'"):
         parse(data, environ=environ, overrides=[Override("option --http-port", ("http", "port"), -1)])
     assert data == {"http": {"port": 1000}, "topics": {"demo": {"parallelism": 2}}}  # the input is not changed
+
+
+def test_a_topic_missing_without_a_file_says_no_file_was_found(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({}, source=NO_FILE, base_dir=tmp_path, environ={}).topic("demo")
+    message = str(info.value)
+    assert "topic 'demo' is not configured" in message
+    assert f"no configuration file found (looked for {tmp_path / 'config.toml'})" in message and "--config" in message
