@@ -106,3 +106,17 @@ def test_topic_must_be_the_workers_own_and_configured(make_runner: Any) -> None:
     with pytest.raises(EnqueueError, match="belongs to topic"):
         runner.enqueue_many([("convert", {}, {"topic": "ext"}), (Add, {}, {"topic": "other"})])
     assert runner.store.count() == 0
+
+
+def test_the_openapi_document_accepts_exactly_these_priorities() -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # comes with schemathesis
+    from jobrunner.http import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["NewJob"]["properties"]["priority"]
+    validator = jsonschema_rs.Draft202012Validator(schema)
+    for value in [*range(-1, 11), "critical", "high", "normal", "low", "HIGH", "3", "", True, 1.5, None, [0]]:
+        try:
+            accepted = parse_priority(value) is not None
+        except PriorityError:
+            accepted = False
+        assert validator.is_valid(value) == accepted, value
