@@ -1,7 +1,9 @@
 """Configuration: a TOML file plus environment overrides, parsed into frozen dataclasses.
 
 Every key has a default. An unknown key or a value of the wrong type raises
-:class:`ConfigError` naming the file, the table and the key.
+:class:`ConfigError` naming the file (or the environment variable or command-line
+option that set the key), the table and the key. See :mod:`jobrunner.overrides` for
+the ``JOBRUNNER_<TABLE>__<KEY>`` environment scheme.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from . import overrides as overrides_module
 from .errors import ConfigError
+from .overrides import Origins, Override
+from .priority import PriorityError, parse_priority
 
 DEFAULT_CONFIG_FILE = "config.toml"
 ENV_CONFIG = "JOBRUNNER_CONFIG"
 ENV_DATABASE_URL = "JOBRUNNER_DATABASE_URL"
+#: The source of settings built when no configuration file was found.
+NO_FILE = "<defaults>"
 
 BACKOFF_STRATEGIES = ("exponential", "linear", "constant")
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA", "OFF")
@@ -135,7 +142,7 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     topics: Mapping[str, TopicSettings] = field(default_factory=dict)
     http: HttpSettings = field(default_factory=HttpSettings)
-    source: str = "<defaults>"
+    source: str = NO_FILE
     base_dir: Path | None = None
 
     def topic(self, name: str) -> TopicSettings:
@@ -144,12 +151,53 @@ class Settings:
             return self.topics[name]
         except KeyError:
             configured = ", ".join(sorted(self.topics)) or "none"
+            hint = f"; {no_file_message(self.base_dir)}" if self.source == NO_FILE else ""
             raise ConfigError(
-                f"{self.source}: topic {name!r} is not configured (configured topics: {configured})"
+                f"{self.source}: topic {name!r} is not configured (configured topics: {configured}){hint}"
             ) from None
 
 
+def no_file_message(base_dir: Path | None = None) -> str:
+    """Says that no configuration file was found, where one was looked for, and how to give one."""
+    looked = (base_dir or Path.cwd()) / DEFAULT_CONFIG_FILE
+    return (f"no configuration file found (looked for {looked}); "
+            f"give one with --config PATH or {ENV_CONFIG}=PATH")
+
+
 # ---------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """A table being parsed: where it is, and who set which of its keys.
+
+    ``at(key)`` starts an error message about ``key``: the environment variable or
+    command-line option that set it (or a table above it), else the file.
+    """
+
+    source: str
+    origins: Origins
+    path: tuple[str, ...] = ()
+    label: str = ""
+
+    def child(self, key: str, label: str) -> _Where:
+        """The table at ``key`` of this one, shown as ``label`` (e.g. ``[topics.demo]``)."""
+        return _Where(self.source, self.origins, (*self.path, key), label)
+
+    def at(self, *keys: str) -> str:
+        """The prefix of a message about ``keys`` (the first one an override set wins)."""
+        for key in keys or ("",):
+            path = (*self.path, key) if key else self.path
+            origin = next((self.origins[path[:end]] for end in range(len(path), 0, -1)
+                           if path[:end] in self.origins), None)
+            if origin is None and key:  # a table only an override created, e.g. a mistyped one
+                origin = next((o for p, o in self.origins.items() if p[:len(path)] == path), None)
+            if origin is not None:
+                return f"{origin}: {self.label}" if self.label else origin
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.label}" if self.label else self.source
 
 
 def _type_name(kind: Any) -> str:
@@ -164,7 +212,7 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def _check(where: str, key: str, value: Any, kind: type) -> Any:
+def _check(where: _Where, key: str, value: Any, kind: type) -> Any:
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         try:
@@ -172,7 +220,7 @@ def _check(where: str, key: str, value: Any, kind: type) -> Any:
         except OverflowError:  # an integer too large for a float
             finite = False
         if ok and not finite:
-            raise ConfigError(f"{where}: key {key!r} must be a finite number, got {value!r}")
+            raise ConfigError(f"{where.at(key)}: key {key!r} must be a finite number, got {value!r}")
         value = float(value) if ok else value
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -180,70 +228,74 @@ def _check(where: str, key: str, value: Any, kind: type) -> Any:
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(
-            f"{where}: key {key!r} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
+            f"{where.at(key)}: key {key!r} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
         )
     return value
 
 
-def _reject_unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
+def _reject_unknown(where: _Where, table: Mapping[str, Any], known: set[str]) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
+            f"{where.at(unknown[0])}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
         )
 
 
-def _table(where: str, key: str, value: Any) -> Mapping[str, Any]:
+def _table(where: _Where, key: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: key {key!r} must be a table, got {type(value).__name__}")
+        raise ConfigError(f"{where.at(key)}: key {key!r} must be a table, got {type(value).__name__}")
     return value
 
 
-def _at_least(where: str, key: str, value: float, low: float, strict: bool = False) -> None:
+def _at_least(where: _Where, key: str, value: float, low: float, strict: bool = False) -> None:
     if value < low or (strict and value == low):
         bound = f"greater than {low}" if strict else f"at least {low}"
-        raise ConfigError(f"{where}: key {key!r} must be {bound}, got {value!r}")
+        raise ConfigError(f"{where.at(key)}: key {key!r} must be {bound}, got {value!r}")
 
 
-def _parse_backoff(where: str, raw: Mapping[str, Any]) -> BackoffSettings:
+def _parse_backoff(where: _Where, raw: Mapping[str, Any]) -> BackoffSettings:
     kinds = {"strategy": str, "base": float, "max": float, "jitter": float}
     _reject_unknown(where, raw, set(kinds))
     values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = BackoffSettings(**values)
     if settings.strategy not in BACKOFF_STRATEGIES:
         raise ConfigError(
-            f"{where}: key 'strategy' must be one of {', '.join(BACKOFF_STRATEGIES)}, "
+            f"{where.at('strategy')}: key 'strategy' must be one of {', '.join(BACKOFF_STRATEGIES)}, "
             f"got {settings.strategy!r}"
         )
     _at_least(where, "base", settings.base, 0)
     _at_least(where, "max", settings.max, 0)
     if not 0 <= settings.jitter <= 1:
-        raise ConfigError(f"{where}: key 'jitter' must be between 0 and 1, got {settings.jitter!r}")
+        raise ConfigError(f"{where.at('jitter')}: key 'jitter' must be between 0 and 1, got {settings.jitter!r}")
     return settings
 
 
-def _parse_topic(source: str, name: str, raw: Any) -> TopicSettings:
-    where = f"{source}: [topics.{name}]"
-    raw = _table(f"{source}: [topics]", name, raw)
-    kinds = {"parallelism": int, "priority": int, "poll_interval": float, "external": bool}
-    _reject_unknown(where, raw, set(kinds) | {"backoff", "options"})
+def _parse_topic(root: _Where, name: str, raw: Any) -> TopicSettings:
+    topics = root.child("topics", "[topics]")
+    where = topics.child(name, f"[topics.{name}]")
+    raw = _table(topics, name, raw)
+    kinds = {"parallelism": int, "poll_interval": float, "external": bool}
+    _reject_unknown(where, raw, set(kinds) | {"priority", "backoff", "options"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    if "priority" in raw:
+        try:
+            values["priority"] = parse_priority(raw["priority"])
+        except PriorityError as exc:
+            raise ConfigError(f"{where.at('priority')}: key 'priority' {exc}") from None
     if "options" in raw:
         values["options"] = MappingProxyType(dict(_table(where, "options", raw["options"])))
     if "backoff" in raw:
         values["backoff"] = _parse_backoff(
-            f"{where} backoff", _table(where, "backoff", raw["backoff"])
+            where.child("backoff", f"[topics.{name}] backoff"), _table(where, "backoff", raw["backoff"])
         )
     settings = TopicSettings(name=name, **values)
     _at_least(where, "parallelism", settings.parallelism, 1)
-    if not 0 <= settings.priority <= 9:
-        raise ConfigError(f"{where}: key 'priority' must be between 0 and 9, got {settings.priority}")
     _at_least(where, "poll_interval", settings.poll_interval, 0, strict=True)
     return settings
 
 
-def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
-    where = f"{source}: [database]"
+def _parse_database(root: _Where, raw: Mapping[str, Any]) -> DatabaseSettings:
+    where = root.child("database", "[database]")
     kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float,
              "auto_migrate": bool}
     _reject_unknown(where, raw, set(kinds))
@@ -252,7 +304,7 @@ def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
     level = settings.synchronous.upper()
     if level not in SYNCHRONOUS_LEVELS:
         raise ConfigError(
-            f"{where}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
+            f"{where.at('synchronous')}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
             f"got {settings.synchronous!r}"
         )
     _at_least(where, "busy_timeout", settings.busy_timeout, 0)
@@ -260,8 +312,8 @@ def _parse_database(source: str, raw: Mapping[str, Any]) -> DatabaseSettings:
     return dataclasses.replace(settings, synchronous=level)
 
 
-def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
-    where = f"{source}: [runner]"
+def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
+    where = root.child("runner", "[runner]")
     kinds = {
         "shutdown_grace": float,
         "max_restarts": int,
@@ -279,7 +331,7 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
     if "modules" in raw:
         modules = raw["modules"]
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-            raise ConfigError(f"{where}: key 'modules' must be a list of strings, got {modules!r}")
+            raise ConfigError(f"{where.at('modules')}: key 'modules' must be a list of strings, got {modules!r}")
         values["modules"] = tuple(modules)
     settings = RunnerSettings(**values)
     _at_least(where, "shutdown_grace", settings.shutdown_grace, 0)
@@ -292,69 +344,90 @@ def _parse_runner(source: str, raw: Mapping[str, Any]) -> RunnerSettings:
     _at_least(where, "summary_interval", settings.summary_interval, 0)
     if settings.rescue_after < 2 * settings.heartbeat_interval:
         raise ConfigError(
-            f"{where}: key 'rescue_after' must be at least twice 'heartbeat_interval' "
+            f"{where.at('rescue_after', 'heartbeat_interval')}: key 'rescue_after' must be at least twice 'heartbeat_interval' "
             f"({2 * settings.heartbeat_interval:g}), got {settings.rescue_after:g}: a live node would look dead"
         )
     return settings
 
 
-def _parse_http(source: str, raw: Mapping[str, Any]) -> HttpSettings:
-    where = f"{source}: [http]"
+def _parse_http(root: _Where, raw: Mapping[str, Any]) -> HttpSettings:
+    where = root.child("http", "[http]")
     kinds = {"enabled": bool, "host": str, "port": int, "token": str, "max_body": int,
              "max_wait": float, "lease": float}
     _reject_unknown(where, raw, set(kinds))
     values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
-    env_token = os.environ.get(ENV_HTTP_TOKEN)
-    if env_token:
-        values["token"] = env_token
     if values.get("token") == "":
         values["token"] = None
     settings = HttpSettings(**values)
     if not 0 <= settings.port <= 65535:
-        raise ConfigError(f"{where}: key 'port' must be between 0 and 65535, got {settings.port}")
+        raise ConfigError(f"{where.at('port')}: key 'port' must be between 0 and 65535, got {settings.port}")
     _at_least(where, "max_body", settings.max_body, 1)
     _at_least(where, "max_wait", settings.max_wait, 0)
     _at_least(where, "lease", settings.lease, 0, strict=True)
     if settings.enabled and settings.host not in LOOPBACK_HOSTS and not settings.token:
         raise ConfigError(
-            f"{where}: key 'token' is required to serve on the non-loopback host {settings.host!r} "
+            f"{where.at('token', 'host', 'enabled')}: key 'token' is required to serve on the non-loopback host {settings.host!r} "
             f"(set it, or env {ENV_HTTP_TOKEN})"
         )
     return settings
 
 
-def parse(data: Mapping[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> Settings:
+def parse(
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    base_dir: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Iterable[Override] = (),
+) -> Settings:
     """Build :class:`Settings` from an already-decoded TOML document.
 
-    Environment variable ``JOBRUNNER_DATABASE_URL`` overrides ``[database] url``.
+    The ``JOBRUNNER_<TABLE>__<KEY>`` variables of ``environ`` (default ``os.environ``)
+    override the document's keys, and ``overrides`` (command-line options) override
+    both; errors about a key they set name them instead of ``source``.
     """
-    _reject_unknown(source, data, {"database", "runner", "topics", "http"})
-    database = _parse_database(source, _table(source, "database", data.get("database", {})))
-    runner = _parse_runner(source, _table(source, "runner", data.get("runner", {})))
-    topics_raw = _table(source, "topics", data.get("topics", {}))
-    topics = {name: _parse_topic(source, name, raw) for name, raw in topics_raw.items()}
-    http = _parse_http(source, _table(source, "http", data.get("http", {})))
-    env_url = os.environ.get(ENV_DATABASE_URL)
-    if env_url:
-        database = dataclasses.replace(database, url=env_url)
+    env = os.environ if environ is None else environ
+    document, origins = overrides_module.apply(
+        data, [*overrides_module.from_environ(env), *overrides], source
+    )
+    root = _Where(source, origins)
+    _reject_unknown(root, document, {"database", "runner", "topics", "http"})
+    database = _parse_database(root, _table(root, "database", document.get("database", {})))
+    runner = _parse_runner(root, _table(root, "runner", document.get("runner", {})))
+    topics_raw = _table(root, "topics", document.get("topics", {}))
+    topics = {name: _parse_topic(root, name, raw) for name, raw in topics_raw.items()}
+    http = _parse_http(root, _table(root, "http", document.get("http", {})))
     return Settings(
         database=database, runner=runner, topics=MappingProxyType(topics), http=http, source=source,
         base_dir=base_dir,
     )
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read the configuration file.
+def config_path(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+    """The configuration file to read, and whether it was named (``path`` or
+    ``$JOBRUNNER_CONFIG``) rather than the default ``./config.toml``."""
+    env = os.environ if environ is None else environ
+    named = path if path is not None else env.get(ENV_CONFIG) or None
+    return Path(named if named is not None else DEFAULT_CONFIG_FILE), named is not None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Iterable[Override] = (),
+) -> Settings:
+    """Read the configuration file, then apply the environment and ``overrides``.
 
     ``path`` defaults to ``$JOBRUNNER_CONFIG``, then ``./config.toml``. A missing
-    default file yields the defaults; a missing named file is an error.
+    default file yields the defaults (source :data:`NO_FILE`); a missing named file
+    is an error.
     """
-    explicit = path is not None or bool(os.environ.get(ENV_CONFIG))
-    chosen = Path(path if path is not None else os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE)
+    chosen, named = config_path(path, environ)
     if not chosen.exists():
-        if explicit:
+        if named:
             raise ConfigError(f"{chosen}: configuration file not found")
-        return parse({}, source="<defaults>", base_dir=Path.cwd())
+        return parse({}, source=NO_FILE, base_dir=Path.cwd(), environ=environ, overrides=overrides)
     try:
         with chosen.open("rb") as fh:
             data = tomllib.load(fh)
@@ -362,4 +435,4 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read configuration: {exc.strerror}") from None
-    return parse(data, source=str(chosen), base_dir=chosen.resolve().parent)
+    return parse(data, source=str(chosen), base_dir=chosen.resolve().parent, environ=environ, overrides=overrides)

@@ -11,14 +11,15 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
-from .worker import Worker, resolve_worker, worker_path
+from .priority import PriorityError, parse_priority
+from .worker import Worker, registered_worker, resolve_worker, worker_path
 
-_OPTIONS = {"priority", "delay", "scheduled_at", "max_attempts"}
+_OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts"}
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
 #: Run times must render as ISO 8601 dates (years 1..9999, UTC).
 EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
@@ -83,13 +84,41 @@ def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDef
     if not cls.topic:
         raise EnqueueError(f"worker {name} has no topic: set `topic = \"...\"` on the class")
     topic = settings.topic(cls.topic)
-    priority = cls.priority if cls.priority is not None else topic.priority
+    priority = parse_priority(cls.priority) if cls.priority is not None else topic.priority
     return WorkerDefaults(name, cls.topic, priority, cls.max_attempts, cls.args_spec)
 
 
 def external_defaults(worker: str, topic: TopicSettings) -> WorkerDefaults:
     """Defaults of a job for an external topic: ``worker`` is any name its workers understand."""
     return WorkerDefaults(worker, topic.name, topic.priority, Worker.max_attempts)
+
+
+def job_defaults(
+    settings: Settings,
+    worker: type[Worker] | str,
+    topic: str | None = None,
+    lookup: Callable[[type[Worker] | str], type[Worker]] | None = None,
+) -> WorkerDefaults:
+    """The defaults of a job of ``worker`` for ``topic`` (None: the worker's own topic).
+
+    For a topic declared ``external = true``, a ``worker`` given as a string is any
+    name that topic's external workers understand (nothing is imported), unless it
+    names a loaded Python Worker. Otherwise ``worker`` is a Worker class or its import
+    path, found with ``lookup`` (default: import it), and ``topic``, when given, must
+    be the worker's.
+    """
+    if topic is not None:
+        if not isinstance(topic, str):
+            raise EnqueueError(f"topic must be a string, got {topic!r}")
+        configured = settings.topic(topic)
+        if configured.external and isinstance(worker, str) and registered_worker(worker) is None:
+            if not worker:
+                raise EnqueueError(f"a job for the external topic {topic!r} needs a non-empty worker name")
+            return external_defaults(worker, configured)
+    defaults = worker_defaults(settings, (lookup or _as_worker)(worker))
+    if topic is not None and defaults.topic != topic:
+        raise EnqueueError(f"worker {defaults.name} belongs to topic {defaults.topic!r}, not {topic!r}")
+    return defaults
 
 
 def build_row(
@@ -102,10 +131,10 @@ def build_row(
 ) -> dict[str, Any]:
     """Validate one job and return its row (column → value, JSON columns encoded).
 
-    ``defaults`` (from :func:`worker_defaults`) saves resolving the worker again when
-    many jobs share it.
+    ``defaults`` (from :func:`job_defaults`) saves resolving the worker again when
+    many jobs share it; without them the ``topic`` option chooses the topic.
     """
-    d = defaults or worker_defaults(settings, worker)
+    d = defaults or job_defaults(settings, worker, (options or {}).get("topic"))
     name = d.name
     priority = d.priority
     max_attempts = d.max_attempts
@@ -117,9 +146,10 @@ def build_row(
                 f"unknown enqueue option {sorted(unknown)[0]!r} (known: {', '.join(sorted(_OPTIONS))})"
             )
         if options.get("priority") is not None:
-            priority = options["priority"]
-            if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
-                raise EnqueueError(f"priority of {name} must be an integer 0..9, got {priority!r}")
+            try:
+                priority = parse_priority(options["priority"])
+            except PriorityError as exc:
+                raise EnqueueError(f"priority of {name} {exc}") from None
         if options.get("max_attempts") is not None:
             max_attempts = options["max_attempts"]
             if (not isinstance(max_attempts, int) or isinstance(max_attempts, bool)

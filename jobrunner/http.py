@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import events
 from .config import HttpSettings
-from .enqueue import WorkerDefaults, build_row, external_defaults, worker_defaults
+from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
 from .worker import registered_worker
@@ -154,6 +154,15 @@ def _lease_token(request: Request) -> str:
     return token
 
 
+def _loaded_worker(worker: Any) -> Any:
+    """The Worker class of a loaded module named by ``worker``; the API never imports."""
+    cls = registered_worker(worker) if isinstance(worker, str) else None
+    if cls is None:
+        raise ApiError(400, f"unknown worker {worker!r}: not a Worker of the modules this daemon loaded "
+                            "([runner] modules)")
+    return cls
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -187,20 +196,9 @@ class Api:
         key = (worker, topic)
         defaults = cache.get(key)
         if defaults is None:
-            external = self.external.topic(topic) if topic is not None else None
-            if external is not None:
-                defaults = external_defaults(worker, external)
-            else:
-                if topic is not None and topic not in self.runner.settings.topics:
-                    raise ApiError(400, f"topic {topic!r} is not configured")
-                cls = registered_worker(worker)
-                if cls is None:
-                    raise ApiError(400, f"unknown worker {worker!r}: not a Worker of the modules this daemon loaded "
-                                        "([runner] modules)")
-                defaults = worker_defaults(self.runner.settings, cls)
-                if topic is not None and defaults.topic != topic:
-                    raise ApiError(400, f"worker {worker} belongs to topic {defaults.topic!r}, not {topic!r}")
-            cache[key] = defaults
+            if topic is not None and topic not in self.runner.settings.topics:
+                raise ApiError(400, f"topic {topic!r} is not configured")
+            defaults = cache[key] = job_defaults(self.runner.settings, worker, topic, _loaded_worker)
         options: dict[str, Any] = {k: item[k] for k in ("priority", "delay", "max_attempts") if item.get(k) is not None}
         scheduled = item.get("scheduled_at")
         if scheduled is not None:

@@ -22,12 +22,11 @@ from anyio.abc import TaskStatus
 from . import config as config_module
 from . import events
 from .config import Settings
-from .enqueue import WorkerDefaults, build_row, worker_defaults
+from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, JobStateError, MigrationError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
-from .http import create_app, serve as serve_http
 from .job import Job
 from .producer import Producer
 from .store import Store
@@ -110,17 +109,30 @@ class Runner:
         worker: type[Worker] | str,
         args: Any = None,
         *,
-        priority: int | None = None,
+        priority: int | str | None = None,
         delay: float | None = None,
         scheduled_at: Any = None,
         max_attempts: int | None = None,
+        topic: str | None = None,
     ) -> Job:
-        """Store one job and return it. Raises EnqueueError, storing nothing, on bad input."""
-        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
+        """Store one job and return it. Raises EnqueueError, storing nothing, on bad input.
+
+        ``priority`` is 0 (highest) .. 9 or ``"critical"``, ``"high"``, ``"normal"``,
+        ``"low"``. ``topic`` names a topic declared ``external = true`` to enqueue for
+        its external workers (``worker`` is then any name they understand); for a
+        Worker class it must be the worker's own topic.
+        """
+        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
+                   "max_attempts": max_attempts, "topic": topic}
         return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
 
     def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
-        """Store many jobs in one transaction; all or none. Returns them in the order given."""
+        """Store many jobs in one transaction; all or none. Returns them in the order given.
+
+        Each item is ``(worker, args)`` or ``(worker, args, options)``; options are the
+        keyword arguments of :meth:`enqueue` (``priority``, ``delay``, ``scheduled_at``,
+        ``max_attempts``, ``topic``).
+        """
         return self.store_rows(self._rows(items))
 
     async def enqueue_async(
@@ -128,13 +140,15 @@ class Runner:
         worker: type[Worker] | str,
         args: Any = None,
         *,
-        priority: int | None = None,
+        priority: int | str | None = None,
         delay: float | None = None,
         scheduled_at: Any = None,
         max_attempts: int | None = None,
+        topic: str | None = None,
     ) -> Job:
         """Like :meth:`enqueue`, without blocking the event loop."""
-        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at, "max_attempts": max_attempts}
+        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
+                   "max_attempts": max_attempts, "topic": topic}
         row = build_row(self.settings, worker, args, options, self.clock())
         return (await self.run_db(self.store_rows, [row]))[0]
 
@@ -146,13 +160,15 @@ class Runner:
     def _rows(self, items: Iterable[EnqueueItem]) -> list[dict[str, Any]]:
         now = self.clock()
         rows = []
-        resolved: dict[Any, WorkerDefaults] = {}
+        resolved: dict[tuple[Any, Any], WorkerDefaults] = {}
         for item in items:
             worker, args, *rest = item
-            defaults = resolved.get(worker)
+            options = rest[0] if rest else None
+            topic = options.get("topic") if isinstance(options, Mapping) else None
+            defaults = resolved.get((worker, topic))
             if defaults is None:
-                defaults = resolved[worker] = worker_defaults(self.settings, worker)
-            rows.append(build_row(self.settings, worker, args, rest[0] if rest else None, now, defaults))
+                defaults = resolved[(worker, topic)] = job_defaults(self.settings, worker, topic)
+            rows.append(build_row(self.settings, worker, args, options, now, defaults))
         return rows
 
     def store_rows(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
@@ -307,6 +323,9 @@ class Runner:
                         report_throughput, self._producers, self.settings.runner.summary_interval))
                 http_stop = anyio.Event()
                 if self.settings.http.enabled:
+                    # Imported here: commands that serve no HTTP never load the HTTP stack.
+                    from .http import create_app, serve as serve_http
+
                     app = create_app(self, self._external, self.settings.http)
                     outer.start_soon(serve_http, app, self.settings.http, http_stop,
                                      self.settings.runner.shutdown_grace)

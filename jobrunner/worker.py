@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from .arguments import ArgsSpec
 from .errors import UnknownWorkerError
 from .job import Job
+from .priority import ACCEPTED, PriorityError, parse_priority
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -47,15 +48,16 @@ class Worker:
                 return job.args["a"] + job.args["b"]
 
     A plain ``def perform`` runs in a worker thread. Class options: ``topic``
-    (required), ``max_attempts`` (default 50), ``priority`` (None: the topic's
-    default), ``timeout`` (seconds, None: no limit), ``args_type`` (None: any JSON;
-    else a ``msgspec.Struct``, dataclass or ``TypedDict`` the arguments must match,
-    read in ``perform`` with :meth:`args_of`).
+    (required), ``max_attempts`` (default 50), ``priority`` (0..9 or ``"critical"``,
+    ``"high"``, ``"normal"``, ``"low"``; None: the topic's default), ``timeout``
+    (seconds, None: no limit), ``args_type`` (None: any JSON; else a ``msgspec.Struct``,
+    dataclass or ``TypedDict`` the arguments must match, read in ``perform`` with
+    :meth:`args_of`).
     """
 
     topic: ClassVar[str | None] = None
     max_attempts: ClassVar[int] = 50
-    priority: ClassVar[int | None] = None
+    priority: ClassVar[int | str | None] = None
     timeout: ClassVar[float | None] = None
     args_type: ClassVar[Any] = None
 
@@ -73,10 +75,11 @@ class Worker:
             raise TypeError(f"{name}.topic must be a non-empty string, got {cls.topic!r}")
         if not isinstance(cls.max_attempts, int) or isinstance(cls.max_attempts, bool) or cls.max_attempts < 1:
             raise TypeError(f"{name}.max_attempts must be an integer >= 1, got {cls.max_attempts!r}")
-        if cls.priority is not None and (
-            not isinstance(cls.priority, int) or isinstance(cls.priority, bool) or not 0 <= cls.priority <= 9
-        ):
-            raise TypeError(f"{name}.priority must be None or an integer 0..9, got {cls.priority!r}")
+        if cls.priority is not None:
+            try:
+                cls.priority = parse_priority(cls.priority)  # a name becomes its number
+            except PriorityError as exc:
+                raise TypeError(f"{name}.priority must be None or {ACCEPTED}, got {exc.value!r}") from None
         if cls.timeout is not None and (
             not isinstance(cls.timeout, (int, float)) or isinstance(cls.timeout, bool) or cls.timeout <= 0
         ):

@@ -88,7 +88,8 @@ def test_non_json_args_raise_and_store_nothing(runner: Runner, bad: dict) -> Non
     ("options", "message"),
     [
         ({"priority": 10}, "priority"),
-        ({"priority": "high"}, "priority"),
+        ({"priority": "urgent"}, "priority"),
+        ({"priority": "HIGH"}, r"between 0 and 9 or one of critical \(0\)"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"delay": -1}, "delay"),
         ({"delay": 1, "scheduled_at": 5.0}, "either delay or scheduled_at"),

@@ -106,7 +106,7 @@ class Daemon:
                 )
             if self._ready():
                 return self
-            if "cannot listen" not in self.log_text():
+            if not any(s in self.log_text() for s in ("cannot listen", "already in use")):
                 break
         raise AssertionError(f"daemon did not become ready:\n{self.log_text()}")
 
@@ -372,7 +372,8 @@ def enqueue_error_cases() -> list[Any]:
         ("worker empty", {"worker": ""}, "worker"),
         ("worker not a string", {"worker": ["a"]}, "worker"),
         ("topic not a string", {"worker": e, "topic": 3}, "topic"),
-        ("priority a string", {"worker": e, "priority": "high"}, "priority"),
+        ("priority an unknown name", {"worker": e, "priority": "urgent"}, "priority"),
+        ("priority a digit string", {"worker": e, "priority": "3"}, "priority"),
         ("priority too big", {"worker": e, "priority": 10}, "priority"),
         ("priority negative", {"worker": e, "priority": -1}, "priority"),
         ("priority a float", {"worker": e, "priority": 1.5}, "priority"),

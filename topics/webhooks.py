@@ -19,8 +19,6 @@ import json
 import os
 from typing import Any
 
-import httpx
-
 from jobrunner import Cancel, Job, Worker
 
 SIGNATURE_HEADER = "X-Jobrunner-Signature"
@@ -66,6 +64,8 @@ class Deliver(Worker):
             "X-Jobrunner-Job": str(job.id),
             "User-Agent": "jobrunner-webhooks/1",
         }
+        import httpx  # here: enqueueing, which imports this module, needs no HTTP client
+
         try:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
                 response = await client.post(url, content=body, headers=headers)

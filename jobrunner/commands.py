@@ -1,0 +1,188 @@
+"""The commands of ``python -m jobrunner`` that work on the jobs table (all but ``run``).
+
+Each takes the loaded settings and the parsed arguments, prints its result on stdout
+and returns the exit code; errors are raised (see :func:`jobrunner.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import config as config_module
+from .job import ALL_STATES, Job, iso
+from .runner import Runner, import_modules
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line argument is invalid."""
+
+
+def _open(settings: config_module.Settings) -> Runner:
+    runner = Runner(settings)
+    runner.ensure_schema()  # migrates a new database unless [database] auto_migrate = false
+    return runner
+
+
+def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Store one job and print its id."""
+    try:
+        args = json.loads(ns.args)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args is not valid JSON: {exc}") from None
+    import_modules(settings)
+    runner = _open(settings)
+    job = runner.enqueue(
+        ns.worker, args, priority=ns.priority, delay=ns.delay, max_attempts=ns.max_attempts, topic=ns.topic
+    )
+    print(job.id)
+    return EXIT_OK
+
+
+def cmd_stats(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Print counts per topic and state."""
+    counts = _open(settings).stats()
+    if ns.json:
+        print(json.dumps({"topics": counts}))
+        return EXIT_OK
+    width = max([len("topic"), *map(len, counts)])
+    print("topic".ljust(width) + "".join(f"{s:>11}" for s in ALL_STATES))
+    for topic, by_state in sorted(counts.items()):
+        print(topic.ljust(width) + "".join(f"{by_state[s]:>11}" for s in ALL_STATES))
+    return EXIT_OK
+
+
+def _job_line(job: Job) -> str:
+    when = iso(job.completed_at or job.discarded_at or job.cancelled_at or job.scheduled_at) or ""
+    return (f"{job.id:>8}  {job.topic:<12} {job.state:<10} p{job.priority} "
+            f"{job.attempt}/{job.max_attempts:<3} {when[:19]:<19}  {job.worker}")
+
+
+def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """List jobs, newest first."""
+    if ns.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {ns.limit}")
+    found = _open(settings).store.list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
+    if ns.json:
+        print(json.dumps({"jobs": [j.to_dict() for j in found]}))
+        return EXIT_OK
+    print(f"{'id':>8}  {'topic':<12} {'state':<10} pri att   {'when (UTC)':<19}  worker")
+    for job in found:
+        print(_job_line(job))
+    return EXIT_OK
+
+
+def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Print one job in full."""
+    job = _open(settings).get_job(ns.id)
+    if job is None:
+        print(f"error: no job with id {ns.id}", file=sys.stderr)
+        return EXIT_FAILURE
+    data = job.to_dict()
+    if ns.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    for key, value in data.items():
+        if key == "errors":
+            continue
+        print(f"{key:>13}: {json.dumps(value) if key in ('args', 'result') else value}")
+    for entry in job.errors:
+        print(f"\n-- attempt {entry.get('attempt')} at {entry.get('at')}: {entry.get('error')}")
+        if entry.get("note"):
+            print(f"   note: {entry['note']}")
+        if entry.get("traceback"):
+            print(entry["traceback"].rstrip())
+    return EXIT_OK
+
+
+def cmd_migrate(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Apply pending migrations and say which."""
+    runner = Runner(settings)
+    applied = runner.migrate()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        print("schema is up to date")
+    return EXIT_OK
+
+
+def cmd_cancel(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Cancel one job."""
+    job = _open(settings).cancel_job(ns.id)
+    if job is None:
+        print(f"error: no job with id {ns.id}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"job {job.id} cancelled")
+    return EXIT_OK
+
+
+def cmd_retry(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Retry jobs by id or by topic and state."""
+    if not ns.ids and ns.topic is None and not ns.state:
+        raise UsageError("give job ids, or select jobs with --topic and/or --state")
+    states = ns.state or ("discarded", "cancelled")
+    retried = _open(settings).retry_jobs(ns.ids or None, topic=ns.topic, states=states)
+    missing = sorted(set(ns.ids) - set(retried))
+    print(f"{len(retried)} job(s) retried" + (f": {' '.join(map(str, retried))}" if retried else ""))
+    if missing:
+        print(f"error: not retryable (unknown, or not discarded/cancelled): {' '.join(map(str, missing))}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_pause(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Pause a topic."""
+    _open(settings).pause(ns.topic)
+    print(f"topic {ns.topic} paused")
+    return EXIT_OK
+
+
+def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Resume a topic."""
+    _open(settings).resume(ns.topic)
+    print(f"topic {ns.topic} resumed")
+    return EXIT_OK
+
+
+def _event_line(data: dict[str, Any]) -> str:
+    job = data.get("job")
+    parts = [data.get("event", "?"), f"{'node' if str(data.get('event')).startswith('runner_') else 'topic'}={data.get('sender')}"]
+    if isinstance(job, dict):
+        parts += [f"id={job.get('id')}", f"state={job.get('state')}", f"worker={job.get('worker')}",
+                  f"attempt={job.get('attempt')}/{job.get('max_attempts')}"]
+    for key, value in data.items():
+        if key not in ("event", "sender", "job") and value is not None:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def cmd_events(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Tail the daemon's event stream."""
+    import httpx
+
+    http = settings.http
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    url = f"http://{host}:{http.port}/events"
+    headers = {"Authorization": f"Bearer {http.token}"} if http.token else {}
+    params = {"topic": ns.topic} if ns.topic else {}
+    try:
+        with httpx.stream("GET", url, params=params, headers=headers, timeout=httpx.Timeout(10, read=None)) as response:
+            if response.status_code != 200:
+                response.read()
+                print(f"error: {url} answered {response.status_code}: {response.text.strip()}", file=sys.stderr)
+                return EXIT_FAILURE
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    print(_event_line(json.loads(line[6:])), flush=True)
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the daemon at {url} ({exc}); is it running with [http] enabled = true?",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
