@@ -200,6 +200,10 @@ class _Where:
         return f"{self.source}: {self.label}" if self.label else self.source
 
 
+#: The largest number a configuration key takes (seconds: about 31 years).
+MAX_NUMBER = 1e9
+
+
 def _type_name(kind: Any) -> str:
     if kind is float:
         return "a number"
@@ -221,6 +225,9 @@ def _check(where: _Where, key: str, value: Any, kind: type) -> Any:
             finite = False
         if ok and not finite:
             raise ConfigError(f"{where.at(key)}: key {key!r} must be a finite number, got {value!r}")
+        if ok and abs(value) > MAX_NUMBER:
+            # Every number here is seconds or a fraction; beyond this, clocks and sleeps overflow.
+            raise ConfigError(f"{where.at(key)}: key {key!r} must be at most {MAX_NUMBER:.0e}, got {value!r}")
         value = float(value) if ok else value
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -433,6 +440,8 @@ def load(
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{chosen}: not UTF-8 text (TOML files are UTF-8): {exc.reason} at byte {exc.start}") from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read configuration: {exc.strerror}") from None
     return parse(data, source=str(chosen), base_dir=chosen.resolve().parent, environ=environ, overrides=overrides)

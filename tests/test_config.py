@@ -379,3 +379,19 @@ def test_integer_too_large_for_a_float_key_is_a_config_error(tmp_path: Path) -> 
     path = write(tmp_path, "[topics.mail]\npoll_interval = 1" + "0" * 400 + "\n")
     with pytest.raises(ConfigError, match=r"\[topics\.mail\].*'poll_interval'"):
         load(path)
+
+
+@pytest.mark.parametrize("table,key", [("database", "busy_timeout"), ("runner", "heartbeat_interval"),
+                                       ("runner", "shutdown_grace"), ("http", "max_wait")])
+def test_numbers_beyond_the_documented_bound_are_refused(tmp_path: Path, table: str, key: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[{table}]\n{key} = 1e308\n")
+    with pytest.raises(ConfigError, match=rf"\[{table}\]: key '{key}' must be at most 1e\+09, got 1e\+308"):
+        load(path)
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'[database]\n# caf\xe9\nurl = "sqlite:///x.db"\n')
+    with pytest.raises(ConfigError, match=r"config\.toml: not UTF-8 text"):
+        load(path)
