@@ -102,6 +102,9 @@ class Finished:
     job: Job
     changes: dict[str, Any]
     payload: dict[str, Any]
+    #: A plain ``def perform`` still running in its thread after its job timed out: the
+    #: job's slot stays taken until it returns, so parallelism bounds threads too.
+    overrun: ThreadCall | None = None
 
     @property
     def snapshot(self) -> Job:
@@ -235,12 +238,15 @@ class Executor:
             else:
                 outcome = await self._after_error(worker, job, outcome)
         try:
-            return plan(job, outcome, self.topic, self.clock(), worker, duration)
+            finished = plan(job, outcome, self.topic, self.clock(), worker, duration)
         except Exception as exc:  # noqa: BLE001 - an outcome that cannot be recorded fails the job alone
             logger.error("recording the outcome of job %s (%s) failed: %s", job.id, job.worker, describe_error(exc))
             failed = Outcome("failed", error=exc, traceback=None,
                              reason=f"the {outcome.kind} outcome could not be recorded")
-            return plan(job, failed, self.topic, self.clock(), None, duration)
+            finished = plan(job, failed, self.topic, self.clock(), None, duration)
+        if call is not None and not call.done:  # timed out, but Python cannot stop the thread
+            finished.overrun = call
+        return finished
 
     async def _perform(self, worker: Worker, job: Job, call: ThreadCall | None) -> Any:
         timeout = worker.timeout

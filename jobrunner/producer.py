@@ -29,6 +29,7 @@ from .executor import Executor, Finished
 from .job import Job
 from .maintenance import TopicControl
 from .store import Ack, Store
+from .threads import ThreadCall
 from .summary import new_tally
 from .wakeup import Wakeup
 
@@ -289,10 +290,30 @@ class Producer:
         try:
             finished = await self.executor.execute(job)
         finally:
-            self._done(job, finished)
+            overrun = finished.overrun if finished is not None else None
+            self._done(job, finished, free_slot=overrun is None)
+        if overrun is not None:
+            await self._hold_slot(job, overrun)
 
-    def _done(self, job: Job, finished: Finished | None) -> None:
-        """Book the end of one execution (``None``: it was cancelled before an outcome)."""
+    async def _hold_slot(self, job: Job, overrun: ThreadCall) -> None:
+        """Keep the slot of a timed-out job whose thread runs on, until the thread ends.
+
+        The job's failure is already on its way to the table; only the slot waits, so a
+        topic never has more threads running than its parallelism.
+        """
+        logger.warning(
+            "job_overrunning id=%s topic=%s: perform timed out but its thread runs on; its slot stays "
+            "taken until it returns", job.id, self.topic.name,
+            extra={"event": "job_overrunning", "topic": self.topic.name, "job_id": job.id},
+        )
+        try:
+            await overrun.wait_done()
+        finally:
+            self._free_slot()
+
+    def _done(self, job: Job, finished: Finished | None, *, free_slot: bool = True) -> None:
+        """Book the end of one execution (``None``: it was cancelled before an outcome);
+        ``free_slot=False`` keeps its slot taken (see :meth:`_hold_slot`)."""
         key = (job.id, job.attempt)
         if key in self._superseded:
             # The job is no longer this execution's: write and announce nothing.
@@ -313,6 +334,12 @@ class Producer:
                 if finished is None:  # cancelled by shutdown: put the job back for another run
                     finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
                 self._pending.append(finished)
+        if free_slot:
+            self._free_slot()
+        else:
+            self.wakeup.set()  # the outcome is pending: write it
+
+    def _free_slot(self) -> None:
         self.running -= 1
         if self.running == 0:
             self._idle.set()

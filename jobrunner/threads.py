@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
 _threads_lock = threading.Lock()
 _threads_running = 0
 
@@ -32,13 +36,15 @@ class ThreadCall:
     still known (``value`` / ``error``).
     """
 
-    __slots__ = ("done", "error", "fn", "value")
+    __slots__ = ("_lock", "_waiter", "done", "error", "fn", "value")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._waiter: tuple[anyio.lowlevel.EventLoopToken, anyio.Event] | None = None
 
     def __call__(self) -> Any:
         _count_thread(1)
@@ -49,8 +55,25 @@ class ThreadCall:
             self.error = exc
             raise
         finally:
-            self.done = True
+            with self._lock:
+                self.done = True
+                waiter = self._waiter
             _count_thread(-1)
+            if waiter is not None:
+                token, ended = waiter
+                try:
+                    anyio.from_thread.run_sync(ended.set, token=token)
+                except RuntimeError:
+                    pass  # the event loop is gone: nobody waits any more
+
+    async def wait_done(self) -> None:
+        """Wait (in the event loop) until the call has returned or raised in its thread."""
+        ended = anyio.Event()
+        with self._lock:
+            if self.done:
+                return
+            self._waiter = (anyio.lowlevel.current_token(), ended)
+        await ended.wait()
 
 
 __all__ = ["ThreadCall", "performs_in_threads"]

@@ -194,7 +194,7 @@ class SlowThread(Worker):
         SlowThread.release.wait(30)
 
 
-async def test_overrunning_sync_perform_times_out_and_frees_its_slot(make_runner: Any) -> None:
+async def test_overrunning_sync_perform_times_out_and_keeps_its_slot_until_it_returns(make_runner: Any) -> None:
     runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}})
     SlowThread.release.clear()
     try:
@@ -203,7 +203,12 @@ async def test_overrunning_sync_perform_times_out_and_frees_its_slot(make_runner
             event = await wait_for(events.job_discarded, lambda p: p["job"].id == slow.id, timeout=5)
             assert isinstance(event.payload["error"], TimeoutError)
             quick = runner.enqueue(Add, {"a": 1, "b": 1})
-            await wait_for(events.job_completed, lambda p: p["job"].id == quick.id, timeout=5)
+            # Deliberately "nothing happens for a while": the thread still holds the only slot.
+            await anyio.sleep(0.3)
+            assert runner.get_job(quick.id).state == "available"
+            completed = wait_for(events.job_completed, lambda p: p["job"].id == quick.id, timeout=5)
+            SlowThread.release.set()
+            await completed
     finally:
         SlowThread.release.set()
     assert "timeout of 0.2s" in runner.get_job(slow.id).errors[0]["error"]

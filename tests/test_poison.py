@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,7 +14,7 @@ import pytest
 from jobrunner import Job, Worker, events
 from jobrunner.errors import ConfigError
 from jobrunner.runner import import_modules
-from jobrunner.testing import running, wait_for
+from jobrunner.testing import EventRecorder, running, wait_for
 from tests.workers import Add
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +125,47 @@ async def test_outcomes_that_are_hard_to_record_fail_alone(make_runner: Any) -> 
     assert runner.get_job(deep.id).state == "completed" and runner.get_job(deep.id).result is None
     stored = runner.get_job(unprintable.id)
     assert stored.state == "discarded" and stored.errors[0]["error"].startswith("Unprintable")
+
+
+class _Bodies:
+    """How many bodies of OverrunningSync run at once, and the most ever seen."""
+
+    lock = threading.Lock()
+    active = 0
+    most = 0
+    ended = 0
+
+
+class OverrunningSync(Worker):
+    """A plain def perform that runs on well past its timeout (Python cannot stop it)."""
+
+    topic = "t"
+    timeout = 0.05
+    max_attempts = 1
+
+    def perform(self, job: Job) -> Any:
+        with _Bodies.lock:
+            _Bodies.active += 1
+            _Bodies.most = max(_Bodies.most, _Bodies.active)
+        time.sleep(0.3)  # the work itself, not test synchronisation
+        with _Bodies.lock:
+            _Bodies.active -= 1
+            _Bodies.ended += 1
+
+
+async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(make_runner: Any) -> None:
+    _Bodies.active = _Bodies.most = _Bodies.ended = 0
+    runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}})
+    jobs = [runner.enqueue(OverrunningSync, {}) for _ in range(3)]
+    recorder = EventRecorder()
+    with recorder:
+        async with running(runner):
+            with anyio.fail_after(20):
+                for job in jobs:
+                    await recorder.wait_for("job_discarded", lambda p, j=job: p["job"].id == j.id)
+                while _Bodies.ended < len(jobs):  # the last thread still runs after its failure
+                    await anyio.sleep(0.01)
+    assert _Bodies.most == 1, f"{_Bodies.most} bodies ran at once with parallelism 1"
+    for job in jobs:
+        stored = runner.get_job(job.id)
+        assert stored.state == "discarded" and "timeout" in stored.errors[0]["error"]
