@@ -301,6 +301,12 @@ def _parse_http(source: str, raw: Mapping[str, Any]) -> HttpSettings:
         values["token"] = env_token
     if values.get("token") == "":
         values["token"] = None
+    token = values.get("token")
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        origin = f"env {ENV_HTTP_TOKEN}" if env_token else f"{where}: key 'token'"
+        # HTTP headers carry bytes that clients encode differently beyond ASCII.
+        raise ConfigError(f"{origin} must be printable ASCII without spaces (characters ! to ~), "
+                          "so every client sends it the same way")
     settings = HttpSettings(**values)
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"{where}: key 'port' must be between 0 and 65535, got {settings.port}")
