@@ -21,7 +21,6 @@ from .job import Unreadable
 MAX_DEPTH = 64
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SCALARS = (int, float, bool, type(None))
 _encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _loads = json.loads
 
@@ -44,34 +43,36 @@ def check(value: Any, what: str) -> bool:
     plain = True
     level = [value]
     depth = 0
-    while level:
+    while level:  # one pass per nesting level; scalars inside containers are checked in place
         depth += 1
         below: list[Any] = []
         for item in level:
             kind = type(item)
-            if kind is str:
+            if kind is dict or kind is list or isinstance(item, (dict, list, tuple)):
+                if depth > MAX_DEPTH:
+                    raise PayloadError(f"{what}: nested deeper than {MAX_DEPTH} levels (the bound on job values)")
+                if kind is dict or isinstance(item, dict):
+                    plain = plain and kind is dict
+                    for key in item:
+                        if type(key) is not str:
+                            plain = False  # the encoder turns keys into strings (or refuses them)
+                        elif not key.isascii() and _SURROGATE.search(key):
+                            raise _text_error(what, key)
+                    children = item.values()
+                else:
+                    plain = plain and kind is list
+                    children = item
+                for child in children:
+                    ckind = type(child)
+                    if ckind is str:
+                        if not child.isascii() and _SURROGATE.search(child):
+                            raise _text_error(what, child)
+                    elif not (ckind is int or ckind is float or ckind is bool or child is None):
+                        below.append(child)
+            elif kind is str:
                 if not item.isascii() and _SURROGATE.search(item):
                     raise _text_error(what, item)
-                continue
-            if kind is int or kind is float or kind is bool or item is None:
-                continue
-            if isinstance(item, dict):
-                if depth > MAX_DEPTH:
-                    raise PayloadError(f"{what}: nested deeper than {MAX_DEPTH} levels (the bound on job values)")
-                plain = plain and kind is dict
-                for key, child in item.items():
-                    if type(key) is str:
-                        if not key.isascii() and _SURROGATE.search(key):
-                            raise _text_error(what, key)
-                    else:
-                        plain = False  # the encoder turns keys into strings (or refuses them)
-                    below.append(child)
-            elif isinstance(item, (list, tuple)):
-                if depth > MAX_DEPTH:
-                    raise PayloadError(f"{what}: nested deeper than {MAX_DEPTH} levels (the bound on job values)")
-                plain = plain and kind is list
-                below.extend(item)
-            else:
+            elif not (kind is int or kind is float or kind is bool or item is None):
                 plain = False
                 if isinstance(item, str) and _SURROGATE.search(item):
                     raise _text_error(what, item)
