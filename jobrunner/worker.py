@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import math
 import sys
@@ -188,7 +189,26 @@ def runnable_worker(path: str) -> type[Worker]:
     modules = settings.runner.modules if settings is not None else ()
     if path.rpartition(".")[0] in sys.modules or any(path.startswith(f"{module}.") for module in modules):
         return resolve_worker(path)  # imports nothing new, or only the operator's own modules
+    missing = _missing_module(path.rpartition(".")[0])
+    if missing is not None:
+        raise UnknownWorkerError(f"worker {path!r}: no module named {missing!r}")
     raise UnknownWorkerError(
         f"worker {path!r} is not a Worker of the modules this node loaded ([runner] modules: "
         f"{', '.join(modules) or 'none'}); other code is never imported to run a job"
     )
+
+
+def _missing_module(name: str) -> str | None:
+    """The first part of dotted module ``name`` that does not exist, found without running
+    any module's code (only below packages already loaded); None when it may exist."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if prefix in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(prefix)  # its parent is loaded: nothing is imported
+        except (ImportError, ValueError):
+            return prefix
+        return prefix if spec is None else None
+    return None
