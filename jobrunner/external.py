@@ -85,6 +85,24 @@ class ExternalTopics:
         if waiting:
             waiting.popleft().set()
 
+    def _leave(self, topic: str, turn: anyio.Event) -> None:
+        """A claim stops waiting: out of the line, or, when it was just woken, the
+        wake-up goes to the next claim instead of being lost."""
+        if turn.is_set():
+            self._wake_next(topic)
+        else:
+            self._waiting[topic].remove(turn)
+
+    async def _discard_unreadable(self, leased: Lease, settings: TopicSettings) -> None:
+        """A leased job whose stored arguments cannot be read never reaches a worker: discard it."""
+        reason = "its arguments cannot be read; not retried"
+        outcome = Outcome("unrunnable", error=PayloadError(leased.job.args), reason=reason)
+        finished = plan(leased.job, outcome, settings, self.clock())
+        await self.run_db(self.store.ack_and_claim, [finished.ack])
+        await self.run_db(self.store.release_lease, leased.job.id)
+        if finished.ack.applied:
+            finished.emit()
+
     async def claim(self, topic: str, holder: str, wait: float, lease: float | None = None) -> Lease | None:
         """The next due job of ``topic`` leased to ``holder``, waiting up to ``wait`` seconds."""
         settings = self.topics[topic]
@@ -122,24 +140,6 @@ class ExternalTopics:
                 return None
             woken = True
         return None
-
-    def _leave(self, topic: str, turn: anyio.Event) -> None:
-        """A claim stops waiting: out of the line, or, when it was just woken, the
-        wake-up goes to the next claim instead of being lost."""
-        if turn.is_set():
-            self._wake_next(topic)
-        else:
-            self._waiting[topic].remove(turn)
-
-    async def _discard_unreadable(self, leased: Lease, settings: TopicSettings) -> None:
-        """A leased job whose stored arguments cannot be read never reaches a worker: discard it."""
-        reason = "its arguments cannot be read; not retried"
-        outcome = Outcome("unrunnable", error=PayloadError(leased.job.args), reason=reason)
-        finished = plan(leased.job, outcome, settings, self.clock())
-        await self.run_db(self.store.ack_and_claim, [finished.ack])
-        await self.run_db(self.store.release_lease, leased.job.id)
-        if finished.ack.applied:
-            finished.emit()
 
     async def complete(self, job_id: int, result: Any) -> Job:
         """Conclude a leased job as completed with ``result`` (JSON)."""

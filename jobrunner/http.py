@@ -313,22 +313,22 @@ class Api:
     async def complete(self, request: Request) -> Response:
         job_id = _path_id(request)
         body = _object(await _body(request, self.settings.max_body), "the request body")
+        _storable(body.get("result"), "field 'result'")
         unknown = set(body) - {"result"}
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: result)")
-        _storable(body.get("result"), "field 'result'")
         return JSONResponse(_job(await self._conclude(job_id, self.external.complete, body.get("result"))))
 
     async def fail(self, request: Request) -> Response:
         job_id = _path_id(request)
         body = _object(await _body(request, self.settings.max_body), "the request body")
+        _storable(body.get("error"), "field 'error'")
         unknown = set(body) - {"error"}
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: error)")
         error = body.get("error")
         if not isinstance(error, str) or not error:
             raise ApiError(400, "field 'error' (a non-empty string) is required")
-        _storable(error, "field 'error'")
         return JSONResponse(_job(await self._conclude(job_id, self.external.fail, error[:10_000])))
 
     async def extend(self, request: Request) -> Response:

@@ -6,6 +6,7 @@ the event-stream bound runs the runner in this process to read its queue counter
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -99,13 +100,15 @@ def test_lone_surrogates_are_400_and_store_nothing(limits: Daemon, body: bytes) 
 
 def test_results_and_errors_that_cannot_be_stored_are_400(limits: Daemon) -> None:
     job = limits.enqueue({"worker": "convert", "topic": "fin"})
-    assert limits.claim("fin").json()["job"]["id"] == job["id"]
+    lease = limits.claim("fin").json()
+    assert lease["job"]["id"] == job["id"]
+    post = functools.partial(limits.http.post, headers={"X-Jobrunner-Lease-Token": lease.get("lease_token", "")})
     path = f"/jobs/{job['id']}"
-    assert_error(limits.http.post(f"{path}/complete", content=b'{"result": {"s": "\\ud800"}}'), 400, "lone surrogate")
-    assert_error(limits.http.post(f"{path}/complete", json={"result": nested(MAX_DEPTH + 1)}), 400, "nested deeper")
-    assert_error(limits.http.post(f"{path}/fail", content=b'{"error": "bad \\udfff"}'), 400, "lone surrogate")
+    assert_error(post(f"{path}/complete", content=b'{"result": {"s": "\\ud800"}}'), 400, "lone surrogate")
+    assert_error(post(f"{path}/complete", json={"result": nested(MAX_DEPTH + 1)}), 400, "nested deeper")
+    assert_error(post(f"{path}/fail", content=b'{"error": "bad \\udfff"}'), 400, "lone surrogate")
     assert limits.job(job["id"])["state"] == "executing"
-    done = limits.http.post(f"{path}/complete", json={"result": {"pages": 3}})
+    done = post(f"{path}/complete", json={"result": {"pages": 3}})
     assert done.status_code == 200 and done.json()["result"] == {"pages": 3}
 
 
