@@ -68,10 +68,6 @@ class ExternalTopics:
         """The settings of external topic ``name``, or None."""
         return self.topics.get(name)
 
-    def waiting(self, topic: str) -> int:
-        """How many claims wait on ``topic`` right now."""
-        return len(self._waiting[topic])
-
     def notify(self, topic: str | None = None) -> None:
         """Something of ``topic`` (every external topic when None) may be claimable: wake
         its first waiting claim."""
