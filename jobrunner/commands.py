@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from . import config as config_module
+from . import payload
 from .job import ALL_STATES, Job, iso
 from .runner import Runner, import_modules
 
@@ -36,6 +37,9 @@ def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int
         args = json.loads(ns.args)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--args is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--args is nested too deeply to decode (job arguments nest at most "
+                         f"{payload.MAX_DEPTH} levels)") from None
     import_modules(settings)
     runner = _open(settings)
     job = runner.enqueue(

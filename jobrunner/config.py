@@ -365,6 +365,11 @@ def _parse_http(root: _Where, raw: Mapping[str, Any]) -> HttpSettings:
     values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
     if values.get("token") == "":
         values["token"] = None
+    token = values.get("token")
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        # HTTP headers carry bytes that clients encode differently beyond ASCII.
+        raise ConfigError(f"{where.at('token')}: key 'token' must be printable ASCII without spaces "
+                          "(characters ! to ~), so every client sends it the same way")
     settings = HttpSettings(**values)
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"{where.at('port')}: key 'port' must be between 0 and 65535, got {settings.port}")

@@ -1,8 +1,9 @@
 """Turning a worker, its arguments and options into a row of the jobs table.
 
 Everything is validated here, before anything is stored: the worker, the topic, the
-options, that the arguments are JSON and, when the worker declares ``args_type``, that
-they match it.
+options, that the arguments are JSON that every later read can render (see
+:mod:`jobrunner.payload`: at most ``MAX_DEPTH`` levels deep, valid Unicode text) and,
+when the worker declares ``args_type``, that they match it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from . import payload
 from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
+from .job import EARLIEST, LATEST
 from .priority import PriorityError, parse_priority
 from .worker import Worker, registered_worker, resolve_worker, worker_path
 
 _OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts"}
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
-#: Run times must render as ISO 8601 dates (years 1..9999, UTC).
-EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
-LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp()
 
 
 def _as_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -44,26 +44,21 @@ def _timestamp(value: Any) -> float:
     raise EnqueueError(f"scheduled_at must be a datetime or POSIX seconds, got {value!r}")
 
 
-_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
 
 
-def encode_args(name: str, args: Any) -> str:
-    """The JSON text of ``args``; EnqueueError naming the worker when it is not JSON."""
+def _encode(name: str, args: Any) -> tuple[str, bool]:
+    """The JSON text of ``args`` and whether it decodes back unchanged; EnqueueError naming the worker."""
     try:
-        return _encoder.encode({} if args is None else args)
-    except (TypeError, ValueError) as exc:
-        raise EnqueueError(f"arguments of {name} are not JSON: {exc}") from None
+        return payload.encode({} if args is None else args, f"arguments of {name}")
+    except payload.PayloadError as exc:
+        raise EnqueueError(str(exc)) from None
 
 
-def _plain_json(value: Any) -> bool:
-    """True when ``value`` decodes from its JSON unchanged (dicts with str keys, lists, scalars)."""
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) is str and _plain_json(v) for k, v in value.items())
-    if kind is list:
-        return all(_plain_json(v) for v in value)
-    return kind is str or kind is int or kind is bool or kind is float or value is None
+def encode_args(name: str, args: Any) -> str:
+    """The JSON text of ``args``; EnqueueError naming the worker when it cannot be stored
+    (not JSON, nested deeper than ``payload.MAX_DEPTH``, or holding a lone surrogate)."""
+    return _encode(name, args)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +84,12 @@ def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDef
 
 
 def external_defaults(worker: str, topic: TopicSettings) -> WorkerDefaults:
-    """Defaults of a job for an external topic: ``worker`` is any name its workers understand."""
+    """Defaults of a job for an external topic: ``worker`` is any name its workers understand
+    (valid Unicode text: EnqueueError otherwise)."""
+    try:
+        payload.check(worker, f"worker name {worker!r} of topic {topic.name!r}")
+    except payload.PayloadError as exc:
+        raise EnqueueError(str(exc)) from None
     return WorkerDefaults(worker, topic.name, topic.priority, Worker.max_attempts)
 
 
@@ -173,9 +173,9 @@ def build_row(
     spec = d.args_spec
     if spec is not None:
         args = spec.to_json_args(args)
-    encoded = encode_args(name, args)
+    encoded, plain = _encode(name, args)
     # The stored job carries args exactly as a later read decodes them.
-    decoded = args if args is not None and _plain_json(args) else _decoder.decode(encoded)
+    decoded = args if args is not None and plain else _decoder.decode(encoded)
     if spec is not None:
         spec.convert(decoded, name)  # what perform will read must match the type
     return {

@@ -19,15 +19,16 @@ from typing import Any, Callable
 import anyio
 
 from . import events
-from .backoff import backoff_delay
+from .backoff import backoff_delay, worker_backoff
 from .config import TopicSettings
 from .errors import InvalidArgumentsError, UnknownWorkerError
-from .job import Job, iso
+from .job import LATEST, Job, Unreadable, iso
+from .payload import PayloadError, storable
 from .process import ExternalProcess, ProcessFailed, as_external_process
 from .store import Ack
 from .threads import ThreadCall
 from .tracebacks import format_job_error
-from .worker import Cancel, Snooze, Worker, resolve_worker
+from .worker import Cancel, Snooze, Worker, runnable_worker
 
 logger = logging.getLogger("jobrunner.executor")
 
@@ -81,7 +82,7 @@ def describe_error(error: BaseException) -> str:
 
 def encode_result(value: Any) -> str | None:
     """The JSON text stored as a job's result; None when the value is not JSON."""
-    if value is None:
+    if value is None or not storable(value):  # too deep, lone surrogates: see jobrunner.payload
         return None
     try:
         return json.dumps(value, allow_nan=False)
@@ -140,7 +141,7 @@ def plan(
                         {"state": "completed", "completed_at": now, "result": stored},
                         {"duration": duration, "result": stored})
     if kind == "snoozed":
-        until = now + outcome.seconds
+        until = min(now + outcome.seconds, max(now, LATEST))
         return Finished(Ack("snooze", job, at=until), events.job_snoozed, job,
                         {"state": "scheduled", "scheduled_at": until, "attempt": job.attempt - 1},
                         {"duration": duration, "seconds": outcome.seconds})
@@ -154,20 +155,21 @@ def plan(
     error = outcome.error
     message = describe_error(error) if error is not None else "unknown error"
     entry = {"attempt": job.attempt, "at": iso(now), "error": message, "traceback": outcome.traceback}
-    if outcome.reason:
-        entry["note"] = outcome.reason
-    errors = [*job.errors, entry]
-    encoded = json.dumps(errors, default=str)
+    notes = [outcome.reason] if outcome.reason else []
+    retry_at = None
     if kind == "failed" and job.attempt < job.max_attempts:
-        delay = None
-        if worker is not None:
-            try:
-                delay = worker.backoff(job)
-            except Exception as exc:  # a broken override must not lose the job
-                logger.error("backoff() of %s raised %s; using the topic's backoff", job.worker, exc)
+        delay, problem = worker_backoff(worker, job)
+        if problem is not None:
+            notes.append(problem)
         if delay is None:
             delay = backoff_delay(topic.backoff, job.attempt)
-        retry_at = now + max(0.0, float(delay))
+        # Run times must stay renderable (year 9999 at most): a huge backoff is clamped.
+        retry_at = min(now + max(0.0, delay), max(now, LATEST))
+    if notes:
+        entry["note"] = "; ".join(notes)
+    errors = [*job.errors, entry]
+    encoded = json.dumps(errors, default=str)
+    if retry_at is not None:
         return Finished(Ack("retry", job, at=retry_at, errors=encoded), events.job_failed, job,
                         {"state": "retryable", "scheduled_at": retry_at, "errors": errors},
                         {"duration": duration, "error": error, "will_retry": True})
@@ -195,8 +197,11 @@ class Executor:
     async def execute(self, job: Job) -> Finished:
         """Run ``job`` to an outcome and plan its transition. Never raises, except cancellation."""
         started = time.perf_counter()
+        if isinstance(job.args, Unreadable):  # stored around jobrunner: cannot run, cannot improve
+            outcome = Outcome("unrunnable", error=PayloadError(job.args), reason="its arguments cannot be read; not retried")
+            return plan(job, outcome, self.topic, self.clock(), None, 0.0)
         try:
-            worker_cls = resolve_worker(job.worker)
+            worker_cls = runnable_worker(job.worker)
         except UnknownWorkerError as exc:
             outcome = Outcome("unrunnable", error=exc, reason="the worker cannot be loaded; not retried")
             return plan(job, outcome, self.topic, self.clock(), None, 0.0)

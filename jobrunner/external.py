@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 import anyio
@@ -19,8 +20,9 @@ from . import events
 from .config import Settings, TopicSettings
 from .errors import JobrunnerError
 from .executor import Outcome, plan
-from .job import Job
+from .job import Job, Unreadable
 from .leases import Lease
+from .payload import PayloadError
 from .store import Store
 
 RunDb = Callable[..., Awaitable[Any]]
@@ -36,7 +38,14 @@ class ExternalJobError(Exception):
 
 
 class ExternalTopics:
-    """Serves the jobs of ``external = true`` topics to outside workers."""
+    """Serves the jobs of ``external = true`` topics to outside workers.
+
+    A claim that finds nothing waits in its topic's line and costs nothing until woken:
+    :meth:`notify` (an insert, a concluded or expired lease, a commit by another process,
+    and each topic's poll tick while claims wait) wakes the first waiting claim only, and
+    a claim that gets a job wakes the next one, since more may be due. So a wake-up costs
+    one lease attempt, however many claims wait.
+    """
 
     def __init__(self, settings: Settings, store: Store, run_db: RunDb, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -44,46 +53,89 @@ class ExternalTopics:
         self.run_db = run_db
         self.clock = clock
         self.topics: dict[str, TopicSettings] = {n: t for n, t in settings.topics.items() if t.external}
-        self._arrivals: dict[str, anyio.Event] = {name: anyio.Event() for name in self.topics}
+        #: Per topic: the waiting claims in arrival order, and a count of wake-ups so a
+        #: claim that was looking while one came knows to look again.
+        self._waiting: dict[str, deque[anyio.Event]] = {name: deque() for name in self.topics}
+        self._wakeups: dict[str, int] = dict.fromkeys(self.topics, 0)
         #: Set when the runner stops: waiting claims answer "no job" and event streams end.
         self.stopping = anyio.Event()
 
     def stop(self) -> None:
         """Release every waiting claim (the runner is stopping)."""
         self.stopping.set()
-        self.notify()
+        for waiting in self._waiting.values():
+            while waiting:
+                waiting.popleft().set()
 
     def topic(self, name: str) -> TopicSettings | None:
         """The settings of external topic ``name``, or None."""
         return self.topics.get(name)
 
     def notify(self, topic: str | None = None) -> None:
-        """Wake claims waiting on ``topic`` (every external topic when None)."""
-        for name in [topic] if topic is not None else list(self._arrivals):
-            event = self._arrivals.get(name)
-            if event is not None:
-                self._arrivals[name] = anyio.Event()
-                event.set()
+        """Something of ``topic`` (every external topic when None) may be claimable: wake
+        its first waiting claim."""
+        for name in [topic] if topic is not None else list(self._waiting):
+            if name in self._wakeups:
+                self._wakeups[name] += 1
+                self._wake_next(name)
+
+    def _wake_next(self, topic: str) -> None:
+        waiting = self._waiting[topic]
+        if waiting:
+            waiting.popleft().set()
+
+    def _leave(self, topic: str, turn: anyio.Event) -> None:
+        """A claim stops waiting: out of the line, or, when it was just woken, the
+        wake-up goes to the next claim instead of being lost."""
+        if turn.is_set():
+            self._wake_next(topic)
+        else:
+            self._waiting[topic].remove(turn)
+
+    async def _discard_unreadable(self, leased: Lease, settings: TopicSettings) -> None:
+        """A leased job whose stored arguments cannot be read never reaches a worker: discard it."""
+        reason = "its arguments cannot be read; not retried"
+        outcome = Outcome("unrunnable", error=PayloadError(leased.job.args), reason=reason)
+        finished = plan(leased.job, outcome, settings, self.clock())
+        if await self.run_db(self.store.conclude_lease, finished.ack, leased.token):
+            finished.emit()
 
     async def claim(self, topic: str, holder: str, wait: float, lease: float | None = None) -> Lease | None:
         """The next due job of ``topic`` leased to ``holder``, waiting up to ``wait`` seconds."""
         settings = self.topics[topic]
         seconds = lease if lease is not None else self.settings.http.lease
         deadline = anyio.current_time() + wait
+        woken = False
         while not self.stopping.is_set():
-            arrival = self._arrivals[topic]  # taken before looking, so no wake-up is missed
+            seen = self._wakeups[topic]
             leased: Lease | None = await self.run_db(
                 self.store.lease_job, topic, settings.parallelism, holder, seconds, self.clock()
             )
+            if leased is not None and isinstance(leased.job.args, Unreadable):
+                await self._discard_unreadable(leased, settings)
+                continue
             if leased is not None:
                 events.emit(events.job_started, topic, job=leased.job)
+                self._wake_next(topic)  # more may be due: the next claim in line looks too
                 return leased
+            if self._wakeups[topic] != seen:
+                continue  # woken while looking: look again
             remaining = deadline - anyio.current_time()
             if remaining <= 0 or self.stopping.is_set():
                 return None
-            # Due scheduled jobs and freed slots are noticed at least every poll interval.
-            with anyio.move_on_after(min(remaining, settings.poll_interval)):
-                await arrival.wait()
+            turn = anyio.Event()
+            # A claim woken for nothing keeps its place at the head of the line.
+            (self._waiting[topic].appendleft if woken else self._waiting[topic].append)(turn)
+            try:
+                with anyio.move_on_after(remaining):
+                    await turn.wait()
+            except BaseException:  # cancelled (the client went away)
+                self._leave(topic, turn)
+                raise
+            if not turn.is_set():
+                self._leave(topic, turn)
+                return None
+            woken = True
         return None
 
     async def complete(self, job_id: int, token: str, result: Any) -> Job:
@@ -118,15 +170,21 @@ class ExternalTopics:
         return finished.snapshot
 
     async def run(self) -> None:
-        """Until cancelled: return jobs whose lease ran out, and wake waiting claims."""
+        """Until cancelled: return jobs whose lease ran out, and once per poll interval of
+        each topic let one waiting claim look for jobs that became due."""
         if not self.topics:
             return
         interval = min(t.poll_interval for t in self.topics.values())
+        next_look = dict.fromkeys(self.topics, 0.0)
         while True:
             expired: list[Job] = await self.run_db(self.store.expire_leases, self.clock())
             for job in expired:
                 events.emit(events.job_rescued, job.topic, job=job)
-            self.notify()
+            now = anyio.current_time()
+            for name, settings in self.topics.items():
+                if any(job.topic == name for job in expired) or (self._waiting[name] and now >= next_look[name]):
+                    next_look[name] = now + settings.poll_interval
+                    self.notify(name)
             await anyio.sleep(interval)
 
 

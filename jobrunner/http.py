@@ -11,28 +11,28 @@ import hmac
 import json
 import logging
 import math
-import threading
 from datetime import datetime, timezone
 from importlib import resources
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import events
 from .config import HttpSettings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
 from .worker import registered_worker
 from .job import ALL_STATES, Job, iso
+from .payload import MAX_DEPTH, PayloadError
+from .payload import check as check_value
+from .sse import event_stream
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -40,8 +40,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jobrunner.http")
 
 MAX_PAGE = 1000
-SSE_QUEUE = 1000
-SSE_KEEPALIVE = 15.0
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON response, except that text which is not valid Unicode (lone
+    surrogates, from a row written around jobrunner) is answered as U+FFFD rather than
+    failing the whole response."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 class ApiError(Exception):
@@ -81,7 +92,7 @@ async def _body(request: Request, limit: int) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "request body is nested too deeply") from None
+        raise ApiError(400, f"request body is nested too deeply (job values nest at most {MAX_DEPTH} levels)") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -126,6 +137,14 @@ def _query_int(request: Request, name: str, default: int | None, low: int, high:
     if not low <= value <= high:
         raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _storable(value: Any, name: str) -> None:
+    """400 unless ``value`` can be stored (see :mod:`jobrunner.payload`)."""
+    try:
+        check_value(value, name)
+    except PayloadError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _path_id(request: Request) -> int:
@@ -237,7 +256,7 @@ class Api:
         return JSONResponse(_job(job))
 
     async def list_jobs(self, request: Request) -> Response:
-        state = request.query_params.get("state") or None
+        state = request.query_params.get("state")
         if state is not None and state not in ALL_STATES:
             raise ApiError(400, f"query parameter state must be one of {', '.join(ALL_STATES)}, got {state!r}")
         topic = request.query_params.get("topic") or None
@@ -283,6 +302,7 @@ class Api:
     async def resume(self, request: Request) -> Response:
         topic = self._topic(request)
         await self._db(self.runner.resume, topic)
+        self.external.notify(topic)
         return JSONResponse({"topic": topic, "paused": False})
 
     # -- external workers
@@ -303,6 +323,7 @@ class Api:
     async def complete(self, request: Request) -> Response:
         job_id = _path_id(request)
         body = _object(await _body(request, self.settings.max_body), "the request body")
+        _storable(body.get("result"), "field 'result'")
         unknown = set(body) - {"result"}
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: result)")
@@ -312,6 +333,7 @@ class Api:
     async def fail(self, request: Request) -> Response:
         job_id = _path_id(request)
         body = _object(await _body(request, self.settings.max_body), "the request body")
+        _storable(body.get("error"), "field 'error'")
         unknown = set(body) - {"error"}
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: error)")
@@ -354,86 +376,12 @@ class Api:
     async def events(self, request: Request) -> Response:
         topic = request.query_params.get("topic") or None
         return StreamingResponse(
-            _event_stream(topic, self.external.stopping), media_type="text/event-stream",
+            event_stream(topic, self.external.stopping), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Job):
-        return value.to_dict()
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return repr(value)
-
-
-async def _event_stream(topic: str | None, stopping: anyio.Event) -> AsyncIterator[str]:
-    """Server-sent events for every lifecycle event (of one topic, when given), until
-    ``stopping`` is set."""
-    send, receive = anyio.create_memory_object_stream[str](SSE_QUEUE)
-    loop_thread = threading.get_ident()
-    token = anyio.lowlevel.current_token()
-    dropped = 0
-
-    def push(text: str) -> None:
-        nonlocal dropped
-        try:
-            send.send_nowait(text)
-        except anyio.WouldBlock:
-            dropped += 1  # a slow reader must never slow the runner down
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def receivers_for(name: str) -> Callable[..., None]:
-        def receive_event(sender: Any, **payload: Any) -> None:
-            if topic is not None and sender != topic and not name.startswith("runner_"):
-                return
-            data = json.dumps({"event": name, "sender": sender, **{k: _encode(v) for k, v in payload.items()}})
-            text = f"event: {name}\ndata: {data}\n\n"
-            if threading.get_ident() == loop_thread:
-                push(text)
-            else:
-                try:
-                    anyio.from_thread.run_sync(push, text, token=token)
-                except RuntimeError:
-                    pass
-        return receive_event
-
-    connected = [(signal, receivers_for(signal.name)) for signal in events.ALL_SIGNALS]
-    for signal, receiver in connected:
-        signal.connect(receiver, weak=False)
-    try:
-        yield ": connected\n\n"
-        async with receive:
-            while not stopping.is_set():
-                text = None
-                with anyio.move_on_after(SSE_KEEPALIVE):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_cancel_when, stopping, tg.cancel_scope)
-                        text = await receive.receive()
-                        tg.cancel_scope.cancel()
-                if text is not None:
-                    yield text
-                elif not stopping.is_set():
-                    yield ": keep-alive\n\n"
-    finally:
-        for signal, receiver in connected:
-            signal.disconnect(receiver)
-        send.close()
-
-
-async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 # ---------------------------------------------------------------- middleware and app
@@ -445,14 +393,18 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.token = token
+        if token is not None and not token.isascii():
+            raise ConfigError("[http] key 'token' must be printable ASCII")
+        self._expected = f"Bearer {token}".encode("ascii")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.token is not None:
-            supplied = ""
+            supplied = b""
             for key, value in scope.get("headers", []):
                 if key == b"authorization":
-                    supplied = value.decode("latin-1")
-            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
+                    supplied = value
+            # Tokens are printable ASCII (checked in the config): compare the raw bytes.
+            if not hmac.compare_digest(supplied, self._expected):
                 headers = {"WWW-Authenticate": "Bearer"}
                 if scope.get("method") in ("POST", "PUT", "PATCH"):
                     headers["Connection"] = "close"  # the body is never read

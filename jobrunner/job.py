@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
 import operator
 from dataclasses import MISSING, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -34,11 +35,39 @@ TIMESTAMP_FIELDS = (
 )
 
 
+#: Stored times must render as ISO 8601 dates (years 1..9999, UTC): run times beyond these
+#: bounds are refused at enqueue and clamped when a snooze or backoff would pass them.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+_FIRST_ISO = datetime.min.replace(tzinfo=UTC).isoformat()
+_LAST_ISO = datetime.max.replace(tzinfo=UTC).isoformat()
+
+
 def iso(ts: float | None) -> str | None:
-    """An epoch timestamp as ISO 8601 in UTC (``None`` stays ``None``)."""
+    """An epoch timestamp as ISO 8601 in UTC (``None`` stays ``None``).
+
+    Never raises: a stored time outside the years 1..9999 (written by an older version
+    or around jobrunner) renders as the first or last representable instant, and one
+    that is not a number at all as ``None``.
+    """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+    except (OverflowError, ValueError, OSError, TypeError):
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and not math.isnan(ts):
+            return _LAST_ISO if ts > 0 else _FIRST_ISO
+        return None
+
+
+class Unreadable(str):
+    """Stands for a stored JSON value that cannot be decoded (bad JSON, nested too deeply).
+
+    It renders as a string saying why, so listings never fail; a job whose arguments are
+    unreadable is discarded at its next claim instead of running.
+    """
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,10 +43,11 @@ from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
+from .payload import decode as _decode
+from .payload import decode_errors
 from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
-_loads = json.loads
 
 logger = logging.getLogger("jobrunner.store")
 
@@ -79,9 +80,10 @@ def _row_to_job(row: Sequence[Any]) -> Job:
      inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at,
      attempted_by) = row
     # Positional: the field order of Job is the column order of the table (checked below).
+    # Decoding never raises: one unreadable row must not fail a claim or a listing.
     return Job(
-        id_, topic, worker, _loads(args), state, priority, attempt, max_attempts,
-        [] if errors == _EMPTY_LIST else _loads(errors), None if result is None else _loads(result),
+        id_, topic, worker, _decode(args, "args"), state, priority, attempt, max_attempts,
+        [] if errors == _EMPTY_LIST else decode_errors(errors), None if result is None else _decode(result, "result"),
         inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at, attempted_by,
     )
 

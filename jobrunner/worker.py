@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import math
+import sys
 from dataclasses import dataclass
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -198,3 +200,45 @@ def resolve_worker(path: str) -> type[Worker]:
         raise UnknownWorkerError(f"worker {path!r} is not a jobrunner.Worker subclass")
     _resolved[path] = obj
     return obj
+
+
+def runnable_worker(path: str) -> type[Worker]:
+    """The Worker class a node runs for a job naming ``path``.
+
+    Only code the node already loaded or was configured with runs: a Worker of a module
+    already imported in this process (by ``[runner] modules``, or by the code that
+    enqueued it), else one whose module lies inside a package of ``[runner] modules``.
+    Any other path is refused with :class:`UnknownWorkerError` without importing
+    anything, so a worker name stored by someone else (an HTTP client of an external
+    topic) never runs import-time code.
+    """
+    cls = _registered.get(path) or _resolved.get(path)
+    if cls is not None:
+        return cls
+    settings = current_settings.get(None)
+    modules = settings.runner.modules if settings is not None else ()
+    if path.rpartition(".")[0] in sys.modules or any(path.startswith(f"{module}.") for module in modules):
+        return resolve_worker(path)  # imports nothing new, or only the operator's own modules
+    missing = _missing_module(path.rpartition(".")[0])
+    if missing is not None:
+        raise UnknownWorkerError(f"worker {path!r}: no module named {missing!r}")
+    raise UnknownWorkerError(
+        f"worker {path!r} is not a Worker of the modules this node loaded ([runner] modules: "
+        f"{', '.join(modules) or 'none'}); other code is never imported to run a job"
+    )
+
+
+def _missing_module(name: str) -> str | None:
+    """The first part of dotted module ``name`` that does not exist, found without running
+    any module's code (only below packages already loaded); None when it may exist."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if prefix in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(prefix)  # its parent is loaded: nothing is imported
+        except (ImportError, ValueError):
+            return prefix
+        return prefix if spec is None else None
+    return None

@@ -507,7 +507,7 @@ def test_list_jobs_paginates_through_every_job_exactly_once(api: Daemon) -> None
 
 
 @pytest.mark.parametrize("params", [
-    {"state": "sleeping"}, {"state": "AVAILABLE"}, {"limit": 0}, {"limit": 1001}, {"limit": "ten"},
+    {"state": "sleeping"}, {"state": "AVAILABLE"}, {"state": ""}, {"limit": 0}, {"limit": 1001}, {"limit": "ten"},
     {"limit": -5}, {"after": 0}, {"after": "x"}, {"after": 2**64},
 ])
 def test_list_jobs_rejects_bad_filters(api: Daemon, params: dict[str, Any]) -> None:

@@ -36,18 +36,23 @@ class Never(Worker):
 
 @pytest.fixture
 def exiting_module(tmp_path: Path) -> Iterator[str]:
-    """An importable module that calls sys.exit when imported."""
-    (tmp_path / "exiting_worker_mod.py").write_text(EXITING_MODULE)
+    """A module of package ``poisonpkg`` that calls sys.exit when imported."""
+    package = tmp_path / "poisonpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "exiting_worker_mod.py").write_text(EXITING_MODULE)
     sys.path.insert(0, str(tmp_path))
-    yield "exiting_worker_mod"
+    yield "poisonpkg.exiting_worker_mod"
     sys.path.remove(str(tmp_path))
-    sys.modules.pop("exiting_worker_mod", None)
+    for name in ("poisonpkg.exiting_worker_mod", "poisonpkg"):
+        sys.modules.pop(name, None)
 
 
 async def test_a_worker_module_that_exits_at_import_discards_only_its_job(
     make_runner: Any, exiting_module: str
 ) -> None:
-    runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}})
+    # Workers are only ever imported from the packages of [runner] modules.
+    runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}}, runner={"modules": ["poisonpkg"]})
     row = {
         "topic": "t", "worker": f"{exiting_module}.Never", "args": "{}", "state": "available",
         "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
@@ -70,7 +75,7 @@ def test_a_configured_module_that_exits_at_import_is_a_config_error(
     make_settings: Any, exiting_module: str
 ) -> None:
     settings = make_settings(runner={"modules": [exiting_module]})
-    with pytest.raises(ConfigError, match="exiting_worker_mod.*SystemExit"):
+    with pytest.raises(ConfigError, match="poisonpkg.exiting_worker_mod.*SystemExit"):
         import_modules(settings)
 
 
