@@ -17,6 +17,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobState
+from .process import ExternalProcess, ProcessOutcome
 from .runner import Runner
 from .worker import Cancel, Snooze, Worker
 
@@ -24,12 +25,14 @@ __all__ = [
     "Cancel",
     "ConfigError",
     "EnqueueError",
+    "ExternalProcess",
     "InvalidArgumentsError",
     "Job",
     "JobNotFoundError",
     "JobState",
     "JobrunnerError",
     "MigrationError",
+    "ProcessOutcome",
     "Runner",
     "Settings",
     "Snooze",
