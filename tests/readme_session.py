@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 
@@ -27,7 +29,7 @@ from tests.readme_blocks import REPO, Block
 
 PYTHON = sys.executable
 FINAL_STATES = ("completed", "cancelled", "discarded")
-BLOCK_TIMEOUT = 60.0
+BLOCK_TIMEOUT = 45.0
 README_PORT = re.compile(r"\b(localhost|127\.0\.0\.1):8630\b")
 # Reap whatever the block left in the background (`python -m jobrunner run &` … `kill %1`)
 # and fail when it did not end cleanly: a daemon answers SIGTERM with exit code 0.
@@ -91,7 +93,8 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """``extra`` laid over ``base``, tables merged key by key."""
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge(merged[key], value) if both_tables else value
     return merged
 
 
@@ -105,6 +108,53 @@ class Outcome:
     def tail(self, lines: int = 60) -> str:
         """The end of the output, for assertion messages."""
         return "\n".join(self.output.splitlines()[-lines:])
+
+
+class Running:
+    """A started command whose output a thread collects as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.chunks: list[bytes] = []
+        self.ended = False
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            with self.changed:
+                self.chunks.append(chunk)
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def text(self) -> str:
+        """The output so far."""
+        with self.changed:
+            return b"".join(self.chunks).decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` is in the output (AssertionError when it never comes)."""
+        with self.changed:
+            self.changed.wait_for(lambda: text in b"".join(self.chunks).decode(errors="replace") or self.ended,
+                                  timeout)
+        if text not in self.text():
+            raise AssertionError(f"no {text!r} in the block's output within {timeout:g}s:\n{self.text()}")
+
+    def end(self) -> None:
+        """Kill whatever is left of the command's process group (a daemon started with ``&``
+        by a block that failed before its ``kill %1``) and collect the rest of the output."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.reader.join(timeout=10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 class ReadmeSession:
@@ -180,7 +230,7 @@ class ReadmeSession:
             daemon.kill()
             code = daemon.wait()
         if code != 0:
-            self.problems.append(f"the shared daemon exited with {code}:\n{self.daemon_log.read_text(errors='replace')}")
+            self.problems.append(f"the shared daemon exited with {code}:\n{self.daemon_output()}")
 
     def daemon_output(self) -> str:
         """Everything the shared daemon logged so far."""
@@ -227,16 +277,24 @@ class ReadmeSession:
         """The block with the README's port 8630 replaced by the shared daemon's."""
         return README_PORT.sub(lambda m: f"{m.group(1)}:{self.port}", text) if self.port else text
 
+    def spawn(self, args: list[str]) -> Running:
+        """Start a command in the scratch directory, in a process group of its own."""
+        proc = subprocess.Popen(args, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return Running(proc)
+
     def run(self, args: list[str], timeout: float = BLOCK_TIMEOUT) -> Outcome:
-        """Run a command in the scratch directory; its output (stdout and stderr) as an Outcome."""
+        """Run a command in the scratch directory; its output (stdout and stderr) as an Outcome.
+        Whatever it leaves running in the background when it exits is killed."""
+        running = self.spawn(args)
         try:
-            done = subprocess.run(args, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            output = (exc.stdout or b"").decode(errors="replace")
-            raise AssertionError(f"{args[:3]} did not finish within {timeout:g}s (a daemon in the "
-                                 f"foreground? mark the block with a readme-test directive):\n{output}") from None
-        return Outcome(done.returncode, done.stdout.decode(errors="replace"))
+            running.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{args[:3]} did not finish within {timeout:g}s (a daemon in the foreground? "
+                                 f"mark the block with a readme-test directive):\n{running.text()}") from None
+        finally:
+            running.end()
+        return Outcome(running.proc.returncode, running.text())
 
     def run_shell(self, text: str) -> Outcome:
         """A shell block as one bash script (errexit, pipefail), then its background jobs reaped."""
@@ -246,54 +304,26 @@ class ReadmeSession:
         """A shell block whose last command follows ``/events``: once it is connected, enqueue a
         probe job (on ``topic`` when given), wait for its event, then stop the daemon, which
         ends the stream. Returns the outcome and the probe's id."""
-        script = self.localize(text) + REAP_BACKGROUND
-        proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", script], cwd=self.workdir, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        chunks: list[bytes] = []
-        seen = threading.Condition()
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
-                with seen:
-                    chunks.append(chunk)
-                    seen.notify_all()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-
-        def wait_for(text: str, timeout: float = 30.0) -> None:
-            with seen:
-                if not seen.wait_for(lambda: text in b"".join(chunks).decode(errors="replace") or
-                                     proc.poll() is not None, timeout):
-                    proc.kill()
-                    raise AssertionError(f"no {text!r} in the block's output within {timeout:g}s:\n"
-                                         f"{b''.join(chunks).decode(errors='replace')}")
-
+        running = self.spawn(["bash", "-e", "-o", "pipefail", "-c", self.localize(text) + REAP_BACKGROUND])
         try:
-            wait_for(": connected")
+            running.wait_for(": connected")
             probe = {"worker": "readme.Probe", "topic": topic} if topic else {"worker": "topics.demo.PrintMessage"}
             response = httpx.post(f"{self.url}/jobs", json={**probe, "args": {"message": "probe"}}, timeout=10)
             assert response.status_code == 201, response.text
             probe_id = int(response.json()["id"])
             self.probes.add(probe_id)
-            wait_for(f'"id": {probe_id}')
+            running.wait_for(f'"id": {probe_id}')
             if topic:  # nobody serves the probe: cancel it so it leaves the table final
                 httpx.post(f"{self.url}/jobs/{probe_id}/cancel", timeout=10)
             self.stop_daemon()
-            proc.wait(timeout=BLOCK_TIMEOUT)
+            running.proc.wait(timeout=BLOCK_TIMEOUT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=10)
-            assert proc.stdout is not None
-            proc.stdout.close()
-        return Outcome(proc.returncode, b"".join(chunks).decode(errors="replace")), probe_id
+            running.end()
+        return Outcome(running.proc.returncode, running.text()), probe_id
 
     def run_python(self, block: Block) -> Outcome:
         """A Python block as a script (or, when it holds tests, as a pytest module) in the scratch dir."""
-        is_tests = "pytest" in block.directive or re.search(r"^(async )?def test_", block.text, re.M)
+        is_tests = "pytest" in block.directive or re.search(r"^(async )?def test_", block.text, re.MULTILINE)
         name = f"{'test_' if is_tests else ''}readme_l{block.line}.py"
         (self.workdir / name).write_text(self.localize(block.text), encoding="utf-8")
         if is_tests:
