@@ -15,7 +15,8 @@ import pytest
 
 from jobrunner.config import parse
 from tests.readme_blocks import REPO, Block, ReadmeFormatError, parse_readme, readme_blocks, readme_test_command
-from tests.readme_session import ReadmeSession, merge, toml_text
+from tests.readme_session import ReadmeSession
+from tests.readme_toml import merge, toml_text
 
 try:
     BLOCKS = readme_blocks()
