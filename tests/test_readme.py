@@ -67,7 +67,9 @@ def test_readme_example(block: Block, session: ReadmeSession) -> None:
         _run_example(block, session)
     except AssertionError as exc:
         if "pending" in directive:
-            pytest.xfail(f"pending ({directive.reason}): {str(exc)[-2000:]}")
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+            summary = next((line for line in reversed(lines) if re.match(r"=* ?\d+ (failed|error)", line)), "")
+            pytest.xfail(f"pending ({directive.reason}): {lines[0][:160]} {summary}")
         raise
     if "pending" in directive:
         pytest.fail(f"README.md line {block.line} passes now: remove its pending marker ({directive.reason})")
