@@ -15,10 +15,11 @@ Words (any order, several allowed):
 - ``pending (what is missing)``: run, and expected to fail until that work is merged; a
   pass fails the test so the marker gets removed.
 - ``daemon``: the session's shared daemon runs during the block (``http``: the same, said
-  for the reader; the shared daemon always serves the HTTP API, on a free port that
-  replaces ``8630`` in the block).
+  for the reader; the shared daemon always serves the HTTP API). The session's free port
+  replaces ``8630`` in every block and in the configuration.
 - ``stream``: the block's last command follows ``/events`` until the daemon stops.
-- ``config``: a TOML block whose tables are added to the shared daemon's configuration.
+- ``config``: a TOML block to add to config.toml: the blocks after it (and the shared
+  daemon) run with it, as a reader who followed the README would.
 - ``pytest``: a Python block run by pytest (also inferred from ``def test_``).
 - ``output``: a plain-text block showing output: each of its lines (numbers aside) must
   appear in what the example before it printed (or the shared daemon logged).

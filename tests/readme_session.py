@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +103,10 @@ class Running:
 
 
 class ReadmeSession:
-    """One scratch directory shared by every README block of a test run, in README order."""
+    """One scratch directory shared by every README block of a test run, in README order:
+    what one block enqueued or configured, the next one sees."""
 
-    def __init__(self, workdir: Path, config_blocks: Iterable[Block]) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         shutil.copy2(REPO / "config.toml", workdir / "config.toml")
         shutil.copytree(REPO / "topics", workdir / "topics", ignore=shutil.ignore_patterns("__pycache__"))
@@ -115,9 +115,8 @@ class ReadmeSession:
         self.env["PYTHONPATH"] = os.pathsep.join([str(REPO), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.settings = tomllib.loads((workdir / "config.toml").read_text(encoding="utf-8"))
-        for block in config_blocks:
-            self.settings = merge(self.settings, tomllib.loads(block.text))
-        self.port = 0
+        # The README's 8630 becomes this port: in the blocks' text and in every config we write.
+        self.port = free_port()
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log = workdir / "daemon.log"
         self.problems: list[str] = []  # daemons that did not stop cleanly
@@ -134,8 +133,10 @@ class ReadmeSession:
         """Start the shared daemon (if it is not running) and wait until its API answers."""
         if self.daemon is not None:
             return
-        for _ in range(3):  # another process may take the free port before the daemon binds it
-            self.port = free_port()
+        for attempt in range(3):  # another process may take the free port before the daemon binds it
+            if attempt:
+                self.port = free_port()
+                self._write_config()
             settings = merge(self.settings, {"http": {"enabled": True, "host": "127.0.0.1", "port": self.port}})
             cfg = self.workdir / "readme-daemon.toml"
             cfg.write_text(toml_text(settings), encoding="utf-8")
@@ -177,6 +178,21 @@ class ReadmeSession:
             code = daemon.wait()
         if code != 0:
             self.problems.append(f"the shared daemon exited with {code}:\n{self.daemon_output()}")
+
+    def add_config(self, block: Block) -> None:
+        """A README block of configuration to add: from now on the scratch config.toml (and
+        the shared daemon, restarted when it runs) has it."""
+        self.settings = merge(self.settings, tomllib.loads(block.text))
+        self._write_config()
+        if self.daemon is not None:
+            self.stop_daemon()
+            self.start_daemon()
+
+    def _write_config(self) -> None:
+        settings = self.settings
+        if settings.get("http", {}).get("enabled"):
+            settings = merge(settings, {"http": {"port": self.port}})
+        (self.workdir / "config.toml").write_text(toml_text(settings), encoding="utf-8")
 
     def daemon_output(self) -> str:
         """Everything the shared daemon logged so far."""
@@ -221,7 +237,7 @@ class ReadmeSession:
     # ------------------------------------------------------------ running blocks
     def localize(self, text: str) -> str:
         """The block with the README's port 8630 replaced by the shared daemon's."""
-        return README_PORT.sub(lambda m: f"{m.group(1)}:{self.port}", text) if self.port else text
+        return README_PORT.sub(lambda m: f"{m.group(1)}:{self.port}", text)
 
     def spawn(self, args: list[str]) -> Running:
         """Start a command in the scratch directory, in a process group of its own."""

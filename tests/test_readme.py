@@ -31,7 +31,7 @@ STREAM_TOPIC = re.compile(r"/events\?topic=(\w+)")
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeSession]:
     """The scratch checkout every block of this module shares; its daemon stops at the end."""
-    readme = ReadmeSession(tmp_path_factory.mktemp("readme"), [b for b in EXAMPLES if "config" in b.directive])
+    readme = ReadmeSession(tmp_path_factory.mktemp("readme"))
     try:
         yield readme
     finally:
@@ -82,7 +82,10 @@ def _run_example(block: Block, session: ReadmeSession) -> None:
         return
     if block.kind == "toml":
         document = tomllib.loads(block.text)
-        parse(session.settings if "config" in block.directive else document, source=where, base_dir=session.workdir)
+        parse(merge(session.settings, document) if "config" in block.directive else document,
+              source=where, base_dir=session.workdir)
+        if "config" in block.directive:
+            session.add_config(block)
         return
     if block.kind == "python" and "sketch" in block.directive:
         compile(block.text, where, "exec")
