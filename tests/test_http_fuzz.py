@@ -1,9 +1,16 @@
 """Property-based fuzzing of the HTTP API from the OpenAPI document the daemon serves.
 
-Schemathesis reads ``/openapi.json`` from a live daemon (a subprocess, as in
-tests/test_http.py), generates valid and invalid requests for every operation but the
-endless ``/events`` stream, sends them over real HTTP and checks the answers: never a
-500, and everything the daemon says conforms to the document.
+Schemathesis reads the OpenAPI document the daemon serves (``jobrunner/openapi.json``;
+tests/test_http.py proves the served one is that file), generates valid and invalid
+requests for every operation but the endless ``/events`` stream, sends them over real
+HTTP to a live daemon (a subprocess, as in tests/test_http.py) and checks the answers:
+never a 500, and everything the daemon says conforms to the document.
+
+The schema is loaded when the module is collected, not from a fixture:
+``schemathesis.pytest.from_fixture`` renames pytest's private ``Node._nodeid``, which
+pytest 9.2 removed (``'Function' object has no attribute '_nodeid'`` with every
+schemathesis release up to 4.32.5); a schema loaded eagerly gives one pytest item per
+operation through schemathesis' public collection hook and works on pytest 8 and 9.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
+from jobrunner.http import openapi_document
 from tests.test_http import CONSTANT_0, W, Daemon, topic
 
 # On a failing example Hypothesis imports libcst (to suggest a patch), which warns through
@@ -56,12 +64,7 @@ def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         daemon.close()
 
 
-@pytest.fixture(scope="module")
-def api_schema(fuzz_daemon: Daemon) -> Any:
-    return schemathesis.openapi.from_url(f"{fuzz_daemon.url}/openapi.json", headers=AUTH, timeout=10)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/events")
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/events")
 
 
 # Checks that do not apply to an operation, and why.
