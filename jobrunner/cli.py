@@ -15,8 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import commands, daemon
-from . import config as config_module
+from . import commands, config as config_module, daemon
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
 from .job import ALL_STATES

@@ -11,8 +11,7 @@ import json
 import sys
 from typing import Any
 
-from . import config as config_module
-from . import payload
+from . import config as config_module, payload
 from .job import ALL_STATES, Job, iso
 from .runner import Runner, import_modules
 

@@ -12,10 +12,11 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import overrides as overrides_module
 from .errors import ConfigError

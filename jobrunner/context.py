@@ -9,7 +9,8 @@ next job that the same task runs.
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Coroutine, Generator, TypeVar
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ class in_own_context:  # noqa: N801 - used like a function: ``await in_own_conte
     unchanged, so the event loop sees the same awaitables as with a plain ``await``.
     """
 
-    __slots__ = ("_coro", "_context")
+    __slots__ = ("_context", "_coro")
 
     def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
         self._coro = coro

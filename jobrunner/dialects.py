@@ -11,7 +11,8 @@ a little more than needed.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.sql.dml import Insert

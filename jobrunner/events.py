@@ -18,7 +18,8 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.from_thread

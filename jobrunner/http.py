@@ -11,16 +11,16 @@ import hmac
 import json
 import logging
 import math
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse as _StarletteJSON
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse as _StarletteJSON, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,11 +28,10 @@ from .config import HttpSettings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
-from .worker import registered_worker
 from .job import ALL_STATES, Job, iso
-from .payload import MAX_DEPTH, PayloadError
-from .payload import check as check_value
+from .payload import MAX_DEPTH, PayloadError, check as check_value
 from .sse import event_stream
+from .worker import registered_worker
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -227,7 +226,7 @@ class Api:
                 when = datetime.fromisoformat(scheduled)
             except ValueError:
                 raise ApiError(400, f"field 'scheduled_at' is not an ISO 8601 date-time: {scheduled!r}") from None
-            options["scheduled_at"] = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            options["scheduled_at"] = when if when.tzinfo else when.replace(tzinfo=UTC)
         return build_row(self.runner.settings, worker, item.get("args", {}), options, now, defaults)
 
     async def enqueue(self, request: Request) -> Response:

@@ -13,15 +13,15 @@ deadlock; registrations (heartbeats, pauses) are upserts.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, case, delete, or_, select, update
 
 from .access import StoreAccess
 from .job import FINAL_STATES, Job, iso
 from .schema import JOB_COLUMNS, jobs, leases, nodes, topics
-
 
 T = TypeVar("T")
 

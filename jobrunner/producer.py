@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,8 +30,8 @@ from .executor import Executor, Finished
 from .job import Job
 from .maintenance import TopicControl
 from .store import Ack, Store
-from .threads import ThreadCall
 from .summary import new_tally
+from .threads import ThreadCall
 from .wakeup import Wakeup
 
 logger = logging.getLogger("jobrunner.producer")

@@ -11,7 +11,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -19,8 +20,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from . import config as config_module
-from . import events
+from . import config as config_module, events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, JobStateError, MigrationError

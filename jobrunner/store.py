@@ -17,8 +17,9 @@ import operator
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -43,8 +44,7 @@ from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
-from .payload import decode as _decode
-from .payload import decode_errors
+from .payload import decode as _decode, decode_errors
 from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
@@ -329,8 +329,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         #: Prepared "which of these n ids are cancelled" statements, by n.
         self._cancelled_among: dict[int, _Prepared] = {}
         self._acks = {kind: _Prepared(stmt, dialect) for kind, stmt in _ACK_STATEMENTS.items()}
-        self._insert_returning = _Prepared(_INSERT.values({c: None for c in _INSERT_COLUMNS}), dialect)
-        self._insert_plain = _Prepared(jobs.insert().values({c: None for c in _INSERT_COLUMNS}), dialect)
+        self._insert_returning = _Prepared(_INSERT.values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
+        self._insert_plain = _Prepared(jobs.insert().values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
 
     # ------------------------------------------------------------ set-up
 
@@ -685,4 +685,4 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             return int(conn.execute(query).scalar_one())
 
 
-__all__ = ["ACK_KINDS", "Ack", "Store", "StorageError"]
+__all__ = ["ACK_KINDS", "Ack", "StorageError", "Store"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 import anyio
 

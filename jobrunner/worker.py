@@ -7,9 +7,10 @@ import importlib.util
 import inspect
 import math
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .arguments import ArgsSpec
 from .errors import UnknownWorkerError

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import date, datetime
-from datetime import time as dtime
+from datetime import date, datetime, time as dtime
 from typing import Any
 
 

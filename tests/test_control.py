@@ -15,8 +15,8 @@ import anyio
 import pytest
 
 from jobrunner import ConfigError, Job, Runner, Worker, events
-from jobrunner.errors import JobStateError
 from jobrunner.config import DatabaseSettings
+from jobrunner.errors import JobStateError
 from jobrunner.housekeeping import Housekeeper
 from jobrunner.store import StorageError, Store
 from jobrunner.testing import EventRecorder, running, wait_for

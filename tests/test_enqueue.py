@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -46,7 +46,7 @@ def test_options_override_worker_and_topic_defaults(runner: Runner) -> None:
 
 
 def test_scheduled_at_accepts_datetimes_and_past_times_are_available(runner: Runner) -> None:
-    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    later = datetime.now(UTC) + timedelta(hours=1)
     job = runner.enqueue(Noop, {}, scheduled_at=later)
     assert job.state == "scheduled"
     assert job.scheduled_at == pytest.approx(later.timestamp())

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -283,7 +284,7 @@ def test_enqueue_one_python_job_returns_the_job_like_show_json(api: Daemon) -> N
     assert job["attempt"] == 0 and job["errors"] == [] and job["result"] is None
     assert job["state"] in ("available", "executing", "completed")
     inserted = parse_time(job["inserted_at"])
-    assert abs((datetime.now(timezone.utc) - inserted).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - inserted).total_seconds()) < 60
 
     done = api.wait_job(job["id"], state_is("completed"))
     assert done["result"] == {"a": [1, "x"]} and done["attempt"] == 1
@@ -300,11 +301,11 @@ def test_enqueue_options_delay_and_scheduled_at(api: Daemon) -> None:
 
     at = api.enqueue({"worker": f"{W}.Echo", "scheduled_at": "2099-01-02T03:04:05+00:00"})
     assert at["state"] == "scheduled"
-    assert parse_time(at["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_time(at["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
     naive = api.enqueue({"worker": f"{W}.Echo", "scheduled_at": "2099-01-02T03:04:05"})
-    assert parse_time(naive["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_time(naive["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
     offset = api.enqueue({"worker": f"{W}.Echo", "scheduled_at": "2099-01-02T05:04:05+02:00"})
-    assert parse_time(offset["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_time(offset["scheduled_at"]) == datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
     for job in (delayed, at, naive, offset):
         assert api.http.post(f"/jobs/{job['id']}/cancel").status_code == 200
 
@@ -641,7 +642,7 @@ def test_claims_on_a_paused_external_topic_get_nothing(api: Daemon) -> None:
 def test_claim_returns_the_job_with_a_lease_then_complete(both: Daemon) -> None:
     assert both.claim("claim").status_code == 204
     job = both.enqueue({"worker": "resize", "topic": "claim", "args": {"w": 10}})
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     response = both.http.post("/topics/claim/claim", params={"wait": 0}, headers={"X-Jobrunner-Worker": "node-7"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -1330,7 +1331,7 @@ def test_early_answers_do_not_break_keep_alive(case: str, scratch: Daemon, secur
         sock.settimeout(1.0)
         try:
             early = sock.recv(65536, socket.MSG_PEEK)
-        except socket.timeout:
+        except TimeoutError:
             early = b""  # the server waits for the body: fine
         sock.settimeout(5.0)
         try:

@@ -15,20 +15,20 @@ operation through schemathesis' public collection hook and works on pytest 8 and
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     positive_data_acceptance,
 )
 
 from jobrunner.http import openapi_document
-from tests.test_http import CONSTANT_0, W, Daemon, topic
+from tests.test_http import CONSTANT_0, Daemon, W, topic
 
 # On a failing example Hypothesis imports libcst (to suggest a patch), which warns through
 # mypy_extensions; with filterwarnings=error that would hide the failure behind an INTERNALERROR.
@@ -101,7 +101,7 @@ JSON_VALUES = st.recursive(
 )
 # Run times stay inside what the engine can render (beyond: test_http.py xfails).
 WHEN = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31),
-                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
                                                timezone(timedelta(hours=-8))]))
 NEW_JOB = st.fixed_dictionaries(
     {"worker": st.text(min_size=1, max_size=30).filter(lambda w: "\x00" not in w) | st.just("w"),

@@ -138,7 +138,7 @@ def test_installed_wheel_migrates_and_reports_from_elsewhere(wheel: Path, tmp_pa
     stats = _run([*cli, "stats", "--json"], cwd=elsewhere, env=env)
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout) == {
-        "topics": {topic: {state: 0 for state in ALL_STATES} for topic in ("wheel", "other")}
+        "topics": {topic: dict.fromkeys(ALL_STATES, 0) for topic in ("wheel", "other")}
     }
 
     enqueued = _run([*cli, "enqueue", "wheeljobs.Hello", "--args", '{"n": 1}'], cwd=elsewhere, env=env)

@@ -211,10 +211,10 @@ def test_snooze_rejects_bad_seconds() -> None:
 
 def test_worker_options_are_validated_at_class_definition() -> None:
     with pytest.raises(TypeError, match="max_attempts"):
-        class Bad(Worker):  # noqa: F841
+        class Bad(Worker):
             topic = "t"
             max_attempts = 0
     with pytest.raises(TypeError, match="priority"):
-        class Bad2(Worker):  # noqa: F841
+        class Bad2(Worker):
             topic = "t"
             priority = 12

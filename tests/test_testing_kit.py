@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobrunner import Runner
-from jobrunner import events as signals
+from jobrunner import Runner, events as signals
 from jobrunner.recording import EventRecorder, RecordedEvent
 from jobrunner.testing import running, wait_for
 from tests.workers import Add
