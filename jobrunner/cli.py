@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     enqueue = command("enqueue", "store a job; prints its id")
     enqueue.add_argument("worker", metavar="WORKER",
-                         help="import path of a Worker class, e.g. topics.demo.PrintSum; any name with --topic EXTERNAL")
+                         help="import path of a Worker class, e.g. topics.demo.PrintSum; "
+                              "any name with --topic EXTERNAL")
     enqueue.add_argument("--args", default="{}", metavar="JSON", help="the job's arguments as JSON (default {})")
     enqueue.add_argument("--priority", type=_priority, metavar="P",
                          help="0 (highest) .. 9, or critical, high, normal, low; default: the worker's or topic's")

@@ -156,7 +156,8 @@ def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
 
 def _event_line(data: dict[str, Any]) -> str:
     job = data.get("job")
-    parts = [data.get("event", "?"), f"{'node' if str(data.get('event')).startswith('runner_') else 'topic'}={data.get('sender')}"]
+    sender_kind = "node" if str(data.get("event")).startswith("runner_") else "topic"
+    parts = [data.get("event", "?"), f"{sender_kind}={data.get('sender')}"]
     if isinstance(job, dict):
         parts += [f"id={job.get('id')}", f"state={job.get('state')}", f"worker={job.get('worker')}",
                   f"attempt={job.get('attempt')}/{job.get('max_attempts')}"]

@@ -352,7 +352,8 @@ def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
     _at_least(where, "summary_interval", settings.summary_interval, 0)
     if settings.rescue_after < 2 * settings.heartbeat_interval:
         raise ConfigError(
-            f"{where.at('rescue_after', 'heartbeat_interval')}: key 'rescue_after' must be at least twice 'heartbeat_interval' "
+            f"{where.at('rescue_after', 'heartbeat_interval')}: "
+            "key 'rescue_after' must be at least twice 'heartbeat_interval' "
             f"({2 * settings.heartbeat_interval:g}), got {settings.rescue_after:g}: a live node would look dead"
         )
     return settings
@@ -379,7 +380,8 @@ def _parse_http(root: _Where, raw: Mapping[str, Any]) -> HttpSettings:
     _at_least(where, "lease", settings.lease, 0, strict=True)
     if settings.enabled and settings.host not in LOOPBACK_HOSTS and not settings.token:
         raise ConfigError(
-            f"{where.at('token', 'host', 'enabled')}: key 'token' is required to serve on the non-loopback host {settings.host!r} "
+            f"{where.at('token', 'host', 'enabled')}: "
+            f"key 'token' is required to serve on the non-loopback host {settings.host!r} "
             f"(set it, or env {ENV_HTTP_TOKEN})"
         )
     return settings
@@ -416,7 +418,9 @@ def parse(
     )
 
 
-def config_path(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+def config_path(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
     """The configuration file to read, and whether it was named (``path`` or
     ``$JOBRUNNER_CONFIG``) rather than the default ``./config.toml``."""
     env = os.environ if environ is None else environ
@@ -447,7 +451,9 @@ def load(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{chosen}: not UTF-8 text (TOML files are UTF-8): {exc.reason} at byte {exc.start}") from None
+        raise ConfigError(
+            f"{chosen}: not UTF-8 text (TOML files are UTF-8): {exc.reason} at byte {exc.start}"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read configuration: {exc.strerror}") from None
     return parse(data, source=str(chosen), base_dir=chosen.resolve().parent, environ=environ, overrides=overrides)

@@ -199,7 +199,8 @@ class Executor:
         """Run ``job`` to an outcome and plan its transition. Never raises, except cancellation."""
         started = time.perf_counter()
         if isinstance(job.args, Unreadable):  # stored around jobrunner: cannot run, cannot improve
-            outcome = Outcome("unrunnable", error=PayloadError(job.args), reason="its arguments cannot be read; not retried")
+            outcome = Outcome("unrunnable", error=PayloadError(job.args),
+                              reason="its arguments cannot be read; not retried")
             return plan(job, outcome, self.topic, self.clock(), None, 0.0)
         try:
             worker_cls = runnable_worker(job.worker)

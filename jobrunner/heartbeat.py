@@ -60,6 +60,6 @@ class Heartbeat:
                 continue
             try:
                 self.beat()
-            except Exception as exc:  # the next beat retries; rescue_after tolerates misses
+            except Exception as exc:  # noqa: BLE001 - the next beat retries; rescue_after tolerates misses
                 logger.error("heartbeat failed: %s: %s", type(exc).__name__, exc,
                              extra={"event": "heartbeat_failed"})

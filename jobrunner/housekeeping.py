@@ -83,7 +83,7 @@ class Housekeeper:
     async def _guarded(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
         try:
             await step()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed round must not stop housekeeping
             logger.error("%s failed: %s: %s; retrying next round", what, type(exc).__name__, exc,
                          extra={"event": f"{what}_failed"})
 

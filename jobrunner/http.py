@@ -187,7 +187,7 @@ def _loaded_worker(worker: Any) -> Any:
 class Api:
     """The handlers, bound to a running :class:`~jobrunner.Runner`."""
 
-    _ENQUEUE_KEYS = {"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts"}
+    _ENQUEUE_KEYS = frozenset({"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts"})
 
     def __init__(self, runner: Runner, external: ExternalTopics, settings: HttpSettings) -> None:
         self.runner = runner
@@ -204,7 +204,8 @@ class Api:
             raise ApiError(400, "each job must be a JSON object")
         unknown = set(item) - self._ENQUEUE_KEYS
         if unknown:
-            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: {', '.join(sorted(self._ENQUEUE_KEYS))})")
+            known = ", ".join(sorted(self._ENQUEUE_KEYS))
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: {known})")
         worker = item.get("worker")
         if not isinstance(worker, str) or not worker:
             raise ApiError(400, "field 'worker' (a non-empty string) is required")
@@ -483,4 +484,6 @@ async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event, gra
     try:
         await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
     except OSError as exc:
-        raise JobrunnerError(f"HTTP API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
+        raise JobrunnerError(
+            f"HTTP API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from exc

@@ -103,7 +103,7 @@ class Job:
         if len(values) < _REQUIRED_FIELDS or len(values) > len(_SLOT_SETTERS):
             raise TypeError(f"Job.of takes {_REQUIRED_FIELDS} to {len(_SLOT_SETTERS)} values, got {len(values)}")
         new = _new_job(Job)
-        for set_slot, value in zip(_SLOT_SETTERS, values):
+        for set_slot, value in zip(_SLOT_SETTERS, values, strict=False):  # the rest take defaults
             set_slot(new, value)
         for set_slot, default, factory in _TRAILING_DEFAULTS[len(values):]:
             set_slot(new, factory() if factory is not None else default)
@@ -115,7 +115,7 @@ class Job:
         if type(self) is not Job:  # a subclass may have slots of its own
             return replace(self, **changes)
         new = _new_job(Job)
-        for set_slot, value in zip(_SLOT_SETTERS, _all_values(self)):
+        for set_slot, value in zip(_SLOT_SETTERS, _all_values(self), strict=True):
             set_slot(new, value)
         for name, value in changes.items():
             _set_attribute(new, name, value)  # AttributeError for a name that is not a field
@@ -154,5 +154,5 @@ _REQUIRED_FIELDS = sum(1 for f in fields(Job) if f.default is MISSING and f.defa
 _TRAILING_DEFAULTS = tuple(
     (setter, None if f.default is MISSING else f.default,
      None if f.default_factory is MISSING else f.default_factory)
-    for setter, f in zip(_SLOT_SETTERS, fields(Job))
+    for setter, f in zip(_SLOT_SETTERS, fields(Job), strict=True)
 )

@@ -94,7 +94,9 @@ def _label(path: Iterable[str]) -> str:
     return f"[{'.'.join(path)}]" if path else "the top level"
 
 
-def apply(data: Mapping[str, Any], overrides: Iterable[Override], source: str) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+def apply(
+    data: Mapping[str, Any], overrides: Iterable[Override], source: str
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     """A copy of the decoded file ``data`` with ``overrides`` applied in order, and
     the origin of every key they set.
 

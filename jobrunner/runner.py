@@ -298,7 +298,7 @@ class Runner:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     try:
                         await housekeeper.unregister()
-                    except Exception as exc:  # the node row then simply expires
+                    except Exception as exc:  # noqa: BLE001 - the node row then simply expires
                         logger.warning("could not unregister node %s: %s", self.node, exc)
         finally:
             current_settings.reset(settings_token)

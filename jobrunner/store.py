@@ -315,7 +315,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         else:
             try:
                 self.engine = create_engine(url, pool_pre_ping=True)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any bad url is a configuration error
                 raise ConfigError(f"database url {settings.url!r}: {exc}") from None
             self._transitions = self.engine
             self._begin_sql = None

@@ -107,7 +107,7 @@ class TopicSupervisor:
             while self.producer.has_pending:
                 try:
                     await self.producer.flush(0)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - retried until the flush timeout
                     logger.error("topic_flush_failed topic=%s: %s; retrying", self.name, exc)
                     await anyio.sleep(delay)
                     delay = min(1.0, delay * 2)

@@ -11,7 +11,9 @@ from jobrunner.backoff import backoff_delay
 from jobrunner.config import BackoffSettings
 
 
-def settings(strategy: str = "exponential", base: float = 1.0, max: float = 1e9, jitter: float = 0.0) -> BackoffSettings:
+def settings(
+    strategy: str = "exponential", base: float = 1.0, max: float = 1e9, jitter: float = 0.0
+) -> BackoffSettings:
     return BackoffSettings(strategy=strategy, base=base, max=max, jitter=jitter)
 
 

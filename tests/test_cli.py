@@ -101,7 +101,9 @@ def test_enqueue_prints_the_id_and_show_stats_jobs_report_it(cfg: Path, subproce
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_usage_errors_exit_2_with_a_message(cfg: Path, subprocess_env: dict[str, str], args: list[str], message: str) -> None:
+def test_usage_errors_exit_2_with_a_message(
+    cfg: Path, subprocess_env: dict[str, str], args: list[str], message: str
+) -> None:
     proc = cli(cfg, subprocess_env, *args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -159,7 +161,9 @@ def test_daemon_runs_jobs_and_stops_cleanly_on_sigterm(
         stop(daemon)
 
 
-def test_sigterm_puts_running_jobs_back_after_the_grace(cfg: Path, subprocess_env: dict[str, str], tmp_path: Path) -> None:
+def test_sigterm_puts_running_jobs_back_after_the_grace(
+    cfg: Path, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
     db = tmp_path / "cli.db"
     daemon = start_daemon(cfg, subprocess_env, "run")
     try:

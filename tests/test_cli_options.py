@@ -51,8 +51,8 @@ def cfg(tmp_path: Path) -> Path:
 def jr(env: dict[str, str], *args: str, cwd: Path | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """``python -m jobrunner ARGS`` (no implicit --config)."""
     options = {"capture_output": True, **kwargs}
-    return subprocess.run([sys.executable, "-m", "jobrunner", *args], env=env, cwd=cwd, text=True, timeout=60, check=False,
-                          **options)  # type: ignore[call-overload]
+    return subprocess.run([sys.executable, "-m", "jobrunner", *args], env=env, cwd=cwd, text=True, timeout=60,
+                          check=False, **options)  # type: ignore[call-overload]
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -109,7 +109,9 @@ def test_priority_names_and_external_topics_on_the_command_line(cfg: Path, subpr
 @pytest.mark.parametrize(("command", "job_id"), [
     ("show", str(2**63)), ("show", "0"), ("show", "-1"), ("cancel", str(2**63)), ("cancel", "x"), ("retry", str(2**64)),
 ])
-def test_ids_out_of_range_are_usage_errors(cfg: Path, subprocess_env: dict[str, str], command: str, job_id: str) -> None:
+def test_ids_out_of_range_are_usage_errors(
+    cfg: Path, subprocess_env: dict[str, str], command: str, job_id: str
+) -> None:
     proc = jr(subprocess_env, "--config", str(cfg), command, "--", job_id)
     assert proc.returncode == 2, proc.stderr
     assert "job id" in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""
@@ -221,14 +223,17 @@ def test_run_flags_win_over_environment_and_file(cfg: Path) -> None:
     assert settings.topics["t"].parallelism == 3  # the last --parallelism for a topic wins
     assert load(cfg, environ=environ).topics["t"].parallelism == 5
     with pytest.raises(ConfigError, match="option --parallelism"):
-        load(cfg, environ={}, overrides=cli.run_overrides(cli.build_parser().parse_args(["run", "--parallelism", "t=0"])))
+        args = cli.build_parser().parse_args(["run", "--parallelism", "t=0"])
+        load(cfg, environ={}, overrides=cli.run_overrides(args))
 
 
 def test_http_port_flag_serves_the_api_there(cfg: Path, subprocess_env: dict[str, str]) -> None:
     port = free_port()
     env = {**subprocess_env, "JOBRUNNER_HTTP__PORT": str(free_port())}  # the flag wins over this
-    daemon = subprocess.Popen([sys.executable, "-m", "jobrunner", "run", "--config", str(cfg), "--http-port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "jobrunner", "run", "--config", str(cfg), "--http-port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -77,7 +77,7 @@ def test_enqueue_many_is_one_transaction_in_order(runner: Runner) -> None:
     ],
 )
 def test_non_json_args_raise_and_store_nothing(runner: Runner, bad: dict) -> None:
-    with pytest.raises(EnqueueError, match="tests.workers.Add.*not JSON"):
+    with pytest.raises(EnqueueError, match=r"tests\.workers\.Add.*not JSON"):
         runner.enqueue(Add, bad)
     with pytest.raises(EnqueueError):
         runner.enqueue_many([(Add, {"a": 1, "b": 2}), (Add, bad)])
@@ -109,7 +109,7 @@ def test_unknown_worker_topic_or_class(runner: Runner) -> None:
         runner.enqueue(NoTopic, {})
     with pytest.raises(UnknownWorkerError, match="no attribute"):
         runner.enqueue("tests.workers.DoesNotExist", {})
-    with pytest.raises(UnknownWorkerError, match="importing|no module"):
+    with pytest.raises(UnknownWorkerError, match=r"importing|no module"):
         runner.enqueue("nowhere_pkg.Mod.Cls", {})
     with pytest.raises(EnqueueError, match="Worker subclass"):
         runner.enqueue(dict, {})  # type: ignore[arg-type]

@@ -682,7 +682,7 @@ def test_long_poll_returns_as_soon_as_a_job_arrives(both: Daemon) -> None:
         try:
             with httpx.Client(base_url=both.url, timeout=30) as client:
                 results["response"] = client.post("/topics/slow/claim", params={"wait": 10})
-        except Exception as exc:  # reported by the main thread
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
             results["error"] = exc
         results["elapsed"] = time.monotonic() - started
         results["returned"] = time.monotonic()
@@ -860,7 +860,7 @@ class EventReader(threading.Thread):
                             self.events.append((name, data))
                             if self.stop_when(name or "", data):
                                 return
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
             self.error = exc
         finally:
             self.connected.set()
@@ -1380,7 +1380,8 @@ def test_numeric_bounds_match_the_document(scratch: Daemon) -> None:
     job = scratch.enqueue({"worker": "x", "topic": "pb"})
     claimed = scratch.claim("pb")
     assert claimed.status_code == 200
-    response = scratch.http.post(f"/jobs/{job['id']}/extend", json={"seconds": smallest(seconds["properties"]["seconds"])},
+    response = scratch.http.post(f"/jobs/{job['id']}/extend",
+                                 json={"seconds": smallest(seconds["properties"]["seconds"])},
                                  headers=lease_of(claimed))
     if response.status_code != 200:
         problems.append(("extend seconds", response.status_code, response.text))

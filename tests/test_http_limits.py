@@ -93,7 +93,9 @@ def test_lone_surrogates_are_400_and_store_nothing(limits: Daemon, body: bytes) 
     assert job_count(limits) == before
     assert limits.http.get("/jobs").status_code == 200
     # An escaped surrogate pair is one valid character.
-    valid = limits.http.post("/jobs", content='{"worker": "convert", "topic": "ext", "args": {"s": "\\ud83d\\ude00 é"}}'.encode())
+    valid = limits.http.post(
+        "/jobs", content='{"worker": "convert", "topic": "ext", "args": {"s": "\\ud83d\\ude00 é"}}'.encode()
+    )
     assert valid.status_code == 201, valid.text
     assert limits.job(valid.json()["id"])["args"] == {"s": "\U0001F600 é"}
 
@@ -222,7 +224,8 @@ def http_body(sock: socket.socket) -> Any:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     while len(body) < length:
         body += sock.recv(65536)
     return json.loads(body)
@@ -262,7 +265,7 @@ def test_tokens_must_be_printable_ascii(token: str, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match=r"\[http\]: key 'token' must be printable ASCII"):
         parse({"http": {"token": token}}, source="cfg.toml")
     monkeypatch.setenv("JOBRUNNER_HTTP_TOKEN", token)
-    with pytest.raises(ConfigError, match="JOBRUNNER_HTTP_TOKEN.*key 'token' must be printable ASCII"):
+    with pytest.raises(ConfigError, match=r"JOBRUNNER_HTTP_TOKEN.*key 'token' must be printable ASCII"):
         parse({"http": {}}, source="cfg.toml")
     monkeypatch.setenv("JOBRUNNER_HTTP_TOKEN", "s3cr3t-Token_~!")
     assert parse({"http": {}}).http.token == "s3cr3t-Token_~!"

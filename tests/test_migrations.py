@@ -268,7 +268,7 @@ def test_gap_in_numbering_is_an_error(tmp_path: Path, monkeypatch: pytest.Monkey
     (folder / "0001_a.sql").write_text("CREATE TABLE a (x INTEGER);\n")
     (folder / "0003_c.sql").write_text("CREATE TABLE c (x INTEGER);\n")
     monkeypatch.setattr(migrate_module, "migrations_dir", lambda: tmp_path / "migrations")
-    with pytest.raises(MigrationError, match="0003_c.sql"):
+    with pytest.raises(MigrationError, match=r"0003_c\.sql"):
         available_migrations("sqlite")
 
 
@@ -287,7 +287,7 @@ def test_failing_migration_is_rolled_back_and_not_recorded(
     monkeypatch.setattr(migrate_module, "migrations_dir", lambda: tmp_path / "migrations")
     store = Store(DatabaseSettings(url=url_for(db_path)))
     try:
-        with pytest.raises(MigrationError, match="0002_bad.sql"):
+        with pytest.raises(MigrationError, match=r"0002_bad\.sql"):
             store.migrate()
         inspector = sa.inspect(store.engine)
         assert "good" in inspector.get_table_names()

@@ -117,7 +117,8 @@ def test_installed_wheel_migrates_and_reports_from_elsewhere(wheel: Path, tmp_pa
 
     # The installed copy is the one imported, not the checkout, and it finds its own migrations.
     probe = _run(
-        [PYTHON, "-c", "import jobrunner, jobrunner.migrate as m; print(jobrunner.__file__); print(m.migrations_dir())"],
+        [PYTHON, "-c",
+         "import jobrunner, jobrunner.migrate as m; print(jobrunner.__file__); print(m.migrations_dir())"],
         cwd=elsewhere, env=env,
     )
     assert probe.returncode == 0, probe.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -33,7 +33,7 @@ class ThreadSum(Worker):
 class Boom(Worker):
     topic = "t"
     max_attempts = 3
-    calls: list[tuple[int, str]] = []
+    calls: ClassVar[list[tuple[int, str]]] = []
 
     async def perform(self, job: Job) -> Any:
         raise ValueError("boom")

@@ -76,7 +76,7 @@ def test_a_configured_module_that_exits_at_import_is_a_config_error(
     make_settings: Any, exiting_module: str
 ) -> None:
     settings = make_settings(runner={"modules": [exiting_module]})
-    with pytest.raises(ConfigError, match="poisonpkg.exiting_worker_mod.*SystemExit"):
+    with pytest.raises(ConfigError, match=r"poisonpkg\.exiting_worker_mod.*SystemExit"):
         import_modules(settings)
 
 

@@ -67,7 +67,7 @@ def race(*calls: Callable[[], T]) -> list[T]:
         try:
             barrier.wait(timeout=30)
             results[index] = call()
-        except BaseException as exc:  # reported below, in the test's thread
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]

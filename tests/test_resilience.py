@@ -243,7 +243,7 @@ def test_kill_9_then_restart_loses_nothing(make_cluster: Callable[..., Cluster])
         else:
             specs.append({"sleep": round(rnd.uniform(0, 0.01), 4)})    # the rest: short
     ids = c.enqueue(*specs, max_attempts=3)
-    designed_to_fail = {job_id for job_id, spec in zip(ids, specs) if spec.get("fail")}
+    designed_to_fail = {job_id for job_id, spec in zip(ids, specs, strict=True) if spec.get("fail")}
     assert len(ids) == 300 and len(designed_to_fail) == 5
 
     first = c.start()

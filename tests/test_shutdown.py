@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
@@ -165,7 +165,7 @@ class Returns(Worker):
     topic = "t"
     entered = threading.Event()
     gate = threading.Event()
-    hooked: list[str] = []
+    hooked: ClassVar[list[str]] = []
 
     def perform(self, job: Job) -> Any:
         Returns.entered.set()

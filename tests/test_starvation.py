@@ -83,7 +83,8 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
 
 def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str, Runner]) -> None:
     url, observer = daemon
-    job_id = httpx.post(f"{url}/jobs", json={"worker": "tests.http_workers.Sleep", "args": {"seconds": 60}}).json()["id"]
+    sleep = {"worker": "tests.http_workers.Sleep", "args": {"seconds": 60}}
+    job_id = httpx.post(f"{url}/jobs", json=sleep).json()["id"]
     deadline = time.monotonic() + 15
     while observer.get_job(job_id).state != "executing":
         assert time.monotonic() < deadline

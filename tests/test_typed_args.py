@@ -67,7 +67,8 @@ def test_a_bad_item_in_enqueue_many_stores_none_of_the_batch(runner: Runner) -> 
 
 @pytest.mark.anyio
 async def test_enqueue_async_and_enqueue_many_async_validate_too(runner: Runner) -> None:
-    with pytest.raises(InvalidArgumentsError, match="tests.typed_workers.Greet: Object missing required field `name`"):
+    with pytest.raises(InvalidArgumentsError,
+                       match=r"tests\.typed_workers\.Greet: Object missing required field `name`"):
         await runner.enqueue_async(Greet, {})
     with pytest.raises(InvalidArgumentsError, match="unknown field `z`"):
         await runner.enqueue_many_async([(Plot, {"x": 1, "y": 2}), (Plot, {"x": 1, "y": 2, "z": 3})])
@@ -123,7 +124,7 @@ async def test_a_stored_job_whose_arguments_no_longer_match_is_discarded_at_once
 
 @pytest.mark.anyio
 async def test_perform_job_checks_arguments_as_enqueue_does() -> None:
-    with pytest.raises(InvalidArgumentsError, match="tests.typed_workers.Plot: .*`\\$.y`"):
+    with pytest.raises(InvalidArgumentsError, match=r"tests\.typed_workers\.Plot: .*`\$\.y`"):
         await perform_job(Plot, {"x": 1, "y": 2.5})
     outcome = await perform_job(Plot, Point(1, 2))
     assert outcome.state == "completed" and outcome.result == 3
@@ -178,9 +179,10 @@ def test_an_args_type_msgspec_cannot_handle_is_a_type_error_when_the_class_is_de
 async def test_demo_workers_declare_their_arguments() -> None:
     assert (await perform_job(PrintSum, {"a": 2, "b": 0.5})).result == 2.5
     assert (await perform_job(FlakyJob, {})).state == "retryable"  # fail_times defaults to 2
-    with pytest.raises(InvalidArgumentsError, match="topics.demo.PrintMessage: Object missing required field `message`"):
+    with pytest.raises(InvalidArgumentsError,
+                       match=r"topics\.demo\.PrintMessage: Object missing required field `message`"):
         await perform_job(PrintMessage, {})
-    with pytest.raises(InvalidArgumentsError, match="topics.demo.FlakyJob: Expected `int`, got `str`"):
+    with pytest.raises(InvalidArgumentsError, match=r"topics\.demo\.FlakyJob: Expected `int`, got `str`"):
         await perform_job(FlakyJob, {"fail_times": "2"})
 
 
