@@ -48,7 +48,7 @@ def worker_backoff(worker: Worker | None, job: Job) -> tuple[float | None, str |
     if worker is None:
         return None, None
     try:
-        delay = worker.backoff(job)
+        delay: object = worker.backoff(job)  # user code: checked below, whatever it returns
     except Exception as exc:  # noqa: BLE001 - a broken override must not lose the job
         logger.error("backoff() of %s (job %s) raised %r; using the topic's backoff", job.worker, job.id, exc)
         return None, f"backoff() raised {type(exc).__name__}: {exc}; used the topic's backoff"

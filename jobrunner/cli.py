@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m jobrunner``."""
     parser = _Parser(prog="python -m jobrunner", description="A supervised, topic-based job runner.")
     _add_global_options(parser, None)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_global_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

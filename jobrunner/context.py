@@ -35,7 +35,8 @@ class in_own_context:  # noqa: N801 - used like a function: ``await in_own_conte
             try:
                 suspended = run(step, arg)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                value: T = stop.value  # StopIteration is not generic: its value is this coroutine's T
+                return value
             try:
                 arg = yield suspended
                 step = coro.send

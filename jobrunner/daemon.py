@@ -112,7 +112,7 @@ class _Serving:
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if runner.running and not tg.cancel_scope.cancel_called:
-                        if getattr(runner, "_stop_requested", None) is not None and runner._stop_requested.is_set():
+                        if runner._stop_requested is not None and runner._stop_requested.is_set():
                             logger.warning("%s again: cancelling running jobs now (they go back to the table)", name)
                             tg.cancel_scope.cancel()
                             return

@@ -46,17 +46,22 @@ def upsert(
     dialect: str, table: Table, values: Mapping[str, Any], keys: Sequence[str], updates: Sequence[str]
 ) -> Insert:
     """``INSERT … ON CONFLICT (keys) DO UPDATE SET updates = excluded.updates`` for ``dialect``."""
+    # Each dialect has its own Insert class (same on_conflict_do_update): one branch each.
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:  # pragma: no cover - migrations exist for these two dialects only
-        raise ValueError(f"no upsert for database dialect {dialect!r}")
-    statement = insert(table).values(dict(values))
-    return statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={name: statement.excluded[name] for name in updates},
-    )
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(table).values(dict(values))
+        return lite.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys], set_={name: lite.excluded[name] for name in updates}
+        )
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        pg = postgresql_insert(table).values(dict(values))
+        return pg.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys], set_={name: pg.excluded[name] for name in updates}
+        )
+    raise ValueError(f"no upsert for database dialect {dialect!r}")  # pragma: no cover - two dialects only
 
 
 __all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "lock_for_transaction", "migration_lock", "upsert"]

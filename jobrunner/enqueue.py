@@ -35,7 +35,7 @@ def _as_worker(worker: type[Worker] | str) -> type[Worker]:
     raise EnqueueError(f"worker must be a Worker subclass or its import path, got {worker!r}")
 
 
-def _timestamp(value: Any) -> float:
+def _timestamp(value: object) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)

@@ -25,7 +25,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import TaskGroup
-from blinker import Namespace, Signal
+from blinker import NamedSignal, Namespace
 
 logger = logging.getLogger("jobrunner.events")
 
@@ -56,7 +56,7 @@ topic_restarted = signals.signal("topic_restarted", doc="A crashed producer was 
 runner_started = signals.signal("runner_started", doc="Every topic is running. Sender: the node id. Payload: topics.")
 runner_stopped = signals.signal("runner_stopped", doc="The runner stopped. Sender: the node id. Payload: topics.")
 
-ALL_SIGNALS: tuple[Signal, ...] = (
+ALL_SIGNALS: tuple[NamedSignal, ...] = (
     job_inserted,
     job_started,
     job_completed,
@@ -149,12 +149,12 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def wanted(signal: Signal) -> bool:
+def wanted(signal: NamedSignal) -> bool:
     """True when emitting ``signal`` would reach a receiver or a log handler."""
     return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
 
 
-def emit(signal: Signal, sender: Any, **payload: Any) -> None:
+def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     """Log one line for the event, then send it to every receiver, each isolated."""
     name = signal.name
     level = _LEVELS.get(name, logging.INFO)

@@ -149,7 +149,7 @@ class ExternalTopics:
 
     async def extend(self, job_id: int, token: str, seconds: float) -> float:
         """Extend the live lease held under ``token`` to now + ``seconds``; returns the new expiry."""
-        expires = await self.run_db(self.store.extend_lease, job_id, token, seconds, self.clock())
+        expires: float | None = await self.run_db(self.store.extend_lease, job_id, token, seconds, self.clock())
         if expires is None:
             raise _lost(job_id, await self.run_db(self.store.get_lease, job_id), token)
         return expires

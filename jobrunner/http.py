@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from starlette.applications import Starlette
@@ -34,6 +34,8 @@ from .sse import event_stream
 from .worker import registered_worker
 
 if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
     from .runner import Runner
 
 logger = logging.getLogger("jobrunner.http")
@@ -65,7 +67,9 @@ class ApiError(Exception):
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document shipped with the package (``jobrunner/openapi.json``)."""
-    return json.loads(resources.files("jobrunner").joinpath("openapi.json").read_text(encoding="utf-8"))
+    text = resources.files("jobrunner").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
 # ---------------------------------------------------------------- request helpers
@@ -289,7 +293,7 @@ class Api:
         return JSONResponse({"topics": await self.runner.run_read(self.runner.stats)})
 
     def _topic(self, request: Request) -> str:
-        topic = request.path_params["topic"]
+        topic: str = request.path_params["topic"]
         if topic not in self.runner.settings.topics:
             raise ApiError(404, f"no topic named {topic!r}")
         return topic
@@ -477,12 +481,19 @@ async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event, gra
     config.accesslog = None
     config.errorlog = logging.getLogger("jobrunner.http.server")
     config.graceful_timeout = min(2.0, graceful)
+    # Starlette spells ASGI scopes and messages as plain mappings, hypercorn as TypedDicts:
+    # one protocol, two spellings that mypy cannot match.
+    asgi_app = cast("ASGIFramework", app)
     if sniffio.current_async_library() == "trio":
-        from hypercorn.trio import serve as hypercorn_serve
+        from hypercorn.trio import serve as serve_trio
+
+        serving = serve_trio(asgi_app, config, shutdown_trigger=shutdown.wait)
     else:
-        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[no-redef]
+        from hypercorn.asyncio import serve as serve_asyncio
+
+        serving = serve_asyncio(asgi_app, config, shutdown_trigger=shutdown.wait)
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        await serving
     except OSError as exc:
         raise JobrunnerError(
             f"HTTP API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"

@@ -70,9 +70,9 @@ class LeaseVerbs(StoreAccess):
                        jobs.c.scheduled_at <= now)
                 .values(state="available")
             )
-            running = conn.scalar(
+            running = conn.execute(
                 select(func.count()).select_from(jobs).where(jobs.c.topic == topic, jobs.c.state == "executing")
-            )
+            ).scalar_one()
             if running >= parallelism:
                 return None
             next_id = conn.scalar(

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, case, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, or_, select, update
 
 from .access import StoreAccess
 from .job import FINAL_STATES, Job, iso
@@ -156,7 +156,7 @@ class MaintenanceVerbs(StoreAccess):
         attempts gets one more (``max_attempts`` raised to ``attempt`` + 1).
         """
         wanted = [s for s in states if s in RETRYABLE_FROM]
-        conditions = [jobs.c.state.in_(wanted)]
+        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(wanted)]
         if ids is not None:
             conditions.append(jobs.c.id.in_(list(ids)))
         if topic is not None:

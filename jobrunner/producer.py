@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -53,7 +53,7 @@ class Producer:
         topic: TopicSettings,
         store: Store,
         node: str,
-        run_db: Callable[..., Any],
+        run_db: Callable[..., Awaitable[Any]],
         executor: Executor,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -205,6 +205,7 @@ class Producer:
         finished, self._pending = self._pending, []
         acks: list[Ack] = [f.ack for f in finished]
         control: TopicControl | None = None
+        claimed: list[Job]
         try:
             if check:
                 claimed, control = await self._run_db(
@@ -284,6 +285,7 @@ class Producer:
                     else:  # handed over but never started
                         self._done(handoff.job, None)
                     raise
+                assert handoff.job is not None  # give() sets the job before the event
                 job = handoff.job
 
     async def _run_job(self, job: Job) -> None:

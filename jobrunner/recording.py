@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from blinker import Signal
+from blinker import NamedSignal
 
 from . import events
 from .job import Job
@@ -80,7 +80,7 @@ class EventRecorder:
         self.events: list[RecordedEvent] = []
         self._waiters: list[tuple[str, Predicate, _LoopNotifier, list[RecordedEvent]]] = []
         self._lock = threading.Lock()
-        self._receivers: list[tuple[Signal, Callable[..., None]]] = []
+        self._receivers: list[tuple[NamedSignal, Callable[..., None]]] = []
 
     def __enter__(self) -> EventRecorder:
         # blinker does not tell a receiver which signal called it: one receiver per signal.
@@ -181,7 +181,7 @@ class wait_for:  # noqa: N801 - used like a function: ``await wait_for(...)``
     Raises TimeoutError after ``timeout`` seconds.
     """
 
-    def __init__(self, signal: Signal, predicate: Predicate | None = None, timeout: float = 10.0,
+    def __init__(self, signal: NamedSignal, predicate: Predicate | None = None, timeout: float = 10.0,
                  sender: Any = None) -> None:
         self.signal = signal
         self.timeout = timeout

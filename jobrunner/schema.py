@@ -6,6 +6,8 @@ that applying them yields exactly this metadata.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Table, Text
 
 metadata = MetaData()
@@ -40,7 +42,7 @@ Index("ix_jobrunner_jobs_claim", jobs.c.topic, jobs.c.state, jobs.c.priority, jo
 Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at)
 
 
-def _partial(name: str, column: Column, state: str) -> Index:
+def _partial(name: str, column: Column[Any], state: str) -> Index:
     where = jobs.c.state == state
     return Index(name, column, sqlite_where=where, postgresql_where=where)
 

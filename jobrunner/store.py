@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Engine,
     Table,
@@ -227,7 +228,7 @@ class _Prepared:
         self._fixed = {k: v for k, v in defaults.items() if v is not None}
         positions = compiled.positiontup
         self._positional = positions is not None
-        self._pick = operator.itemgetter(*positions) if positions else None
+        self._pick: Callable[[dict[str, Any]], Any] | None = operator.itemgetter(*positions) if positions else None
         if positions is not None and len(positions) == 1:
             single = operator.itemgetter(positions[0])
             self._pick = lambda values: (single(values),)
@@ -463,7 +464,9 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         """A cheap way to notice commits by other processes, or None where there is none."""
         if self.dialect != "sqlite":
             return None
-        return ChangeProbe(os.path.abspath(self.engine.url.database))
+        database = self.engine.url.database
+        assert database is not None  # an SQLite store has a file: checked when it opened
+        return ChangeProbe(os.path.abspath(database))
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -496,7 +499,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
 
         def insert_many(cursor: Any) -> int:
             cursor.executemany(self._insert_plain.sql, [self._insert_plain.params(r) for r in rows])
-            return cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+            last_id: int = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return last_id
         first = self._write(self.engine, insert_many) - len(rows) + 1
         # Positional arguments in Job's field order (checked against the columns at import).
         return [
@@ -593,7 +597,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         if running:
             check = self._cancelled_among.get(len(running))
             if check is None:
-                ids = [bindparam(f"b_id{i}") for i in range(len(running))]
+                ids: list[BindParameter[Any]] = [bindparam(f"b_id{i}") for i in range(len(running))]
                 statement = select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.attempted_by).where(
                     jobs.c.id.in_(ids)
                 )
@@ -607,7 +611,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
         def body(cursor: Any) -> int:
             cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
-            return cursor.rowcount
+            staged: int = cursor.rowcount
+            return staged
         return self._write(self._transitions, body)
 
     def _apply_acks(self, cursor: Any, acks: Sequence[Ack], checked: bool) -> None:

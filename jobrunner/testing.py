@@ -28,6 +28,7 @@ from .config import TopicSettings
 from .enqueue import encode_args
 from .executor import Executor
 from .job import Job
+from .priority import parse_priority
 from .producer import Producer
 from .recording import EventRecorder, RecordedEvent, wait_for
 from .runner import Runner
@@ -77,7 +78,7 @@ async def perform_job(
     now = time.time()
     job = Job(
         id=job_id, topic=topic_name, worker=name, args=decoded, state="executing",
-        priority=worker.priority or 0, attempt=attempt,
+        priority=parse_priority(worker.priority) if worker.priority is not None else 0, attempt=attempt,
         max_attempts=max_attempts or worker.max_attempts, inserted_at=now, scheduled_at=now,
         attempted_at=now,
     )

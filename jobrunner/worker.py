@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .arguments import ArgsSpec
@@ -116,7 +117,7 @@ class Worker:
     async def after_error(self, job: Job, error: BaseException) -> None:
         """Called after ``perform`` raised, before the failure is recorded. Default: nothing."""
 
-    def backoff(self, job: Job) -> float | None:
+    def backoff(self, job: Job) -> float | timedelta | None:
         """Seconds to wait before retrying ``job``; None (default) uses the topic's backoff."""
         return None
 
