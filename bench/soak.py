@@ -5,6 +5,7 @@ Run from the repository root (not part of the test suite)::
     python bench/soak.py                                  # 100,000 jobs, 3 processes, 2 kills, 10% failures
     python bench/soak.py --jobs 20000 --kills 3
     python bench/soak.py --jobs 50000 --prune             # continuous feed + pruning: the file must stop growing
+    python bench/soak.py --jobs 20000 --http-workers 8 --read-flood 4   # + external workers and readers over HTTP
 
 What it does: makes a temporary directory with a config (short heartbeat and rescue
 delay, pruning off unless ``--prune``), enqueues the jobs in bulk (``--prune``: in
@@ -24,8 +25,20 @@ waits until every job is final, stops the daemons with SIGTERM, then checks:
 * with ``--prune``: every job missing from the table (pruned) has a final execution
   in the log, and the database file stops growing (size sampled every few seconds).
 
+``--http-workers N`` adds an external topic ``ext`` (``--http-jobs`` jobs, a short
+``--lease``) and turns on every daemon's HTTP API (a free port each): N worker threads
+claim, complete, fail, extend, abandon and conclude stale leases through the API of any
+live daemon, retrying on another one when theirs is killed (``bench/soak_http.py``
+says what they do and check: every job final, none leased twice at once or concluded
+twice, every 409 explained by an expiry or a lost answer, every abandoned lease expired
+with its attempt counted, never more than the topic's parallelism leased at once).
+``--read-flood N`` adds N threads reading ``GET /jobs?limit=1000``, ``GET /topics`` and
+``GET /jobs/{id}`` without pause (``bench/soak_reads.py``); the rescue invariant above
+then proves that the reads never starved a live daemon's heartbeat.
+
 It prints wall time, jobs/s, rescued, discarded, the database size at the end and, with
-``--prune``, the size samples. Exit status 0 when every invariant holds, 1 otherwise.
+``--prune``, the size samples; with the HTTP modes, their own figures (reads/s, read
+latency p50/p99, leases expired, 409s, ...). Exit status 0 when every invariant holds, 1 otherwise.
 Each job execution also writes two rows to the execution log (its own connection each
 time), which is part of the measured cost.
 """
@@ -52,6 +65,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+import soak_client  # noqa: E402
+from soak_http import TOPIC as EXT  # noqa: E402
+from soak_http import HttpWorkers  # noqa: E402
+from soak_reads import ReadFlood  # noqa: E402
 
 from jobrunner import Runner  # noqa: E402
 from tests import resilience_workers as rw  # noqa: E402
@@ -87,6 +105,7 @@ def log(message: str) -> None:
 class Daemon:
     proc: subprocess.Popen[bytes]
     output: Path
+    port: int | None = None
     killed_at: float | None = None
 
 
@@ -102,6 +121,9 @@ class Soak:
     left_executing: dict[int, set[int]] = field(default_factory=dict)
     size_samples: list[tuple[float, int, int]] = field(default_factory=list)
     enqueued: list[int] = field(default_factory=list)
+    #: ids of the external topic's jobs (``--http-workers``)
+    ext_ids: list[int] = field(default_factory=list)
+    endpoints: soak_client.Endpoints = field(default_factory=soak_client.Endpoints)
 
     def __post_init__(self) -> None:
         self.db = self.tmp / "jobs.db"
@@ -112,7 +134,7 @@ class Soak:
             db=self.db, heartbeat=self.args.heartbeat, rescue=self.args.rescue_after,
             prune_after=2.0 if prune else 10 * 365 * 86400.0, prune_interval=1.0 if prune else 60.0,
             parallelism=self.args.parallelism, poll=self.args.poll,
-        ))
+        ) + (soak_client.http_config(self.args) if self.http else ""))
         rw.create_log(self.exec_log)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUNNER_")}
         self.env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -120,25 +142,40 @@ class Soak:
         self.runner.migrate()
         self.rng = random.Random(self.args.seed)
         self.started_count = 0
+        #: seconds from the start until every job of a topic was final
+        self.done_after: dict[str, float] = {}
+        self.workers: HttpWorkers | None = None
+        self.reads: ReadFlood | None = None
+
+    @property
+    def http(self) -> bool:
+        """Whether the daemons serve the HTTP API (either HTTP mode is on)."""
+        return bool(self.args.http_workers or self.args.read_flood)
 
     # ------------------------------------------------------------ processes
 
     def start_daemon(self) -> Daemon:
         self.started_count += 1
         path = self.tmp / f"daemon-{self.started_count}.log"
+        port = soak_client.free_port() if self.http else None
         with path.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "--log-level", self.args.log_level, "run"],
+                [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "--log-level", self.args.log_level, "run",
+                 *(["--http-port", str(port)] if port else [])],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp,
             )
-        daemon = Daemon(proc, path)
+        daemon = Daemon(proc, path, port)
         self.daemons.append(daemon)
+        if port:
+            self.endpoints.add(port)
         return daemon
 
     def kill_one(self, index: int) -> None:
         victim = self.daemons[index % len(self.daemons)]
         victim.proc.kill()
         victim.proc.wait(timeout=60)
+        if victim.port:
+            self.endpoints.remove(victim.port, killed=True)
         victim.killed_at = time.time()
         pid = victim.proc.pid
         self.killed[pid] = victim.killed_at
@@ -155,10 +192,13 @@ class Soak:
 
     def stop_all(self) -> list[int]:
         for daemon in self.daemons:
+            if daemon.port:
+                self.endpoints.remove(daemon.port)
             daemon.proc.send_signal(signal.SIGTERM)
         return [d.proc.wait(timeout=120) for d in self.daemons]
 
     def cleanup(self) -> None:
+        self.stop_http_load()
         for daemon in self.daemons:
             if daemon.proc.poll() is None:
                 daemon.proc.kill()
@@ -171,8 +211,14 @@ class Soak:
         with contextlib.closing(sqlite3.connect(self.db, timeout=60)) as conn:
             return conn.execute(sql, params).fetchall()
 
-    def counts(self) -> Counter[str]:
-        return Counter(dict(self.query("SELECT state, count(*) FROM jobrunner_jobs GROUP BY state")))
+    def counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Jobs per state, and jobs not final yet per topic."""
+        states: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
+        for topic, state, count in self.query("SELECT topic, state, count(*) FROM jobrunner_jobs GROUP BY topic, state"):
+            states[state] += count
+            pending[topic] += count if state in NON_FINAL else 0
+        return states, pending
 
     def file_sizes(self) -> tuple[int, int]:
         def size(path: Path) -> int:
@@ -196,6 +242,30 @@ class Soak:
         batch = [(Task, self.job_args()) for _ in range(count)]
         self.enqueued.extend(job.id for job in self.runner.enqueue_many(batch))
 
+    def enqueue_external(self, count: int) -> None:
+        options = {"topic": EXT, "max_attempts": Task.max_attempts}
+        for start in range(0, count, 10_000):
+            batch = [("soak.external", {"n": n}, options) for n in range(start, min(count, start + 10_000))]
+            self.ext_ids.extend(job.id for job in self.runner.enqueue_many(batch))
+
+    def start_http_load(self) -> None:
+        args = self.args
+        deadline = time.monotonic() + 60
+        while self.http and self.endpoints.promote() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if args.http_workers:
+            self.workers = HttpWorkers(self.endpoints, args.http_workers, self.db, args)
+            self.workers.start()
+        if args.read_flood:
+            self.reads = ReadFlood(self.endpoints, args.read_flood, self.enqueued + self.ext_ids, seed=args.seed,
+                                   missing_ok=args.prune)
+            self.reads.start()
+
+    def stop_http_load(self) -> None:
+        for helper in (self.workers, self.reads):
+            if helper is not None:
+                helper.stop()
+
     # ------------------------------------------------------------ the run
 
     def run(self) -> int:
@@ -207,27 +277,36 @@ class Soak:
             log(f"enqueued {args.jobs} jobs in {time.monotonic() - t0:.1f}s")
         else:
             self.enqueue(min(args.batch, args.jobs))
+        if args.http_workers:
+            self.enqueue_external(args.http_jobs)
+            log(f"enqueued {args.http_jobs} jobs for the external topic")
 
         started = time.monotonic()
         for _ in range(args.processes):
             self.start_daemon()
-        kill_points = [args.jobs * (k + 1) / (args.kills + 1) for k in range(args.kills)]
+        self.start_http_load()
+        total = args.jobs + len(self.ext_ids)
+        kill_points = [total * (k + 1) / (args.kills + 1) for k in range(args.kills)]
         kills_done = 0
         finished = 0
         next_report = next_sample = time.monotonic()
         deadline = started + args.timeout
         while True:
-            counts = self.counts()
+            counts, pending_per_topic = self.counts()
             final = counts["completed"] + counts["discarded"] + counts["cancelled"]
             pending = sum(counts[s] for s in NON_FINAL)
             if args.prune:
-                finished = len(self.enqueued) - pending
+                finished = len(self.enqueued) + len(self.ext_ids) - pending
                 if len(self.enqueued) < args.jobs and pending < args.batch:
                     self.enqueue(min(args.batch, args.jobs - len(self.enqueued)))
                     continue
             else:
                 finished = final
+            self.endpoints.promote()
             now = time.monotonic()
+            for topic, left in pending_per_topic.items():
+                if not left and (topic != Task.topic or len(self.enqueued) == args.jobs):
+                    self.done_after.setdefault(topic, now - started)
             if now >= next_sample:
                 db_size, wal_size = self.file_sizes()
                 self.size_samples.append((now - started, db_size, wal_size))
@@ -247,13 +326,14 @@ class Soak:
                 return 1
             if now >= next_report:
                 elapsed = now - started
-                log(f"{finished}/{args.jobs} final after {elapsed:.0f}s ({finished / max(elapsed, 1e-9):.0f}/s); "
+                log(f"{finished}/{total} final after {elapsed:.0f}s ({finished / max(elapsed, 1e-9):.0f}/s); "
                     f"states {dict(counts)}; db+wal {sum(self.file_sizes()) / 1e6:.1f} MB")
                 next_report = now + 5
             time.sleep(0.2)
         wall = time.monotonic() - started
         db_size, wal_size = self.file_sizes()
         self.size_samples.append((wall, db_size, wal_size))
+        self.stop_http_load()
         codes = self.stop_all()
         log(f"all final after {wall:.1f}s; daemons stopped with {codes}")
         return self.check(wall, codes, kills_done)
@@ -271,11 +351,11 @@ class Soak:
                 if needle in text:
                     problems.append(f"{daemon.output.name} (pid {daemon.proc.pid}): {text.count(needle)}x {needle!r}")
 
-        rows = {}
+        rows, ext_rows = {}, {}
         with contextlib.closing(sqlite3.connect(self.db, timeout=60)) as conn:
             conn.row_factory = sqlite3.Row
-            for row in conn.execute("SELECT id, state, attempt, max_attempts, errors, attempted_by FROM jobrunner_jobs"):
-                rows[row["id"]] = dict(row)
+            for row in conn.execute("SELECT id, topic, state, attempt, max_attempts, errors, result FROM jobrunner_jobs"):
+                (ext_rows if row["topic"] == EXT else rows)[row["id"]] = dict(row)
         executions: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for e in rw.read_log(self.exec_log):
             executions[e["job_id"]].append(e)
@@ -360,7 +440,7 @@ class Soak:
         db_size, wal_size = self.file_sizes()
         figures = {
             "jobs": args.jobs, "processes": args.processes, "kills": kills_done, "fail_rate": args.fail_rate,
-            "wall_s": round(wall, 1), "jobs_per_s": round(args.jobs / wall, 1),
+            "wall_s": round(wall, 1), "jobs_per_s": round(args.jobs / self.done_after.get(Task.topic, wall), 1),
             "completed": states["completed"], "discarded": states["discarded"],
             "pruned": len(self.enqueued) - len(rows),
             "rescued": len(rescued), "left_executing_by_kills": len(left),
@@ -370,6 +450,15 @@ class Soak:
             "exec_log_bytes": self.exec_log.stat().st_size,
             "executions_per_process": dict(per_pid),
         }
+        if self.workers is not None:
+            found, http_figures = self.workers.check(ext_rows, self.ext_ids, args.http_parallelism, args.prune)
+            problems.extend(found)
+            figures.update(http_figures, http_jobs_per_s=round(len(self.ext_ids) / self.done_after.get(EXT, wall), 1),
+                           all_jobs_per_s=round((args.jobs + len(self.ext_ids)) / wall, 1),
+                           final_after_s={t: round(v, 1) for t, v in self.done_after.items()})
+        if self.reads is not None:
+            problems.extend(self.reads.problems())
+            figures.update(self.reads.figures())
         if args.prune:
             samples = self.size_samples
             half = samples[len(samples) // 2:]
@@ -410,9 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-level", default="INFO", help="the daemons' log level")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    soak_client.add_http_arguments(parser)
     args = parser.parse_args(argv)
     if args.processes < 1 or args.jobs < 1 or args.kills < 0:
         parser.error("--jobs and --processes must be >= 1, --kills >= 0")
+    soak_client.check_http_arguments(parser, args)
 
     tmp = Path(tempfile.mkdtemp(prefix="jobrunner-soak-"))
     log(f"working in {tmp}")

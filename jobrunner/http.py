@@ -266,7 +266,12 @@ class Api:
         topic = request.query_params.get("topic") or None
         limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
         after = _query_int(request, "after", None, 1, 2**63 - 1)
-        page, cursor = await self.runner.run_read(self.runner.store.page_jobs, topic, state, limit, after)
+        return await self.runner.run_read(self._page, topic, state, limit, after)
+
+    def _page(self, topic: str | None, state: str | None, limit: int, after: int | None) -> Response:
+        """One page of jobs, encoded in the read thread: turning up to 1000 jobs into
+        JSON on the event loop would stall claims, acks and heartbeats meanwhile."""
+        page, cursor = self.runner.store.page_jobs(topic, state, limit, after)
         return JSONResponse({"jobs": [_job(j) for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
