@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobrunner import Runner
-from jobrunner import http as http_module
+from jobrunner import Runner, http as http_module
 from jobrunner.external import ExternalTopics
 from jobrunner.http import create_app
 
