@@ -18,7 +18,7 @@ from typing import Any
 from . import commands, config as config_module, daemon
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
-from .job import ALL_STATES
+from .job import ALL_STATES, MAX_JOB_ID
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
 from .threads import performs_in_threads
@@ -27,7 +27,6 @@ logger = logging.getLogger("jobrunner.cli")
 
 #: A command whose stdout was closed early (``| head``) ends as if killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
-MAX_JOB_ID = 2**63 - 1
 ENV_LOG_LEVEL = "JOBRUNNER_LOG_LEVEL"
 ENV_BACKEND = "JOBRUNNER_BACKEND"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

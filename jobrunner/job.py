@@ -156,3 +156,12 @@ _TRAILING_DEFAULTS = tuple(
      None if f.default_factory is MISSING else f.default_factory)
     for setter, f in zip(_SLOT_SETTERS, fields(Job), strict=True)
 )
+
+
+#: The largest job id (ids are signed 64-bit integers in both databases).
+MAX_JOB_ID = 2**63 - 1
+
+
+def is_job_id(value: object) -> bool:
+    """True when ``value`` is an integer a job can have as its id (1 … 2**63 - 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_JOB_ID

@@ -27,7 +27,7 @@ from .errors import ConfigError, JobStateError, MigrationError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
-from .job import Job
+from .job import Job, is_job_id
 from .producer import Producer
 from .store import Store
 from .summary import report_throughput
@@ -202,7 +202,9 @@ class Runner:
     # ------------------------------------------------------------ queries
 
     def get_job(self, job_id: int) -> Job | None:
-        """The job with that id, or None."""
+        """The job with that id, or None (also for ids no job can have, like 0 or 2**63)."""
+        if not is_job_id(job_id):
+            return None
         return self._storage.get_job(job_id)
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -384,6 +386,8 @@ class Runner:
         """Cancel a job that has not finished (a running one is interrupted; on another
         node within its poll interval). Returns the cancelled job, None if unknown;
         raises JobStateError when the job had already finished."""
+        if not is_job_id(job_id):
+            return None
         job, changed = self._storage.cancel_job(job_id, self.clock())
         if job is not None and not changed:
             raise JobStateError(f"job {job_id} is already {job.state}")
@@ -402,6 +406,8 @@ class Runner:
         states: Iterable[str] = ("discarded", "cancelled"),
     ) -> list[int]:
         """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
+        if ids is not None:
+            ids = [job_id for job_id in ids if is_job_id(job_id)]  # others name no job
         retried = self._storage.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
         for name in self.settings.topics:
             self._wake(name)

@@ -175,3 +175,10 @@ async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(make_runner: A
     for job in jobs:
         stored = runner.get_job(job.id)
         assert stored.state == "discarded" and "timeout" in stored.errors[0]["error"]
+
+
+@pytest.mark.parametrize("job_id", [0, -1, 2**63, 10**30])
+def test_ids_no_job_can_have_are_unknown_not_errors(runner: Any, job_id: int) -> None:
+    assert runner.get_job(job_id) is None
+    assert runner.cancel_job(job_id) is None
+    assert runner.retry_jobs([job_id]) == []
