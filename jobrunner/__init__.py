@@ -20,6 +20,7 @@ from .job import Job, JobState
 from .process import ExternalProcess, ProcessOutcome
 from .runner import Runner
 from .worker import Cancel, Snooze, Worker
+from .workflow import Workflow
 
 __all__ = [
     "Cancel",
@@ -38,6 +39,7 @@ __all__ = [
     "Snooze",
     "UnknownWorkerError",
     "Worker",
+    "Workflow",
     "events",
     "load_config",
 ]

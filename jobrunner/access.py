@@ -47,6 +47,18 @@ class StoreAccess:
         set its ``updates`` columns to the new values (one race-free statement)."""
         raise NotImplementedError
 
+    def _settle_on(self, conn: Connection, finished: Sequence[int], now: float) -> Any:  # pragma: no cover
+        """Release or cancel the blocked dependents of ``finished`` jobs in ``conn``'s transaction."""
+        raise NotImplementedError
+
+    def _block_again(self, conn: Connection, ids: Sequence[int]) -> None:  # pragma: no cover - interface
+        """Jobs among ``ids`` just made available whose dependencies are not all done wait again."""
+        raise NotImplementedError
+
+    def _unlink(self, conn: Connection, ids: Sequence[int]) -> None:  # pragma: no cover - interface
+        """Forget the dependencies of the deleted jobs ``ids``."""
+        raise NotImplementedError
+
     def _put_back(self, conn: Connection, job: Job, now: float, reason: str) -> Job | None:
         """Return an ``executing`` job whose executor vanished to the queue, in ``conn``'s
         transaction: the attempt stays counted, ``reason`` joins its ``errors``, and it
@@ -63,4 +75,6 @@ class StoreAccess:
             .where(jobs.c.id == job.id, jobs.c.state == "executing", jobs.c.attempt == job.attempt)
             .values(**values)
         )
+        if moved.rowcount and values["state"] == "discarded":
+            self._settle_on(conn, [job.id], now)
         return job.evolve(**{**values, "errors": errors}) if moved.rowcount else None

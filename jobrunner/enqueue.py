@@ -19,11 +19,16 @@ from . import payload
 from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
-from .job import EARLIEST, LATEST
+from .job import EARLIEST, LATEST, Job, is_job_id
+from .metadata import check_meta, check_tags
 from .priority import PriorityError, parse_priority
+from .unique import Unique
 from .worker import Worker, registered_worker, resolve_worker, worker_path
 
-_OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts"}
+_OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts", "tags", "meta", "unique", "depends_on",
+            "on_dependency_failure"}
+#: What ``on_dependency_failure`` may say: cancel the job (default) or run it anyway.
+ON_DEPENDENCY_FAILURE = ("cancel", "run")
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
 
 
@@ -71,6 +76,7 @@ class WorkerDefaults:
     priority: int
     max_attempts: int
     args_spec: ArgsSpec | None = None
+    unique: Unique | None = None
 
 
 def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDefaults:
@@ -81,7 +87,7 @@ def worker_defaults(settings: Settings, worker: type[Worker] | str) -> WorkerDef
         raise EnqueueError(f"worker {name} has no topic: set `topic = \"...\"` on the class")
     topic = settings.topic(cls.topic)
     priority = parse_priority(cls.priority) if cls.priority is not None else topic.priority
-    return WorkerDefaults(name, cls.topic, priority, cls.max_attempts, cls.args_spec)
+    return WorkerDefaults(name, cls.topic, priority, cls.max_attempts, cls.args_spec, cls.unique_spec)
 
 
 def external_defaults(worker: str, topic: TopicSettings) -> WorkerDefaults:
@@ -140,6 +146,11 @@ def build_row(
     priority = d.priority
     max_attempts = d.max_attempts
     run_at = now
+    unique = d.unique
+    tags: list[str] = []
+    meta: dict[str, Any] = {}
+    depends_on: list[int] = []
+    on_failure = "cancel"
     if options:
         unknown = set(options) - _OPTIONS
         if unknown:
@@ -170,6 +181,15 @@ def build_row(
             run_at = _timestamp(scheduled_at)
         if not EARLIEST <= run_at <= LATEST:
             raise EnqueueError(f"run time of {name} must fall within the years 1..9999 (UTC)")
+        tags = check_tags(options.get("tags"), name)
+        meta = check_meta(options.get("meta"), name)
+        if "unique" in options:
+            unique = Unique.parse(options["unique"], name)
+        depends_on = dependency_ids(options.get("depends_on"), name)
+        on_failure = options.get("on_dependency_failure") or "cancel"
+        if on_failure not in ON_DEPENDENCY_FAILURE:
+            raise EnqueueError(f"on_dependency_failure of {name} must be one of {', '.join(ON_DEPENDENCY_FAILURE)}, "
+                               f"got {on_failure!r}")
 
     spec = d.args_spec
     if spec is not None:
@@ -179,7 +199,7 @@ def build_row(
     decoded = args if args is not None and plain else _decoder.decode(encoded)
     if spec is not None:
         spec.convert(decoded, name)  # what perform will read must match the type
-    return {
+    row = {
         "topic": d.topic,
         "worker": name,
         "args": encoded,
@@ -191,4 +211,32 @@ def build_row(
         "errors": "[]",
         "inserted_at": now,
         "scheduled_at": run_at,
+        "tags": encode_args(name, tags) if tags else "[]",
+        "decoded_tags": tags,
+        "meta": encode_args(name, meta) if meta else "{}",
+        "decoded_meta": meta,
+        "unique_key": None if unique is None else unique.key(d.topic, name, decoded),
     }
+    # Not columns: what the storage layer needs to check uniqueness and link dependencies.
+    if unique is not None:
+        row["unique"] = unique
+    if depends_on:
+        row["depends_on"] = depends_on
+        row["on_failure"] = on_failure
+    return row
+
+
+def dependency_ids(depends_on: Any, owner: str) -> list[int]:
+    """The job ids of a ``depends_on`` option (jobs or ids, duplicates dropped); EnqueueError otherwise."""
+    if depends_on is None:
+        return []
+    if isinstance(depends_on, (str, bytes, Job)) or not isinstance(depends_on, (list, tuple, set, frozenset)):
+        raise EnqueueError(f"depends_on of {owner} must be a list of jobs or job ids, got {depends_on!r}")
+    ids: list[int] = []
+    for item in depends_on:
+        job_id = item.id if isinstance(item, Job) else item
+        if not is_job_id(job_id):
+            raise EnqueueError(f"depends_on of {owner}: {item!r} is not a job or a job id")
+        if job_id not in ids:
+            ids.append(job_id)
+    return ids

@@ -11,9 +11,14 @@ from typing import Any
 
 
 class JobState(enum.StrEnum):
-    """Where a job is in its lifecycle."""
+    """Where a job is in its lifecycle.
+
+    ``blocked``: waiting for the jobs it depends on (see ``depends_on``); never claimed
+    until the transaction that completes its last dependency releases it.
+    """
 
     SCHEDULED = "scheduled"
+    BLOCKED = "blocked"
     AVAILABLE = "available"
     EXECUTING = "executing"
     RETRYABLE = "retryable"
@@ -76,6 +81,8 @@ class Job:
 
     Timestamps are POSIX seconds (UTC); :meth:`to_dict` renders them as ISO 8601.
     ``attempt`` is 1 during the first execution, 2 during the first retry, and so on.
+    ``tags`` and ``meta`` are given at enqueue; ``progress`` (0..1, None until
+    reported) is what ``perform`` last reported with :meth:`Worker.progress`.
     """
 
     id: int
@@ -95,6 +102,13 @@ class Job:
     discarded_at: float | None = None
     cancelled_at: float | None = None
     attempted_by: str | None = None
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    unique_key: str | None = None
+    #: Not a column: True when an enqueue found this job as a duplicate of the one it
+    #: asked for (see ``unique``) and returned it instead of inserting.
+    duplicate: bool = False
 
     @classmethod
     def of(cls, *values: Any) -> Job:
@@ -141,6 +155,9 @@ class Job:
             "discarded_at": iso(self.discarded_at),
             "cancelled_at": iso(self.cancelled_at),
             "attempted_by": self.attempted_by,
+            "tags": self.tags,
+            "meta": self.meta,
+            "progress": self.progress,
         }
 
 

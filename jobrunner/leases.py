@@ -150,6 +150,8 @@ class LeaseVerbs(StoreAccess):
             if not written.rowcount:
                 return False
             conn.execute(delete(leases).where(leases.c.job_id == job.id))
+            if ack.kind in ("complete", "discard", "cancel"):
+                self._settle_on(conn, [job.id], ack.at or 0.0)
             return True
         ack.applied = bool(token) and self._transaction(body)
         return ack.applied

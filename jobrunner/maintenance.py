@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 _ALL = [jobs.c[name] for name in JOB_COLUMNS]
 #: States a job can be cancelled from.
-CANCELLABLE = ("scheduled", "available", "executing", "retryable")
+CANCELLABLE = ("scheduled", "blocked", "available", "executing", "retryable")
 #: States a job can be retried from.
 RETRYABLE_FROM = ("discarded", "cancelled")
 _FINISHED_AT = {"completed": jobs.c.completed_at, "cancelled": jobs.c.cancelled_at, "discarded": jobs.c.discarded_at}
@@ -140,6 +140,7 @@ class MaintenanceVerbs(StoreAccess):
             ).first()
             if changed is None:  # pragma: no cover - the row lock makes this unreachable
                 return job, False
+            self._settle_on(conn, [job_id], now)
             return self._row_to_job(changed), True
         return self._transaction(body)
 
@@ -179,7 +180,12 @@ class MaintenanceVerbs(StoreAccess):
             )
             .returning(jobs.c.id)
         )
-        return sorted(self._transaction(lambda conn: list(conn.scalars(statement))))
+
+        def body(conn: Connection) -> list[int]:
+            retried = list(conn.scalars(statement))
+            self._block_again(conn, retried)
+            return retried
+        return sorted(self._transaction(body))
 
     def set_paused(self, topic: str, paused: bool, now: float) -> None:
         """Pause (or resume) claiming for ``topic`` on every node."""
@@ -236,6 +242,9 @@ class MaintenanceVerbs(StoreAccess):
                 # Rows locked by others are skipped, so pruning never waits on (or deadlocks
                 # with) another transaction; the outer condition re-checks each row as deleted.
                 oldest = select(jobs.c.id).where(final).limit(limit - deleted).with_for_update(skip_locked=True)
-                deleted += conn.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()), final)).rowcount
+                gone = conn.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()), final)
+                                    .returning(jobs.c.id)).scalars().all()
+                self._unlink(conn, gone)
+                deleted += len(gone)
             return deleted
         return self._transaction(body)

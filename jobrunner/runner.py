@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 
 from . import config as config_module, events
 from .config import Settings
+from .dependency_store import Settled
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, JobStateError, MigrationError
 from .executor import Executor
@@ -33,7 +34,8 @@ from .store import Store
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
-from .worker import Worker, current_settings
+from .worker import Worker, current_progress, current_settings
+from .workflow import Workflow
 
 logger = logging.getLogger("jobrunner.runner")
 
@@ -83,6 +85,7 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.store = Store(settings.database)
+        self.store.on_settled = self._dependents_settled
         self.node = settings.runner.node or default_node_id()
         self._producers: dict[str, Producer] = {}
         self._supervisors: dict[str, TopicSupervisor] = {}
@@ -114,6 +117,11 @@ class Runner:
         scheduled_at: Any = None,
         max_attempts: int | None = None,
         topic: str | None = None,
+        tags: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        unique: Mapping[str, Any] | bool | None = None,
+        depends_on: Iterable[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Job:
         """Store one job and return it. Raises EnqueueError, storing nothing, on bad input.
 
@@ -121,9 +129,20 @@ class Runner:
         ``"low"``. ``topic`` names a topic declared ``external = true`` to enqueue for
         its external workers (``worker`` is then any name they understand); for a
         Worker class it must be the worker's own topic.
+
+        ``tags`` (strings) and ``meta`` (a JSON object) travel with the job.
+        ``unique={"period": 300}`` (optional ``keys``, ``states``; default: the worker's
+        ``unique``; False: not unique) returns a matching job inserted within the period
+        instead of inserting (``job.duplicate`` is then True). ``depends_on`` (jobs or
+        ids) keeps the job ``blocked`` until every one of them completed; when one ends
+        discarded or cancelled the job is cancelled, unless ``on_dependency_failure``
+        is ``"run"``. Unknown dependency ids raise EnqueueError.
         """
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
-                   "max_attempts": max_attempts, "topic": topic}
+                   "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
+                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure}
+        if unique is not None:
+            options["unique"] = unique
         return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
 
     def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
@@ -131,7 +150,9 @@ class Runner:
 
         Each item is ``(worker, args)`` or ``(worker, args, options)``; options are the
         keyword arguments of :meth:`enqueue` (``priority``, ``delay``, ``scheduled_at``,
-        ``max_attempts``, ``topic``).
+        ``max_attempts``, ``topic``, ``tags``, ``meta``, ``unique``, ``depends_on``,
+        ``on_dependency_failure``). For jobs that depend on each other, see
+        :class:`jobrunner.Workflow`.
         """
         return self.store_rows(self._rows(items))
 
@@ -145,10 +166,18 @@ class Runner:
         scheduled_at: Any = None,
         max_attempts: int | None = None,
         topic: str | None = None,
+        tags: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        unique: Mapping[str, Any] | bool | None = None,
+        depends_on: Iterable[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Job:
         """Like :meth:`enqueue`, without blocking the event loop."""
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
-                   "max_attempts": max_attempts, "topic": topic}
+                   "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
+                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure}
+        if unique is not None:
+            options["unique"] = unique
         row = build_row(self.settings, worker, args, options, self.clock())
         return (await self.run_db(self.store_rows, [row]))[0]
 
@@ -177,10 +206,36 @@ class Runner:
         stored = self._storage.insert_jobs(rows)
         if events.wanted(events.job_inserted):
             for job in stored:
-                events.emit(events.job_inserted, job.topic, job=job)
-        for topic in {job.topic for job in stored if job.state == "available"}:
+                events.emit(events.job_inserted, job.topic, job=job, duplicate=job.duplicate)
+        for topic in {job.topic for job in stored if job.state == "available" and not job.duplicate}:
             self._wake(topic)
         return stored
+
+    def enqueue_workflow(self, workflow: Workflow) -> dict[str, Job]:
+        """Store every step of ``workflow`` in one transaction (all or none); returns its
+        jobs by step name. Raises EnqueueError for a cycle, an unknown step or job id."""
+        return workflow.jobs(self.store_rows(workflow.rows(self.settings, self.clock())))
+
+    async def enqueue_workflow_async(self, workflow: Workflow) -> dict[str, Job]:
+        """Like :meth:`enqueue_workflow`, without blocking the event loop."""
+        rows = workflow.rows(self.settings, self.clock())
+        return workflow.jobs(await self.run_db(self.store_rows, rows))
+
+    def _dependents_settled(self, settled: Settled) -> None:
+        """Dependents were released or cancelled (called from the writing thread, after
+        the commit): wake the topics that can run them, announce the cancellations."""
+        for topic in {job.topic for job in settled.released if job.state == "available"}:
+            self._wake(topic)
+        if settled.cancelled:
+            self._in_loop(self._announce_cancelled, settled.cancelled)
+
+    @staticmethod
+    def _announce_cancelled(cancelled: list[tuple[Job, str]]) -> None:
+        for job, reason in cancelled:
+            events.emit(events.job_cancelled, job.topic, job=job, reason=reason, duration=None)
+
+    async def _report_progress(self, job: Job, progress: float) -> None:
+        await self.run_db(self.store.set_progress, job.id, job.attempt, progress)
 
     def _wake(self, topic: str) -> None:
         producer = self._producers.get(topic)
@@ -283,6 +338,7 @@ class Runner:
         self._loop_thread = threading.get_ident()
         # Job tasks inherit this context: workers read their topic's options from it.
         settings_token = current_settings.set(self.settings)
+        progress_token = current_progress.set(self._report_progress)
         self._external = ExternalTopics(self.settings, self.store, self.run_db, self.clock)
         # SQLite takes one writer at a time: queue our own writes here, not on its lock.
         self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
@@ -304,6 +360,7 @@ class Runner:
                         logger.warning("could not unregister node %s: %s", self.node, exc)
         finally:
             current_settings.reset(settings_token)
+            current_progress.reset(progress_token)
             self._producers.clear()
             self._token = self._loop_thread = None
             self._finished.set()

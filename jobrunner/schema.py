@@ -35,6 +35,11 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
+    # Version 7: metadata, progress, uniqueness (see jobrunner.unique).
+    Column("tags", Text, nullable=False, server_default="[]"),
+    Column("meta", Text, nullable=False, server_default="{}"),
+    Column("progress", Float, nullable=True),
+    Column("unique_key", Text, nullable=True),
     sqlite_autoincrement=True,  # ids are never reused, even after pruning
 )
 
@@ -51,6 +56,8 @@ _partial("ix_jobrunner_jobs_attempted_by", jobs.c.attempted_by, "executing")
 _partial("ix_jobrunner_jobs_completed", jobs.c.completed_at, "completed")
 _partial("ix_jobrunner_jobs_cancelled", jobs.c.cancelled_at, "cancelled")
 _partial("ix_jobrunner_jobs_discarded", jobs.c.discarded_at, "discarded")
+_keyed = jobs.c.unique_key.is_not(None)
+Index("ix_jobrunner_jobs_unique", jobs.c.unique_key, jobs.c.inserted_at, sqlite_where=_keyed, postgresql_where=_keyed)
 
 nodes = Table(
     "jobrunner_nodes",
@@ -87,5 +94,15 @@ leases = Table(
     Column("token", Text, nullable=False, server_default=""),
 )
 Index("ix_jobrunner_leases_expires_at", leases.c.expires_at)
+
+dependencies = Table(
+    "jobrunner_dependencies",
+    metadata,
+    Column("job_id", _id_type, primary_key=True, autoincrement=False),
+    Column("depends_on", _id_type, primary_key=True, autoincrement=False),
+    # What happens to job_id when depends_on ends discarded or cancelled: 'cancel' or 'run'.
+    Column("on_failure", Text, nullable=False, server_default="cancel"),
+)
+Index("ix_jobrunner_dependencies_depends_on", dependencies.c.depends_on)
 
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)

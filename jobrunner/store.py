@@ -40,15 +40,19 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from . import migrate as migrations
 from .config import DatabaseSettings
+from .dependency_store import OnCursor, settle
 from .dialects import lock_for_transaction, upsert
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
+from .metadata import decode_meta, decode_tags
 from .payload import decode as _decode, decode_errors
+from .scheduling_verbs import INSERT_COLUMNS as _INSERT_COLUMNS, SchedulingVerbs
 from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
+_EMPTY_OBJECT = "{}"
 
 logger = logging.getLogger("jobrunner.store")
 
@@ -79,17 +83,19 @@ class Ack:
 def _row_to_job(row: Sequence[Any]) -> Job:
     (id_, topic, worker, args, state, priority, attempt, max_attempts, errors, result,
      inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at,
-     attempted_by) = row
+     attempted_by, tags, meta, progress, unique_key) = row
     # Positional: the field order of Job is the column order of the table (checked below).
     # Decoding never raises: one unreadable row must not fail a claim or a listing.
     return Job(
         id_, topic, worker, _decode(args, "args"), state, priority, attempt, max_attempts,
         [] if errors == _EMPTY_LIST else decode_errors(errors), None if result is None else _decode(result, "result"),
         inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at, attempted_by,
+        [] if tags == _EMPTY_LIST else decode_tags(tags), {} if meta == _EMPTY_OBJECT else decode_meta(meta),
+        progress, unique_key,
     )
 
 
-if tuple(f.name for f in fields(Job)) != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
+if tuple(f.name for f in fields(Job))[:len(JOB_COLUMNS)] != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
     raise ImportError("jobrunner.job.Job fields must follow the columns of jobrunner.schema.jobs")
 
 _ALL = [jobs.c[name] for name in JOB_COLUMNS]
@@ -119,6 +125,8 @@ _ACK_STATEMENTS = {
     "release": update(jobs).where(_EXECUTING).values(state="available", attempt=jobs.c.attempt - 1),
 }
 ACK_KINDS = tuple(_ACK_STATEMENTS)
+#: Ack kinds that finish a job (its dependents are settled in the same transaction).
+_FINISHING = frozenset({"complete", "discard", "cancel"})
 
 _claimable = (
     select(jobs.c.id)
@@ -270,13 +278,7 @@ class ChangeProbe:
         """Nothing to release (kept for probes that hold a connection)."""
 
 
-_INSERT_COLUMNS = (
-    "topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
-    "inserted_at", "scheduled_at",
-)
-
-
-class Store(MaintenanceVerbs, LeaseVerbs):
+class Store(MaintenanceVerbs, LeaseVerbs, SchedulingVerbs):
     """The jobs table, reached through SQLAlchemy engines.
 
     Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
@@ -408,6 +410,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         kept = self._kept[engine]
 
         def once() -> T:
+            self._settling_begin()
             try:
                 proxy, cursor = kept.pop()
             except IndexError:
@@ -430,14 +433,19 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             else:
                 proxy.close()
             return result
-        return self._retrying(once)
+        result = self._retrying(once)
+        self._settling_end()
+        return result
 
     def _transaction(self, body: Callable[[Connection], T]) -> T:
         """Run ``body(connection)`` in one SQLAlchemy write transaction (durable level)."""
         def once() -> T:
+            self._settling_begin()
             with self.engine.begin() as conn:
                 return body(conn)
-        return self._retrying(once)
+        result = self._retrying(once)
+        self._settling_end()
+        return result
 
     def _ack_statement(self, kind: str) -> Any:
         return _ACK_STATEMENTS[kind]
@@ -488,6 +496,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         """
         if not rows:
             return []
+        if any("unique" in r or "depends_on" in r or "depends_on_rows" in r for r in rows):
+            return self.insert_linked(rows)
         if len(rows) == 1 or not self._sequential_ids:
             def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
@@ -507,7 +517,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             Job.of(first + i, r["topic"], r["worker"],
                 r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
                 r["state"], r["priority"], r["attempt"], r["max_attempts"], [], None,
-                r["inserted_at"], r["scheduled_at"])
+                r["inserted_at"], r["scheduled_at"], None, None, None, None, None,
+                r.get("decoded_tags") or [], r.get("decoded_meta") or {}, None, r.get("unique_key"))
             for i, r in enumerate(rows)
         ]
 
@@ -641,6 +652,11 @@ class Store(MaintenanceVerbs, LeaseVerbs):
                 if checked:
                     raise StorageError(f"ack of {kind} touched {cursor.rowcount} of {len(params_list)} rows")
                 raise _StaleAcks()
+        finished = [a for a in acks if a.applied and a.kind in _FINISHING]
+        if finished:
+            now = max(a.at or 0.0 for a in finished)
+            self._settled(settle(OnCursor(cursor, self.engine.dialect), [a.job.id for a in finished], now,
+                                 _row_to_job))
 
     # ------------------------------------------------------------ reads
 

@@ -7,16 +7,20 @@ import importlib.util
 import inspect
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import anyio.from_thread
+
 from .arguments import ArgsSpec
-from .errors import UnknownWorkerError
+from .errors import EnqueueError, UnknownWorkerError
 from .job import Job
+from .metadata import check_progress
 from .priority import ACCEPTED, PriorityError, parse_priority
+from .unique import Unique
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -56,7 +60,8 @@ class Worker:
     ``"high"``, ``"normal"``, ``"low"``; None: the topic's default), ``timeout``
     (seconds, None: no limit), ``args_type`` (None: any JSON; else a ``msgspec.Struct``,
     dataclass or ``TypedDict`` the arguments must match, read in ``perform`` with
-    :meth:`args_of`).
+    :meth:`args_of`), ``unique`` (None, or ``{"period": seconds}`` with optional
+    ``keys`` and ``states``: see :mod:`jobrunner.unique`).
     """
 
     topic: ClassVar[str | None] = None
@@ -64,6 +69,10 @@ class Worker:
     priority: ClassVar[int | str | None] = None
     timeout: ClassVar[float | None] = None
     args_type: ClassVar[Any] = None
+    unique: ClassVar[Mapping[str, Any] | None] = None
+
+    #: ``unique`` parsed (set for every subclass; None when jobs are not unique).
+    unique_spec: ClassVar[Unique | None] = None
 
     #: ``args_type`` checked and compiled (set for every subclass; None when untyped).
     args_spec: ClassVar[ArgsSpec | None] = None
@@ -89,6 +98,10 @@ class Worker:
         ):
             raise TypeError(f"{name}.timeout must be None or a number > 0, got {cls.timeout!r}")
         cls.args_spec = None if cls.args_type is None else ArgsSpec.compile(cls.args_type, name)
+        try:
+            cls.unique_spec = Unique.parse(cls.unique, name)
+        except EnqueueError as exc:
+            raise TypeError(str(exc)) from None
         cls.perform_is_async = inspect.iscoroutinefunction(cls.perform)
         _registered[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
@@ -129,6 +142,22 @@ class Worker:
         """
         return {"exit_code": outcome.exit_code}
 
+    async def progress(self, job: Job, progress: float) -> None:
+        """Record how far ``job`` has come, from 0 to 1 (``job.progress`` in ``show`` and
+        ``GET /jobs/{id}``). Each call is one small write: report steps, not every item.
+        Outside a running runner (a unit test calling ``perform``) it records nothing."""
+        value = check_progress(progress)
+        report = current_progress.get(None)
+        if report is not None:
+            await report(job, value)
+
+    def progress_sync(self, job: Job, progress: float) -> None:
+        """:meth:`progress` for a plain ``def perform`` (which runs in a worker thread)."""
+        value = check_progress(progress)
+        report = current_progress.get(None)
+        if report is not None:
+            anyio.from_thread.run(report, job, value)
+
     @property
     def options(self) -> Mapping[str, Any]:
         """The ``[topics.<topic>] options`` table of the running configuration."""
@@ -139,6 +168,8 @@ class Worker:
 
 #: The configuration of the runner executing jobs in this context (set by Runner.run).
 current_settings: ContextVar[Settings] = ContextVar("jobrunner_settings")
+#: Records the progress of a running job (set by Runner.run; see Worker.progress).
+current_progress: ContextVar[Callable[[Job, float], Coroutine[Any, Any, None]]] = ContextVar("jobrunner_progress")
 
 
 def worker_path(worker: type[Worker]) -> str:
