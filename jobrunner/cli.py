@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int, metavar="N", help="attempts before the job is discarded")
     enqueue.add_argument("--topic", metavar="T",
                          help="a topic declared external = true (WORKER is then any name), or the worker's own")
+    enqueue.add_argument("--tag", action="append", default=[], metavar="TAG",
+                         help="a tag to find the job by (repeatable)")
+    enqueue.add_argument("--meta", metavar="JSON", help="a JSON object stored with the job (job.meta)")
+    enqueue.add_argument("--unique", metavar="JSON",
+                         help='insert no duplicate: {"period": S} with optional "keys" and "states"; '
+                              "a duplicate prints the existing job's id (default: the worker's unique)")
+    enqueue.add_argument("--depends-on", type=_job_id, action="append", default=[], metavar="ID",
+                         help="run only after job ID completed (repeatable)")
+    enqueue.add_argument("--on-dependency-failure", choices=("cancel", "run"),
+                         help="when a dependency ends discarded or cancelled: cancel this job (default) or run it")
 
     stats = command("stats", "job counts per topic and state")
     stats.add_argument("--json", action="store_true", help="one JSON document")
@@ -128,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = command("jobs", "list jobs, newest first")
     jobs.add_argument("--topic")
     jobs.add_argument("--state", choices=ALL_STATES)
+    jobs.add_argument("--tag", help="only jobs with this tag")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--json", action="store_true", help="one JSON document")
 

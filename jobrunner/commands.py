@@ -30,21 +30,34 @@ def _open(settings: config_module.Settings) -> Runner:
     return runner
 
 
-def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int:
-    """Store one job and print its id."""
+def _json_option(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
     try:
-        args = json.loads(ns.args)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--args is not valid JSON: {exc}") from None
+        raise UsageError(f"{option} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise UsageError("--args is nested too deeply to decode (job arguments nest at most "
+        raise UsageError(f"{option} is nested too deeply to decode (job values nest at most "
                          f"{payload.MAX_DEPTH} levels)") from None
+
+
+def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Store one job and print its id (a duplicate of a unique job: the existing job's id,
+    with a note on stderr)."""
+    args = _json_option(ns.args, "--args")
+    meta = _json_option(ns.meta, "--meta")
+    unique = _json_option(ns.unique, "--unique")
     import_modules(settings)
     runner = _open(settings)
     job = runner.enqueue(
-        ns.worker, args, priority=ns.priority, delay=ns.delay, max_attempts=ns.max_attempts, topic=ns.topic
+        ns.worker, args, priority=ns.priority, delay=ns.delay, max_attempts=ns.max_attempts, topic=ns.topic,
+        tags=ns.tag or None, meta=meta, unique=unique, depends_on=ns.depends_on or None,
+        on_dependency_failure=ns.on_dependency_failure,
     )
     print(job.id)
+    if job.duplicate:
+        print(f"duplicate: job {job.id} ({job.state}) matches; nothing inserted", file=sys.stderr)
     return EXIT_OK
 
 
@@ -71,7 +84,7 @@ def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List jobs, newest first."""
     if ns.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {ns.limit}")
-    found = _open(settings).store.list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
+    found = _open(settings).list_jobs(topic=ns.topic, state=ns.state, tag=ns.tag, limit=ns.limit)
     if ns.json:
         print(json.dumps({"jobs": [j.to_dict() for j in found]}))
         return EXIT_OK
@@ -83,18 +96,21 @@ def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
 
 def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Print one job in full."""
-    job = _open(settings).get_job(ns.id)
+    runner = _open(settings)
+    job = runner.get_job(ns.id)
     if job is None:
         print(f"error: no job with id {ns.id}", file=sys.stderr)
         return EXIT_FAILURE
-    data = job.to_dict()
+    data = {**job.to_dict(), **runner.job_links(job.id)}
     if ns.json:
         print(json.dumps(data))
         return EXIT_OK
     for key, value in data.items():
-        if key == "errors":
+        if key in ("errors", "depends_on", "dependents"):
             continue
-        print(f"{key:>13}: {json.dumps(value) if key in ('args', 'result') else value}")
+        print(f"{key:>13}: {json.dumps(value) if key in ('args', 'result', 'tags', 'meta') else value}")
+    for key, label in (("depends_on", "depends on"), ("dependents", "dependents")):
+        print(f"{label:>13}: " + (", ".join(_link_text(link) for link in data[key]) or "-"))
     for entry in job.errors:
         print(f"\n-- attempt {entry.get('attempt')} at {entry.get('at')}: {entry.get('error')}")
         if entry.get("note"):
@@ -102,6 +118,11 @@ def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
         if entry.get("traceback"):
             print(entry["traceback"].rstrip())
     return EXIT_OK
+
+
+def _link_text(link: dict[str, Any]) -> str:
+    text = f"{link['id']} ({link['state'] or 'pruned'})"
+    return text + (" run on failure" if link.get("on_failure") == "run" else "")
 
 
 def cmd_migrate(settings: config_module.Settings, ns: argparse.Namespace) -> int:

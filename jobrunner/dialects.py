@@ -14,8 +14,13 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+import json
+
+from sqlalchemy import Boolean, Connection, Table, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement, literal
 
 #: Advisory-lock namespace of transaction-scoped locks (per topic, per action).
 LOCK_NAMESPACE = 0x6A72_0001
@@ -64,4 +69,35 @@ def upsert(
     raise ValueError(f"no upsert for database dialect {dialect!r}")  # pragma: no cover - two dialects only
 
 
-__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "lock_for_transaction", "migration_lock", "upsert"]
+class HasTag(ColumnElement[bool]):
+    """True where the JSON list of strings in ``column`` holds ``tag`` (exactly).
+
+    SQLite walks the list with ``json_each`` (rows whose text is not JSON never match);
+    PostgreSQL tests containment on the text cast to ``jsonb``.
+    """
+
+    type = Boolean()
+    # The tag is bound at compile time, so statements holding it must not be cached.
+    inherit_cache = False
+
+    def __init__(self, column: ColumnElement[str], tag: str) -> None:
+        self.column = column
+        self.tag = tag
+
+
+@compiles(HasTag, "sqlite")
+def _has_tag_sqlite(element: HasTag, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    tag = compiler.process(literal(element.tag), **kw)
+    return (f"(CASE WHEN json_valid({column}) THEN EXISTS (SELECT 1 FROM json_each({column}) AS tag "
+            f"WHERE tag.value = {tag}) ELSE 0 END)")
+
+
+@compiles(HasTag, "postgresql")
+def _has_tag_postgresql(element: HasTag, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    tag = compiler.process(literal(json.dumps([element.tag])), **kw)
+    return f"(CAST({column} AS JSONB) @> CAST({tag} AS JSONB))"
+
+
+__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "HasTag", "lock_for_transaction", "migration_lock", "upsert"]

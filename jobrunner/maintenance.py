@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Connection, and_, case, delete, or_, select, update
 
 from .access import StoreAccess
+from .dialects import HasTag
 from .job import FINAL_STATES, Job, iso
 from .schema import JOB_COLUMNS, jobs, leases, nodes, topics
 
@@ -211,10 +212,13 @@ class MaintenanceVerbs(StoreAccess):
         return TopicControl(paused, cancelled, lost)
 
     def page_jobs(
-        self, topic: str | None, state: str | None, limit: int, before_id: int | None = None
+        self, topic: str | None, state: str | None, limit: int, before_id: int | None = None,
+        tag: str | None = None,
     ) -> tuple[list[Job], int | None]:
         """One page of jobs, newest first, and the cursor of the next page (None: last page)."""
         query = select(*_ALL).order_by(jobs.c.id.desc()).limit(limit + 1)
+        if tag is not None:
+            query = query.where(HasTag(jobs.c.tags, tag))
         if topic is not None:
             query = query.where(jobs.c.topic == topic)
         if state is not None:

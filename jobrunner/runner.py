@@ -262,6 +262,19 @@ class Runner:
             return None
         return self._storage.get_job(job_id)
 
+    def list_jobs(
+        self, *, topic: str | None = None, state: str | None = None, tag: str | None = None,
+        worker: str | None = None, limit: int = 100,
+    ) -> list[Job]:
+        """Jobs filtered by topic, state, tag and worker (import path), newest first."""
+        return self._storage.list_jobs(topic=topic, state=state, worker=worker, tag=tag, limit=limit)
+
+    def job_links(self, job_id: int) -> dict[str, list[dict[str, Any]]]:
+        """The dependencies and dependents of a job: ``{"depends_on": [{"id", "state",
+        "on_failure"}, ...], "dependents": [{"id", "state"}, ...]}`` (state None: pruned)."""
+        before, after = self._storage.job_links(job_id) if is_job_id(job_id) else ([], [])
+        return {"depends_on": [link.to_dict() for link in before], "dependents": [link.to_dict() for link in after]}
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
         return self._storage.stats(self.settings.topics)

@@ -41,7 +41,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from . import migrate as migrations
 from .config import DatabaseSettings
 from .dependency_store import OnCursor, settle
-from .dialects import lock_for_transaction, upsert
+from .dialects import HasTag, lock_for_transaction, upsert
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
@@ -673,9 +673,12 @@ class Store(MaintenanceVerbs, LeaseVerbs, SchedulingVerbs):
         limit: int = 100,
         worker: str | None = None,
         newest_first: bool = True,
+        tag: str | None = None,
     ) -> list[Job]:
-        """Jobs filtered by topic, state and worker, newest first by default."""
+        """Jobs filtered by topic, state, worker and tag, newest first by default."""
         query = select(*_ALL)
+        if tag is not None:
+            query = query.where(HasTag(jobs.c.tags, tag))
         if topic is not None:
             query = query.where(jobs.c.topic == topic)
         if state is not None:
