@@ -165,6 +165,12 @@ def _job(job: Job) -> dict[str, Any]:
     return job.to_dict()
 
 
+def _enqueued(job: Job) -> dict[str, Any]:
+    """An enqueued job; ``"duplicate": true`` when it is an existing job that a unique
+    enqueue matched (nothing was inserted)."""
+    return {**job.to_dict(), "duplicate": True} if job.duplicate else job.to_dict()
+
+
 #: The header that carries the lease token a claim handed out (complete, fail, extend).
 LEASE_TOKEN_HEADER = "X-Jobrunner-Lease-Token"
 
@@ -191,7 +197,10 @@ def _loaded_worker(worker: Any) -> Any:
 class Api:
     """The handlers, bound to a running :class:`~jobrunner.Runner`."""
 
-    _ENQUEUE_KEYS = frozenset({"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts"})
+    _ENQUEUE_KEYS = frozenset({"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts",
+                               "tags", "meta", "unique", "depends_on", "on_dependency_failure"})
+    #: Options passed to build_row as they are (it validates them and names what is wrong).
+    _PLAIN_OPTIONS = ("priority", "delay", "max_attempts", "tags", "meta", "depends_on", "on_dependency_failure")
 
     def __init__(self, runner: Runner, external: ExternalTopics, settings: HttpSettings) -> None:
         self.runner = runner
@@ -222,7 +231,12 @@ class Api:
             if topic is not None and topic not in self.runner.settings.topics:
                 raise ApiError(400, f"topic {topic!r} is not configured")
             defaults = cache[key] = job_defaults(self.runner.settings, worker, topic, _loaded_worker)
-        options: dict[str, Any] = {k: item[k] for k in ("priority", "delay", "max_attempts") if item.get(k) is not None}
+        options: dict[str, Any] = {k: item[k] for k in self._PLAIN_OPTIONS if item.get(k) is not None}
+        if "unique" in item:
+            options["unique"] = item["unique"]
+        depends_on = options.get("depends_on")
+        if isinstance(depends_on, list) and any(isinstance(d, bool) or not isinstance(d, int) for d in depends_on):
+            raise ApiError(400, f"field 'depends_on' must be a list of job ids, got {depends_on!r}")
         scheduled = item.get("scheduled_at")
         if scheduled is not None:
             if not isinstance(scheduled, str):
@@ -245,8 +259,14 @@ class Api:
             rows = [self._row(item, now, cache) for item in items]
         except (EnqueueError, UnknownWorkerError, ConfigError) as exc:
             raise ApiError(400, str(exc)) from None
-        stored = await self._db(self.runner.store_rows, rows)
-        return JSONResponse([_job(j) for j in stored] if isinstance(body, list) else _job(stored[0]), 201)
+        try:
+            stored = await self._db(self.runner.store_rows, rows)
+        except EnqueueError as exc:  # unknown dependency ids: found in the transaction
+            raise ApiError(400, str(exc)) from None
+        if isinstance(body, list):
+            return JSONResponse([_enqueued(j) for j in stored], 201)
+        # A duplicate of a unique job: nothing was created.
+        return JSONResponse(_enqueued(stored[0]), 200 if stored[0].duplicate else 201)
 
     async def jobs(self, request: Request) -> Response:
         """``/jobs``: GET lists, POST enqueues."""
@@ -259,19 +279,33 @@ class Api:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(_job(job))
 
+    async def dependencies(self, request: Request) -> Response:
+        """``/jobs/{id}/dependencies``: the jobs it waits for and the jobs waiting for it."""
+        job_id = _path_id(request)
+        found = await self.runner.run_read(self._links, job_id)
+        if found is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        return JSONResponse(found)
+
+    def _links(self, job_id: int) -> dict[str, Any] | None:
+        if self.runner.store.get_job(job_id) is None:
+            return None
+        return {"id": job_id, **self.runner.job_links(job_id)}
+
     async def list_jobs(self, request: Request) -> Response:
         state = request.query_params.get("state")
         if state is not None and state not in ALL_STATES:
             raise ApiError(400, f"query parameter state must be one of {', '.join(ALL_STATES)}, got {state!r}")
         topic = request.query_params.get("topic") or None
+        tag = request.query_params.get("tag") or None
         limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
         after = _query_int(request, "after", None, 1, 2**63 - 1)
-        return await self.runner.run_read(self._page, topic, state, limit, after)
+        return await self.runner.run_read(self._page, topic, state, limit, after, tag)
 
-    def _page(self, topic: str | None, state: str | None, limit: int, after: int | None) -> Response:
+    def _page(self, topic: str | None, state: str | None, limit: int, after: int | None, tag: str | None) -> Response:
         """One page of jobs, encoded in the read thread: turning up to 1000 jobs into
         JSON on the event loop would stall claims, acks and heartbeats meanwhile."""
-        page, cursor = self.runner.store.page_jobs(topic, state, limit, after)
+        page, cursor = self.runner.store.page_jobs(topic, state, limit, after, tag)
         return JSONResponse({"jobs": [_job(j) for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
@@ -455,6 +489,7 @@ def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings)
     routes = [
         Route("/jobs", api.jobs, methods=["GET", "POST"]),
         Route("/jobs/{id}", api.get_job, methods=["GET"]),
+        Route("/jobs/{id}/dependencies", api.dependencies, methods=["GET"]),
         Route("/jobs/{id}/retry", api.retry, methods=["POST"]),
         Route("/jobs/{id}/cancel", api.cancel, methods=["POST"]),
         Route("/jobs/{id}/complete", api.complete, methods=["POST"]),

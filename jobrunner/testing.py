@@ -173,7 +173,7 @@ def _thread_runner() -> Callable[..., Any]:
 # ---------------------------------------------------------------- the table
 
 
-_WAITING_STATES = ("available", "scheduled", "retryable")
+_WAITING_STATES = ("available", "scheduled", "retryable", "blocked")
 
 
 def all_enqueued(
