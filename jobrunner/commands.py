@@ -101,10 +101,11 @@ def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     if job is None:
         print(f"error: no job with id {ns.id}", file=sys.stderr)
         return EXIT_FAILURE
-    data = {**job.to_dict(), **runner.job_links(job.id)}
+    data = runner.job_in_full(job)
     if ns.json:
         print(json.dumps(data))
         return EXIT_OK
+    data = {**data, **runner.job_links(job.id)}
     for key, value in data.items():
         if key in ("errors", "depends_on", "dependents"):
             continue

@@ -274,23 +274,16 @@ class Api:
 
     async def get_job(self, request: Request) -> Response:
         job_id = _path_id(request)
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
-        if job is None:
-            raise ApiError(404, f"no job with id {job_id}")
-        return JSONResponse(_job(job))
-
-    async def dependencies(self, request: Request) -> Response:
-        """``/jobs/{id}/dependencies``: the jobs it waits for and the jobs waiting for it."""
-        job_id = _path_id(request)
-        found = await self.runner.run_read(self._links, job_id)
+        found = await self.runner.run_read(self._job_in_full, job_id)
         if found is None:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(found)
 
-    def _links(self, job_id: int) -> dict[str, Any] | None:
-        if self.runner.store.get_job(job_id) is None:
-            return None
-        return {"id": job_id, **self.runner.job_links(job_id)}
+    def _job_in_full(self, job_id: int) -> dict[str, Any] | None:
+        """The job with its dependencies and dependents when it has any, as ``show --json``
+        prints it (read in the read thread)."""
+        job = self.runner.store.get_job(job_id)
+        return None if job is None else self.runner.job_in_full(job)
 
     async def list_jobs(self, request: Request) -> Response:
         state = request.query_params.get("state")
@@ -489,7 +482,6 @@ def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings)
     routes = [
         Route("/jobs", api.jobs, methods=["GET", "POST"]),
         Route("/jobs/{id}", api.get_job, methods=["GET"]),
-        Route("/jobs/{id}/dependencies", api.dependencies, methods=["GET"]),
         Route("/jobs/{id}/retry", api.retry, methods=["POST"]),
         Route("/jobs/{id}/cancel", api.cancel, methods=["POST"]),
         Route("/jobs/{id}/complete", api.complete, methods=["POST"]),

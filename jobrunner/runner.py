@@ -275,6 +275,15 @@ class Runner:
         before, after = self._storage.job_links(job_id) if is_job_id(job_id) else ([], [])
         return {"depends_on": [link.to_dict() for link in before], "dependents": [link.to_dict() for link in after]}
 
+    def job_in_full(self, job: Job) -> dict[str, Any]:
+        """``job.to_dict()`` with ``depends_on`` and ``dependents`` (see :meth:`job_links`)
+        added when it has any: what ``show --json`` and ``GET /jobs/{id}`` answer."""
+        data = job.to_dict()
+        links = self.job_links(job.id)
+        if links["depends_on"] or links["dependents"]:
+            data.update(links)
+        return data
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
         return self._storage.stats(self.settings.topics)

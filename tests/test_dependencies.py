@@ -1,0 +1,173 @@
+"""Job dependencies and workflows on SQLite and PostgreSQL: blocked until every dependency
+completed, cancelled (or run) when one fails, released by the finishing transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from jobrunner import EnqueueError, Job, Runner, Worker, Workflow, events
+from jobrunner.config import parse
+from jobrunner.testing import drain
+from tests.workers import Add, seen
+
+
+class Boom(Worker):
+    topic = "t"
+    max_attempts = 1
+
+    async def perform(self, job: Job) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def runner(any_db_url: str) -> Iterator[Runner]:
+    made = Runner(parse({"database": {"url": any_db_url}, "topics": {"t": {"parallelism": 4}}}, source="test"))
+    made.migrate()
+    yield made
+    made.store.close()
+
+
+def state(runner: Runner, job: Job) -> str:
+    found = runner.get_job(job.id)
+    assert found is not None
+    return found.state
+
+
+@pytest.mark.anyio
+async def test_a_job_waits_blocked_until_its_dependencies_completed(runner: Runner) -> None:
+    first = runner.enqueue(Add, {"a": 1, "b": 1})
+    second = runner.enqueue(Add, {"a": 2, "b": 2})
+    last = runner.enqueue(Add, {"a": 3, "b": 3}, depends_on=[first, second.id])
+    assert last.state == "blocked"
+    assert runner.list_jobs(state="blocked") == [last]
+    counts = await drain(runner, "t")
+    assert counts["completed"] == 3
+    assert list(seen)[-1] == last.id  # ran after both
+    assert state(runner, last) == "completed"
+
+
+@pytest.mark.anyio
+async def test_a_failed_dependency_cancels_its_dependents_in_a_chain(runner: Runner) -> None:
+    failing = runner.enqueue(Boom, {})
+    child = runner.enqueue(Add, {"a": 1, "b": 1}, depends_on=[failing])
+    grandchild = runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[child])
+    anyway = runner.enqueue(Add, {"a": 1, "b": 3}, depends_on=[failing], on_dependency_failure="run")
+    reasons: dict[int, str] = {}
+
+    def record(sender: str, job: Job, reason: str, **_: Any) -> None:
+        reasons[job.id] = reason
+
+    events.job_cancelled.connect(record)
+    try:
+        await drain(runner, "t")
+    finally:
+        events.job_cancelled.disconnect(record)
+    assert state(runner, failing) == "discarded"
+    assert reasons == {child.id: f"dependency {failing.id} was discarded",
+                       grandchild.id: f"dependency {child.id} was cancelled"}
+    stored = runner.get_job(child.id)
+    assert stored is not None and stored.errors[-1]["error"] == f"cancelled: dependency {failing.id} was discarded"
+    assert state(runner, grandchild) == "cancelled"
+    assert state(runner, anyway) == "completed"
+
+
+def test_cancelling_a_blocked_job_cancels_what_waits_for_it(runner: Runner) -> None:
+    first = runner.enqueue(Add, {"a": 1, "b": 1}, delay=3600)
+    middle = runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[first])
+    last = runner.enqueue(Add, {"a": 1, "b": 3}, depends_on=[middle])
+    runner.cancel_job(middle.id)
+    assert (state(runner, middle), state(runner, last)) == ("cancelled", "cancelled")
+    assert state(runner, first) == "scheduled"
+
+
+def test_dependencies_already_finished_decide_at_enqueue(runner: Runner) -> None:
+    done = runner.enqueue(Add, {"a": 1, "b": 1})
+    cancelled = runner.enqueue(Add, {"a": 1, "b": 2})
+    runner.cancel_job(cancelled.id)
+    runner.store.ack_and_claim([], "t", 1, "node", done.inserted_at or 0.0)  # claims `done`
+    from jobrunner.store import Ack
+    running = runner.get_job(done.id)
+    assert running is not None and running.state == "executing"
+    runner.store.ack_and_claim([Ack("complete", running, at=running.attempted_at, result="2")])
+    assert runner.enqueue(Add, {"a": 2, "b": 2}, depends_on=[done]).state == "available"
+    assert runner.enqueue(Add, {"a": 2, "b": 2}, depends_on=[done], delay=60).state == "scheduled"
+    refused = runner.enqueue(Add, {"a": 2, "b": 3}, depends_on=[cancelled])
+    assert refused.state == "cancelled"
+    assert refused.errors[-1]["error"] == f"cancelled: dependency {cancelled.id} was cancelled"
+    assert runner.enqueue(Add, {"a": 2, "b": 4}, depends_on=[cancelled], on_dependency_failure="run").state \
+        == "available"
+
+
+def test_unknown_dependencies_are_refused_and_store_nothing(runner: Runner) -> None:
+    known = runner.enqueue(Add, {"a": 1, "b": 1})
+    with pytest.raises(EnqueueError, match="unknown job id.*: 424242"):
+        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[known, 424242])
+    with pytest.raises(EnqueueError, match="is not a job or a job id"):
+        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=["first"])
+    with pytest.raises(EnqueueError, match="must be a list"):
+        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=known)  # type: ignore[arg-type]
+    with pytest.raises(EnqueueError, match="on_dependency_failure"):
+        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[known], on_dependency_failure="ignore")
+    assert runner.store.count() == 1
+
+
+@pytest.mark.anyio
+async def test_a_workflow_fans_out_and_in_in_one_transaction(runner: Runner) -> None:
+    flow = Workflow()
+    flow.add("report", Add, {"a": 9, "b": 9}, depends_on=["left", "right"])  # any order
+    flow.add("fetch", Add, {"a": 1, "b": 1})
+    flow.add("left", Add, {"a": 2, "b": 2}, depends_on=["fetch"])
+    flow.add("right", Add, {"a": 3, "b": 3}, depends_on=["fetch"], tags=["r"])
+    jobs = runner.enqueue_workflow(flow)
+    assert {name: job.state for name, job in jobs.items()} == {
+        "fetch": "available", "left": "blocked", "right": "blocked", "report": "blocked"}
+    links = runner.job_links(jobs["fetch"].id)
+    assert links == {"depends_on": [], "dependents": [{"id": jobs["left"].id, "state": "blocked"},
+                                                      {"id": jobs["right"].id, "state": "blocked"}]}
+    assert runner.job_links(jobs["report"].id)["depends_on"] == [
+        {"id": jobs["left"].id, "state": "blocked", "on_failure": "cancel"},
+        {"id": jobs["right"].id, "state": "blocked", "on_failure": "cancel"}]
+    await drain(runner, "t")
+    order = list(seen)
+    assert order[0] == jobs["fetch"].id and order[-1] == jobs["report"].id
+    assert all(state(runner, job) == "completed" for job in jobs.values())
+
+
+def test_workflows_refuse_cycles_and_unknown_steps_storing_nothing(runner: Runner) -> None:
+    loop = Workflow()
+    loop.add("a", Add, {"a": 1, "b": 1}, depends_on=["c"])
+    loop.add("b", Add, {"a": 1, "b": 1}, depends_on=["a"])
+    loop.add("c", Add, {"a": 1, "b": 1}, depends_on=["b"])
+    with pytest.raises(EnqueueError, match=r"form a cycle: (a|b|c) -> .* -> \1"):
+        runner.enqueue_workflow(loop)
+    unknown = Workflow()
+    unknown.add("a", Add, {"a": 1, "b": 1}, depends_on=["nope"])
+    with pytest.raises(EnqueueError, match="depends on 'nope', which is no step"):
+        runner.enqueue_workflow(unknown)
+    bad_step = Workflow()
+    bad_step.add("a", Add, {"a": 1, "b": 1})
+    bad_step.add("b", Add, {"a": 1, "b": 1}, depends_on=["a", 999999])
+    with pytest.raises(EnqueueError, match="999999"):
+        runner.enqueue_workflow(bad_step)
+    with pytest.raises(EnqueueError, match="already has a step named 'a'"):
+        bad_step.add("a", Add, {})
+    assert runner.store.count() == 0
+
+
+def test_a_retried_dependent_waits_again_for_its_dependencies(runner: Runner) -> None:
+    first = runner.enqueue(Add, {"a": 1, "b": 1}, delay=3600)
+    second = runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[first])
+    runner.cancel_job(second.id)
+    assert runner.retry_jobs([second.id]) == [second.id]
+    assert state(runner, second) == "blocked"
+
+
+def test_pruning_a_job_forgets_its_links(runner: Runner) -> None:
+    first = runner.enqueue(Add, {"a": 1, "b": 1}, delay=3600)
+    second = runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[first])
+    runner.cancel_job(first.id)  # cancels second too
+    assert runner.store.prune(before=float("inf"), limit=10) == 2
+    assert runner.job_links(second.id) == {"depends_on": [], "dependents": []}
