@@ -11,10 +11,9 @@ a little more than needed.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-
-import json
 
 from sqlalchemy import Boolean, Connection, Table, func, select
 from sqlalchemy.ext.compiler import compiles

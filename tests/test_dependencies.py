@@ -103,7 +103,7 @@ def test_dependencies_already_finished_decide_at_enqueue(runner: Runner) -> None
 
 def test_unknown_dependencies_are_refused_and_store_nothing(runner: Runner) -> None:
     known = runner.enqueue(Add, {"a": 1, "b": 1})
-    with pytest.raises(EnqueueError, match="unknown job id.*: 424242"):
+    with pytest.raises(EnqueueError, match=r"unknown job id.*: 424242"):
         runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[known, 424242])
     with pytest.raises(EnqueueError, match="is not a job or a job id"):
         runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=["first"])

@@ -598,8 +598,8 @@ def test_topics_equals_stats_json(api: Daemon) -> None:
         assert time.monotonic() < deadline, (first.json(), cli, second)
     assert set(cli["topics"]) >= {"py", "other", "pz", "page", "extq", "atomic", "disc", "xpause"}
     for counts in cli["topics"].values():
-        assert set(counts) == {"scheduled", "available", "executing", "retryable", "completed", "discarded",
-                               "cancelled"}
+        assert set(counts) == {"scheduled", "blocked", "available", "executing", "retryable", "completed",
+                               "discarded", "cancelled"}
 
 
 # ---------------------------------------------------------------- 5. pause and resume

@@ -9,7 +9,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -20,7 +20,7 @@ from tests.workers import Add, Noop
 
 class Daily(Worker):
     topic = "t"
-    unique = {"period": 86400, "keys": ["account"]}
+    unique: ClassVar[dict[str, Any]] = {"period": 86400, "keys": ["account"]}
 
     async def perform(self, job: Any) -> None:  # pragma: no cover - never runs
         return None
@@ -133,7 +133,7 @@ def test_a_worker_with_a_bad_unique_attribute_is_refused_when_defined() -> None:
     with pytest.raises(TypeError, match="needs a period"):
         class Bad(Worker):
             topic = "t"
-            unique = {"keys": ["a"]}
+            unique: ClassVar[dict[str, Any]] = {"keys": ["a"]}
 
 
 RACER = textwrap.dedent("""

@@ -3,6 +3,7 @@
     python -m jobrunner enqueue topics.demo.PrintMessage --args '{"message": "hello"}'
     python -m jobrunner enqueue topics.demo.PrintSum --args '{"a": 1, "b": 2}'
     python -m jobrunner enqueue topics.demo.FlakyJob --args '{"fail_times": 2}'
+    python -m jobrunner enqueue topics.demo.BuildReport --args '{"report": "daily", "steps": 4}'
 
 Each declares ``args_type`` (one of each kind msgspec validates: a dataclass, a
 ``TypedDict``, a ``msgspec.Struct``), so arguments that do not match are refused at
@@ -12,7 +13,9 @@ enqueue with the field named, instead of failing every attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, ClassVar, TypedDict
+
+import anyio
 
 import msgspec
 
@@ -81,3 +84,30 @@ class FlakyJob(Worker):
             raise RuntimeError(f"simulated failure on attempt {job.attempt} of {fail_times} planned")
         print(f"[job {job.id}] succeeded on attempt {job.attempt}", flush=True)
         return {"attempts": job.attempt}
+
+
+class ReportArgs(TypedDict):
+    """Arguments of :class:`BuildReport`: which report, in how many steps."""
+
+    report: str
+    steps: int
+
+
+class BuildReport(Worker):
+    """Builds ``report`` in ``steps`` steps, reporting its progress after each.
+
+    Unique per report for a minute: enqueueing the same report again meanwhile (any
+    ``steps``) returns the job already enqueued, marked ``duplicate``.
+    """
+
+    topic = "demo"
+    args_type = ReportArgs
+    unique: ClassVar[dict[str, Any]] = {"period": 60, "keys": ["report"]}
+
+    async def perform(self, job: Job) -> dict[str, Any]:
+        args: ReportArgs = self.args_of(job)
+        for step in range(1, args["steps"] + 1):
+            await anyio.sleep(0.01)  # the work of one step
+            await self.progress(job, step / args["steps"])
+        print(f"[job {job.id}] report {args['report']} built in {args['steps']} steps", flush=True)
+        return {"report": args["report"], "steps": args["steps"]}
