@@ -171,3 +171,36 @@ def test_pruning_a_job_forgets_its_links(runner: Runner) -> None:
     runner.cancel_job(first.id)  # cancels second too
     assert runner.store.prune(before=float("inf"), limit=10) == 2
     assert runner.job_links(second.id) == {"depends_on": [], "dependents": []}
+
+
+def test_dependencies_finishing_at_once_in_two_transactions_release_the_dependent(runner: Runner) -> None:
+    """Two writers complete a dependent's two dependencies at the same moment: whichever
+    commits second sees the first and releases it (none stays blocked)."""
+    import threading
+    import time
+
+    from jobrunner.store import Ack
+
+    pairs = [(runner.enqueue(Add, {"a": i, "b": 0}), runner.enqueue(Add, {"a": i, "b": 1})) for i in range(40)]
+    dependents = [runner.enqueue(Add, {"a": i, "b": 2}, depends_on=list(pair)) for i, pair in enumerate(pairs)]
+    claimed = {job.id: job for job in runner.store.ack_and_claim([], "t", 80, "node", pairs[-1][1].inserted_at or 0.0)}
+    assert len(claimed) == 80
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def complete(side: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for pair in pairs:
+                job = claimed[pair[side].id]
+                runner.store.ack_and_claim([Ack("complete", job, at=time.time(), result=None)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=complete, args=(side,)) for side in (0, 1)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert not failures, failures
+    assert [state(runner, job) for job in dependents] == ["available"] * len(dependents)

@@ -58,6 +58,9 @@ def test_tags_and_meta_are_stored_and_jobs_are_found_by_tag(runner: Runner) -> N
     assert runner.list_jobs(tag='say "hi"') == [blue]
     assert runner.list_jobs(tag="re") == []  # whole tags only
     assert runner.store.page_jobs(None, None, 10, None, "blue")[0] == [blue]
+    many = runner.enqueue_many([(Add, {"a": i, "b": i}, {"tags": [f"n{i}"], "meta": {"i": i}}) for i in range(3)])
+    assert [(j.tags, j.meta) for j in many] == [([f"n{i}"], {"i": i}) for i in range(3)]
+    assert [runner.get_job(j.id) for j in many] == many
     data = red.to_dict()
     assert (data["tags"], data["meta"], data["progress"]) == (["red", "big"], {"by": "alice", "n": [1, 2]}, None)
 
