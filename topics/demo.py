@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
 
 import anyio
-
 import msgspec
 
 from jobrunner import Job, Worker
