@@ -53,6 +53,7 @@ from .schema import JOB_COLUMNS, jobs, topics
 
 _EMPTY_LIST = "[]"
 _EMPTY_OBJECT = "{}"
+_METADATA_DEFAULTS = {"tags": _EMPTY_LIST, "meta": _EMPTY_OBJECT, "unique_key": None}
 
 logger = logging.getLogger("jobrunner.store")
 
@@ -490,12 +491,15 @@ class Store(MaintenanceVerbs, LeaseVerbs, SchedulingVerbs):
     def insert_jobs(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
         """Insert rows (column → value, JSON columns already encoded) in one transaction.
 
-        Every row has the keys of ``_INSERT_COLUMNS``; an optional ``decoded_args``
+        Every row has the keys of ``_INSERT_COLUMNS`` (``tags``, ``meta`` and ``unique_key``
+        may be left out: no tags, empty meta, not unique); an optional ``decoded_args``
         key holds the arguments already decoded (saves decoding them again). Returns
         the stored jobs in the order given.
         """
         if not rows:
             return []
+        # Rows made before the metadata columns existed (callers of this storage verb) lack them.
+        rows = [r if "unique_key" in r else {**_METADATA_DEFAULTS, **r} for r in rows]
         if any("unique" in r or "depends_on" in r or "depends_on_rows" in r for r in rows):
             return self.insert_linked(rows)
         if len(rows) == 1 or not self._sequential_ids:
