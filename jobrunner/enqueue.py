@@ -183,7 +183,7 @@ def build_row(
             raise EnqueueError(f"run time of {name} must fall within the years 1..9999 (UTC)")
         tags = check_tags(options.get("tags"), name)
         meta = check_meta(options.get("meta"), name)
-        if "unique" in options:
+        if options.get("unique") is not None:  # None: the worker's own; False: not unique
             unique = Unique.parse(options["unique"], name)
         depends_on = dependency_ids(options.get("depends_on"), name)
         on_failure = options.get("on_dependency_failure") or "cancel"

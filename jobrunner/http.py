@@ -200,7 +200,8 @@ class Api:
     _ENQUEUE_KEYS = frozenset({"worker", "args", "topic", "priority", "delay", "scheduled_at", "max_attempts",
                                "tags", "meta", "unique", "depends_on", "on_dependency_failure"})
     #: Options passed to build_row as they are (it validates them and names what is wrong).
-    _PLAIN_OPTIONS = ("priority", "delay", "max_attempts", "tags", "meta", "depends_on", "on_dependency_failure")
+    _PLAIN_OPTIONS = ("priority", "delay", "max_attempts", "tags", "meta", "unique", "depends_on",
+                      "on_dependency_failure")
 
     def __init__(self, runner: Runner, external: ExternalTopics, settings: HttpSettings) -> None:
         self.runner = runner
@@ -232,8 +233,6 @@ class Api:
                 raise ApiError(400, f"topic {topic!r} is not configured")
             defaults = cache[key] = job_defaults(self.runner.settings, worker, topic, _loaded_worker)
         options: dict[str, Any] = {k: item[k] for k in self._PLAIN_OPTIONS if item.get(k) is not None}
-        if "unique" in item:
-            options["unique"] = item["unique"]
         depends_on = options.get("depends_on")
         if isinstance(depends_on, list) and any(isinstance(d, bool) or not isinstance(d, int) for d in depends_on):
             raise ApiError(400, f"field 'depends_on' must be a list of job ids, got {depends_on!r}")

@@ -140,9 +140,7 @@ class Runner:
         """
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
                    "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
-                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure}
-        if unique is not None:
-            options["unique"] = unique
+                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure, "unique": unique}
         return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
 
     def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
@@ -175,9 +173,7 @@ class Runner:
         """Like :meth:`enqueue`, without blocking the event loop."""
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
                    "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
-                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure}
-        if unique is not None:
-            options["unique"] = unique
+                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure, "unique": unique}
         row = build_row(self.settings, worker, args, options, self.clock())
         return (await self.run_db(self.store_rows, [row]))[0]
 

@@ -152,7 +152,8 @@ class SchedulingVerbs(StoreAccess):
         since = unique.since(now)
         if since is not None:
             query = query.where(jobs.c.inserted_at > since)
-        row = conn.execute(query.order_by(jobs.c.id.desc()).limit(1)).first()
+        # Locked like a dependency: a later row of this call may depend on it.
+        row = conn.execute(query.order_by(jobs.c.id.desc()).limit(1).with_for_update(read=True, nowait=True)).first()
         return None if row is None else self._row_to_job(row).evolve(duplicate=True)
 
     def _insert_one(self, conn: Connection, row: dict[str, Any], deps: dict[int, str]) -> Job:
