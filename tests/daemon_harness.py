@@ -124,6 +124,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._client: httpx.Client | None = None
         self._log_start = 0
+        self._terminated = False
 
     # ------------------------------------------------------------ life cycle
 
@@ -137,6 +138,7 @@ class DaemonProcess:
         """Start the process; with ``wait``, return once it is ready (see :meth:`wait_ready`)."""
         assert self.proc is None or self.proc.poll() is not None, "this daemon is running already"
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._terminated = False
         with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(self.command(), env=self.env, cwd=self.cwd, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -175,9 +177,11 @@ class DaemonProcess:
         return any(text in self.output(since_start=True) for text in PORT_TAKEN)
 
     def terminate(self) -> None:
-        """Send SIGTERM (the graceful stop) without waiting."""
+        """Send SIGTERM (the graceful stop) without waiting; only once per start, as a second
+        SIGTERM tells the daemon to stop at once."""
         assert self.proc is not None
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
             self.proc.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float = 30.0) -> int:
@@ -186,8 +190,8 @@ class DaemonProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL when it has not exited after ``timeout`` seconds; the exit
-        code (None when never started)."""
+        """SIGTERM (unless it has exited), then SIGKILL when it has not exited after ``timeout``
+        seconds; the exit code (None when never started)."""
         if self.proc is None:
             return None
         self.terminate()
@@ -291,12 +295,18 @@ def start_on_free_port(make: Callable[[int], DaemonProcess], *, attempts: int = 
 
 
 def stop_all(daemons: Iterable[DaemonProcess], timeout: float = 30.0) -> list[int | None]:
-    """SIGTERM every daemon at once, then wait for each (SIGKILL after ``timeout``)."""
-    daemons = list(daemons)
+    """SIGTERM every daemon at once, then wait for each; SIGKILL for one still running
+    ``timeout`` seconds later."""
+    daemons = [daemon for daemon in daemons if daemon.proc is not None]
     for daemon in daemons:
-        if daemon.proc is not None:
-            daemon.terminate()
-    return [daemon.stop(timeout) for daemon in daemons]
+        daemon.terminate()
+    codes: list[int | None] = []
+    for daemon in daemons:
+        try:
+            codes.append(daemon.wait(timeout))
+        except subprocess.TimeoutExpired:
+            codes.append(daemon.kill())
+    return codes
 
 
 __all__ = ["PYTHON", "READY_EVENT", "DaemonExited", "DaemonProcess", "child_env", "free_port",

@@ -580,10 +580,11 @@ def test_pause_keeps_jobs_available_and_resume_runs_them(api: Daemon) -> None:
     assert response.status_code == 200 and response.json() == {"topic": "pz", "paused": True}
     try:
         job = api.enqueue({"worker": f"{W}.Pausable"})
+        def still_available() -> None:
+            assert api.job(job["id"])["state"] == "available", "a paused topic ran a job"
+
         # Nothing may start while paused: watch for 10 poll intervals.
-        holds_for("the paused topic's job stays available",
-                  lambda: api.job(job["id"])["state"] == "available" or pytest.fail("a paused topic ran a job"),
-                  1.0, alive=[api.proc])
+        holds_for("the paused topic's job stays available", still_available, 1.0, alive=[api.proc])
     finally:
         response = api.http.post("/topics/pz/resume")
     assert response.status_code == 200 and response.json() == {"topic": "pz", "paused": False}

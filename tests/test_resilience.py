@@ -49,6 +49,8 @@ backoff = {{ strategy = "constant", base = 0.0, max = 1.0, jitter = 0.0 }}
 """
 
 NON_FINAL = ("scheduled", "available", "executing", "retryable")
+# Daemons plus a dozen or more CLI processes per test: each takes a second or more on a loaded machine.
+pytestmark = pytest.mark.timeout(150)
 
 
 # ------------------------------------------------------------------ harness
@@ -412,7 +414,6 @@ def test_pause_and_resume_from_another_process(make_cluster: Callable[..., Clust
 # ------------------------------------------------------------------ 5. retry
 
 
-@pytest.mark.timeout(150)  # some twenty CLI processes, each a second or more on a loaded machine
 def test_retry_cli(make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(parallelism=4, poll=0.1)
     flag = c.tmp / "failing"
