@@ -35,7 +35,7 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
-    # Version 7: metadata, progress, uniqueness (see jobrunner.unique).
+    # Version 5 (0005_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
     Column("tags", Text, nullable=False, server_default="[]"),
     Column("meta", Text, nullable=False, server_default="{}"),
     Column("progress", Float, nullable=True),

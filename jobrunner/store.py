@@ -42,7 +42,7 @@ from . import migrate as migrations
 from .config import DatabaseSettings
 from .dependency_store import OnCursor, settle
 from .dialects import HasTag, lock_for_transaction, upsert
-from .errors import ConfigError, JobrunnerError
+from .errors import ConfigError, StorageError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
@@ -58,10 +58,6 @@ _METADATA_DEFAULTS = {"tags": _EMPTY_LIST, "meta": _EMPTY_OBJECT, "unique_key": 
 logger = logging.getLogger("jobrunner.store")
 
 T = TypeVar("T")
-
-
-class StorageError(JobrunnerError):
-    """The database could not be opened or written."""
 
 
 @dataclass(slots=True)
