@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,38 +135,19 @@ async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> 
             counts[_name] += 1
         signal.connect(count, sender=topic, weak=False)
         receivers.append((signal, count))
-    run_db = _thread_runner()
     producer = Producer(
-        settings, runner.store, runner.node, run_db,
+        settings, runner.store, runner.node, runner.run_db,
         Executor(settings, anyio.CapacityLimiter(settings.parallelism), runner.clock), runner.clock,
     )
     try:
-        await run_db(runner.store.migrate)
+        await runner.run_db(runner.migrate)
         async with anyio.create_task_group() as tg:
-            while True:
-                if with_scheduled:
-                    await run_db(runner.store.stage_due, topic, math.inf)
-                claimed = await producer.flush(settings.parallelism, stage=True)
-                for job in claimed:
-                    producer.start_job(tg, job)
-                if not claimed:
-                    break
-                await producer.wait_idle()
+            await producer.drain(tg, with_scheduled=with_scheduled)
             tg.cancel_scope.cancel()  # the job tasks, all idle now
-        await producer.flush(0)
     finally:
         for signal, receiver in receivers:
             signal.disconnect(receiver)
     return counts
-
-
-def _thread_runner() -> Callable[..., Any]:
-    limiter = anyio.CapacityLimiter(1)
-
-    async def run_db(fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=limiter)
-
-    return run_db
 
 
 # ---------------------------------------------------------------- the table
