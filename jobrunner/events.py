@@ -168,6 +168,11 @@ def wanted(signal: NamedSignal) -> bool:
     return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
 
 
+def logged(signal: NamedSignal) -> bool:
+    """True when emitting ``signal`` would write a log record."""
+    return logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+
+
 def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     """Log one line for the event, then send it to every receiver, each isolated."""
     name = signal.name

@@ -121,8 +121,14 @@ class Finished:
                 extra={"event": "job_released", "topic": self.job.topic, "job_id": self.job.id},
             )
             return
-        if events.wanted(self.signal):
-            events.emit(self.signal, self.job.topic, job=self.snapshot, **self.payload)
+        signal = self.signal
+        if signal.receivers:
+            events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
+        elif events.logged(signal):
+            # Only the log line: it names the job's id, worker and attempt, which the
+            # job before the transition already has unless the attempt changed.
+            job = self.snapshot if "attempt" in self.changes else self.job
+            events.emit(signal, self.job.topic, job=job, **self.payload)
 
 
 def plan(
