@@ -173,6 +173,10 @@ def logged(signal: NamedSignal) -> bool:
     return logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
 
 
+#: Events of jobs that went well: ``[runner] log_jobs = false`` leaves out their lines.
+SUCCESSES: frozenset[str] = frozenset({"job_completed", "job_snoozed"})
+
+
 def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     """Log one line for the event, then send it to every receiver, each isolated."""
     name = signal.name
@@ -184,8 +188,14 @@ def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
         record = logger.makeRecord(logger.name, level, __file__, _LINE, "%s", (_Description(name, sender, payload),),
                                    None, "emit", {"event": name, "topic": sender, "job_id": getattr(job, "id", None)})
         logger.handle(record)
+    send(signal, sender, **payload)
+
+
+def send(signal: NamedSignal, sender: Any, **payload: Any) -> None:
+    """Send the event to every receiver, each isolated, without a log line."""
     if not signal.receivers:
         return
+    name = signal.name
     for receiver in signal.receivers_for(sender):
         try:
             outcome = receiver(sender, **payload)

@@ -113,8 +113,9 @@ class Finished:
         """The job as it is after this transition."""
         return self.job.evolve(**self.changes)
 
-    def emit(self) -> None:
-        """Send the event (call only after the ack was written)."""
+    def emit(self, log_success: bool = True) -> None:
+        """Send the event (call only after the ack was written); ``log_success=False``
+        leaves out the log line of a job that went well (see ``[runner] log_jobs``)."""
         if self.signal is None:  # put back at shutdown: no lifecycle transition to announce
             logger.info(
                 "job_released id=%s topic=%s: put back as available", self.job.id, self.job.topic,
@@ -122,7 +123,10 @@ class Finished:
             )
             return
         signal = self.signal
-        if signal.receivers:
+        if not log_success and signal.name in events.SUCCESSES:
+            if signal.receivers:
+                events.send(signal, self.job.topic, job=self.snapshot, **self.payload)
+        elif signal.receivers:
             events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
         elif events.logged(signal):
             # Only the log line: it names the job's id, worker and attempt, which the

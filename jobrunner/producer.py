@@ -53,8 +53,12 @@ class Producer:
         run_db: Callable[..., Awaitable[Any]],
         executor: Executor,
         clock: Callable[[], float] = time.time,
+        *,
+        log_jobs: bool = True,
     ) -> None:
         self.topic = topic
+        #: False: no log line for jobs that went well (``[runner] log_jobs``).
+        self.log_jobs = log_jobs
         self.store = store
         self.node = node
         self.executor = executor
@@ -221,7 +225,7 @@ class Producer:
         for item in finished:
             if item.ack.applied:
                 tally[item.ack.kind] += 1
-                item.emit()
+                item.emit(self.log_jobs)
             else:
                 logger.warning(
                     "job_stale id=%s topic=%s: the job left executing before its %s was written; "

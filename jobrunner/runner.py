@@ -338,7 +338,7 @@ class Runner:
                         producer = Producer(
                             topic, self.store, self.node, self.run_db,
                             Executor(topic, anyio.CapacityLimiter(topic.parallelism), self.clock),
-                            self.clock,
+                            self.clock, log_jobs=self.settings.runner.log_jobs,
                         )
                         supervisor = TopicSupervisor(producer, self.settings.runner)
                         self._producers[name] = producer
