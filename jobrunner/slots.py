@@ -68,6 +68,9 @@ class JobSlots:
         self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
         self._idle.set()
+        # anyio.Event() looks up the running event loop's library on every call; the
+        # class it returns makes the same events without the look-up (one per job here).
+        self._new_event: Callable[[], anyio.Event] = type(self._idle)
 
     def running(self) -> list[tuple[int, int]]:
         """(id, attempt) of every execution running here."""
@@ -81,7 +84,7 @@ class JobSlots:
         """
         self.taken += 1
         if self.taken == 1:
-            self._idle = anyio.Event()
+            self._idle = self._new_event()
         if jobs_tg is not self._jobs_tg:
             self._jobs_tg, self._idle_tasks = jobs_tg, []
         if job.id in self._executions:
@@ -140,7 +143,7 @@ class JobSlots:
                 await in_own_context(self._run(execution))
                 if scope.cancel_called:
                     return  # the job ended before its cancellation reached it
-                handoff = _Handoff(scope)
+                handoff = _Handoff(scope, self._new_event())
                 idle_tasks.append(handoff)
                 try:
                     await handoff.event.wait()
@@ -198,8 +201,8 @@ class _Handoff:
 
     __slots__ = ("event", "execution", "scope")
 
-    def __init__(self, scope: anyio.CancelScope) -> None:
-        self.event = anyio.Event()
+    def __init__(self, scope: anyio.CancelScope, event: anyio.Event) -> None:
+        self.event = event
         self.execution: Execution | None = None
         self.scope = scope
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import anyio
 import anyio.from_thread
@@ -18,6 +19,8 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        # The backend's own Event class: anyio.Event() looks the backend up on every call.
+        self._new_event: Callable[[], anyio.Event] = type(self._event)
         self._thread = threading.get_ident()
         self._token = anyio.lowlevel.current_token()
 
@@ -38,5 +41,5 @@ class Wakeup:
                 await self._event.wait()
         was_set = self._event.is_set()
         if was_set:
-            self._event = anyio.Event()
+            self._event = self._new_event()
         return was_set
