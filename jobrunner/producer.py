@@ -257,5 +257,4 @@ class Producer:
             return
         if finished is None:  # cancelled by shutdown: put the job back for another run
             finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
-        self._pending.append(finished)
-        self.wakeup.set()  # the outcome is pending: write it
+        self._pending.append(finished)  # JobSlots wakes the loop to write it

@@ -52,15 +52,15 @@ class JobSlots:
     """Runs claimed jobs in job tasks of a task group, one :class:`Execution` each.
 
     ``perform`` runs one job to its outcome; ``ended`` books each end (see
-    :data:`Ended`); ``freed`` is called whenever a slot becomes free.
+    :data:`Ended`); ``changed`` is called after each end and whenever a slot becomes free.
     """
 
     def __init__(self, topic: str, perform: Callable[[Job], Awaitable[Finished]], ended: Ended,
-                 freed: Callable[[], None]) -> None:
+                 changed: Callable[[], None]) -> None:
         self.topic = topic
         self._perform = perform
         self._ended = ended
-        self._freed = freed
+        self._changed = changed
         #: Slots taken: executions running, plus timed-out ones whose thread runs on.
         self.taken = 0
         self._executions: dict[int, Execution] = {}
@@ -188,12 +188,14 @@ class JobSlots:
         self._ended(execution, finished)
         if free_slot:
             self._free_slot()
+        else:
+            self._changed()  # its outcome may be pending
 
     def _free_slot(self) -> None:
         self.taken -= 1
         if self.taken == 0:
             self._idle.set()
-        self._freed()
+        self._changed()
 
 
 class _Handoff:
