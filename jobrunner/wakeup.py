@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+
+from .loop import EventLoop
 
 
 class Wakeup:
@@ -21,18 +20,12 @@ class Wakeup:
         self._event = anyio.Event()
         # The backend's own Event class: anyio.Event() looks the backend up on every call.
         self._new_event: Callable[[], anyio.Event] = type(self._event)
-        self._thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+        self._loop = EventLoop.current()
 
     def set(self) -> None:
-        """Wake the waiter (from the loop thread or any other thread)."""
-        if threading.get_ident() == self._thread:
-            self._event.set()
-        else:
-            try:
-                anyio.from_thread.run_sync(self._event.set, token=self._token)
-            except RuntimeError:
-                pass  # the loop has already finished: nobody is waiting any more
+        """Wake the waiter (from the loop thread or any other thread; once the loop has
+        finished nobody waits, and nothing happens)."""
+        self._loop.call(self._event.set)
 
     async def wait(self, timeout: float = math.inf) -> bool:
         """Wait until set or ``timeout`` seconds pass; True when set. Re-arms itself."""
