@@ -11,9 +11,9 @@ from .errors import (
     ConfigError,
     EnqueueError,
     InvalidArgumentsError,
-    JobNotFoundError,
     JobrunnerError,
     MigrationError,
+    StorageError,
     UnknownWorkerError,
 )
 from .job import Job, JobState
@@ -28,7 +28,6 @@ __all__ = [
     "ExternalProcess",
     "InvalidArgumentsError",
     "Job",
-    "JobNotFoundError",
     "JobState",
     "JobrunnerError",
     "MigrationError",
@@ -36,6 +35,7 @@ __all__ = [
     "Runner",
     "Settings",
     "Snooze",
+    "StorageError",
     "UnknownWorkerError",
     "Worker",
     "events",

@@ -71,7 +71,7 @@ def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List jobs, newest first."""
     if ns.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {ns.limit}")
-    found = _open(settings).store.list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
+    found = _open(settings).list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
     if ns.json:
         print(json.dumps({"jobs": [j.to_dict() for j in found]}))
         return EXIT_OK

@@ -26,8 +26,8 @@ class InvalidArgumentsError(EnqueueError):
     """The job's arguments do not match its worker's ``args_type``."""
 
 
-class JobNotFoundError(JobrunnerError):
-    """No job has that id."""
+class StorageError(JobrunnerError):
+    """The database could not be opened or written."""
 
 
 class MigrationError(JobrunnerError):

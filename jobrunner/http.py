@@ -31,6 +31,7 @@ from .external import ExternalTopics, LeaseError
 from .job import ALL_STATES, Job, iso
 from .payload import MAX_DEPTH, PayloadError, check as check_value
 from .sse import event_stream
+from .storage.records import NewJob
 from .worker import registered_worker
 
 if TYPE_CHECKING:
@@ -198,12 +199,9 @@ class Api:
         self.external = external
         self.settings = settings
 
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.runner.run_db(fn, *args)
-
     # -- producers
 
-    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> dict[str, Any]:
+    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> NewJob:
         if not isinstance(item, dict):
             raise ApiError(400, "each job must be a JSON object")
         unknown = set(item) - self._ENQUEUE_KEYS
@@ -245,7 +243,7 @@ class Api:
             rows = [self._row(item, now, cache) for item in items]
         except (EnqueueError, UnknownWorkerError, ConfigError) as exc:
             raise ApiError(400, str(exc)) from None
-        stored = await self._db(self.runner.store_rows, rows)
+        stored = await self.runner.in_thread(lambda: self.runner.store_rows(rows))
         return JSONResponse([_job(j) for j in stored] if isinstance(body, list) else _job(stored[0]), 201)
 
     async def jobs(self, request: Request) -> Response:
@@ -254,7 +252,7 @@ class Api:
 
     async def get_job(self, request: Request) -> Response:
         job_id = _path_id(request)
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
+        job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(_job(job))
@@ -265,19 +263,20 @@ class Api:
             raise ApiError(400, f"query parameter state must be one of {', '.join(ALL_STATES)}, got {state!r}")
         topic = request.query_params.get("topic") or None
         limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
+        assert limit is not None  # it has a default
         after = _query_int(request, "after", None, 1, 2**63 - 1)
-        return await self.runner.run_read(self._page, topic, state, limit, after)
+        return await self.runner.in_read_thread(lambda: self._page(topic, state, limit, after))
 
     def _page(self, topic: str | None, state: str | None, limit: int, after: int | None) -> Response:
         """One page of jobs, encoded in the read thread: turning up to 1000 jobs into
         JSON on the event loop would stall claims, acks and heartbeats meanwhile."""
-        page, cursor = self.runner.store.page_jobs(topic, state, limit, after)
+        page, cursor = self.runner.page_jobs(topic, state, limit, after)
         return JSONResponse({"jobs": [_job(j) for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
         job_id = _path_id(request)
-        retried = await self._db(self.runner.retry_jobs, [job_id])
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
+        retried = await self.runner.in_thread(lambda: self.runner.retry_jobs([job_id]))
+        job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         if not retried:
@@ -287,7 +286,7 @@ class Api:
     async def cancel(self, request: Request) -> Response:
         job_id = _path_id(request)
         try:
-            job = await self._db(self.runner.cancel_job, job_id)
+            job = await self.runner.in_thread(lambda: self.runner.cancel_job(job_id))
         except JobStateError as exc:
             raise ApiError(409, str(exc)) from None
         if job is None:
@@ -295,7 +294,7 @@ class Api:
         return JSONResponse(_job(job))
 
     async def topics(self, request: Request) -> Response:
-        return JSONResponse({"topics": await self.runner.run_read(self.runner.stats)})
+        return JSONResponse({"topics": await self.runner.in_read_thread(self.runner.stats)})
 
     def _topic(self, request: Request) -> str:
         topic: str = request.path_params["topic"]
@@ -305,12 +304,12 @@ class Api:
 
     async def pause(self, request: Request) -> Response:
         topic = self._topic(request)
-        await self._db(self.runner.pause, topic)
+        await self.runner.in_thread(lambda: self.runner.pause(topic))
         return JSONResponse({"topic": topic, "paused": True})
 
     async def resume(self, request: Request) -> Response:
         topic = self._topic(request)
-        await self._db(self.runner.resume, topic)
+        await self.runner.in_thread(lambda: self.runner.resume(topic))
         self.external.notify(topic)
         return JSONResponse({"topic": topic, "paused": False})
 
@@ -368,7 +367,7 @@ class Api:
         return JSONResponse({"id": job_id, "lease_expires_at": iso(expires)})
 
     async def _known(self, job_id: int) -> None:
-        if await self.runner.run_read(self.runner.store.get_job, job_id) is None:
+        if await self.runner.in_read_thread(lambda: self.runner.get_job(job_id)) is None:
             raise ApiError(404, f"no job with id {job_id}")
 
     async def _conclude(

@@ -18,7 +18,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from .store import ChangeProbe
+from .storage.sqlite import ChangeProbe
 
 logger = logging.getLogger("jobrunner.watcher")
 
