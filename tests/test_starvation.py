@@ -20,6 +20,7 @@ import pytest
 
 from jobrunner import Runner
 from jobrunner.config import parse
+from jobrunner.storage import NewJob
 from tests.test_http import PYTHON, child_env, free_port
 
 RESCUE_AFTER = 1.0
@@ -54,7 +55,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
          "priority": 2, "attempt": 0, "max_attempts": 1, "errors": "[]", "inserted_at": 0.0, "scheduled_at": 0.0}
         for _ in range(3000)
     ]
-    observer.store.insert_jobs(rows)
+    observer.store.jobs.insert([NewJob(**row) for row in rows])
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(db=db, port=port, rescue_after=RESCUE_AFTER))
@@ -108,7 +109,7 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
         end = time.monotonic() + 4 * RESCUE_AFTER
         while time.monotonic() < end:
             now = time.time()
-            rescued += observer.store.rescue_orphans(now, now - RESCUE_AFTER)
+            rescued += observer.store.nodes.rescue_orphans(now, now - RESCUE_AFTER)
             time.sleep(0.05)
     finally:
         stop.set()
