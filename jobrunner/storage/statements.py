@@ -41,7 +41,7 @@ if tuple(f.name for f in fields(Job)) != JOB_COLUMNS:  # pragma: no cover - a sc
 #: Every column of the jobs table, in Job's field order.
 ALL = [jobs.c[name] for name in JOB_COLUMNS]
 #: The columns a new row sets (the fields of NewJob that are columns).
-INSERT_COLUMNS = tuple(f.name for f in fields(NewJob) if f.name in JOB_COLUMNS)
+INSERT_COLUMNS = tuple(name for name in NewJob._fields if name in JOB_COLUMNS)
 _EMPTY_LIST = "[]"
 
 
