@@ -26,7 +26,7 @@ from .errors import ConfigError, JobStateError, MigrationError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
-from .job import Job, JobState, is_job_id
+from .job import RETRYABLE_STATES, Job, JobState, is_job_id
 from .producer import Producer
 from .storage import AsyncStorage, NewJob, Storage
 from .summary import report_throughput
@@ -409,7 +409,7 @@ class Runner:
 
     def retry_jobs(
         self, ids: Iterable[int] | None = None, *, topic: str | None = None,
-        states: Iterable[str] = (JobState.DISCARDED, JobState.CANCELLED),
+        states: Iterable[str] = RETRYABLE_STATES,
     ) -> list[int]:
         """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
         if ids is not None:

@@ -32,6 +32,7 @@ from .priority import parse_priority
 from .producer import Producer
 from .recording import EventRecorder, RecordedEvent, wait_for
 from .runner import Runner
+from .summary import OUTCOMES
 from .worker import Worker, worker_path
 
 # ---------------------------------------------------------------- perform_job
@@ -111,13 +112,8 @@ class _DirectExecutor(Executor):
 # ---------------------------------------------------------------- drain
 
 
-_OUTCOME_SIGNALS = {
-    "completed": events.job_completed,
-    "failed": events.job_failed,
-    "discarded": events.job_discarded,
-    "cancelled": events.job_cancelled,
-    "snoozed": events.job_snoozed,
-}
+#: The outcome counts drain returns, by name, and the events that count them.
+_OUTCOME_SIGNALS = {name: events.signal_named(f"job_{name}") for name in OUTCOMES.values()}
 
 
 async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> dict[str, int]:

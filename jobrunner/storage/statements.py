@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Delete, Update
 
-from ..job import FINAL_STATES, Job, JobState
+from ..job import FINAL_STATES, RETRYABLE_STATES, Job, JobState
 from ..payload import decode, decode_errors
 from ..transitions import Transition
 from .dialects import Dialect
@@ -169,7 +169,7 @@ COUNTS = select(jobs.c.topic, jobs.c.state, func.count()).group_by(jobs.c.topic,
 #: States a job can be cancelled from.
 CANCELLABLE = (JobState.SCHEDULED, JobState.AVAILABLE, JobState.EXECUTING, JobState.RETRYABLE)
 #: States a job can be retried from.
-RETRYABLE_FROM = (JobState.DISCARDED, JobState.CANCELLED)
+RETRYABLE_FROM = RETRYABLE_STATES
 _FINISHED_AT = {JobState.COMPLETED: jobs.c.completed_at, JobState.CANCELLED: jobs.c.cancelled_at,
                 JobState.DISCARDED: jobs.c.discarded_at}
 
