@@ -110,7 +110,7 @@ class JobVerbs:
                 row = cursor.fetchone()
                 if row is not None:
                     live.add((row[0], row[1]))
-        applied = tuple(live is None or (ack.job.id, ack.job.attempt) in live for ack in acks)
+        applied = (True,) * len(acks) if live is None else tuple((a.job.id, a.job.attempt) in live for a in acks)
         by_transition: dict[Transition, list[Any]] = {}
         for ack, applies in zip(acks, applied, strict=True):
             if not applies:
