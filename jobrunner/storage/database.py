@@ -47,7 +47,7 @@ class Prepared:
     text and parameter order are computed here once.
     """
 
-    def __init__(self, statement: Any, dialect: Any) -> None:
+    def __init__(self, statement: Any, dialect: Any, fields: Sequence[str] = ()) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
         defaults = compiled.construct_params(_check=False)
@@ -60,8 +60,15 @@ class Prepared:
         if positions is not None and len(positions) == 1:
             single = operator.itemgetter(positions[0])
             self._pick = lambda values: (single(values),)
-        #: Reads the bound values off an object whose attributes carry the parameter names.
-        self._attributes = operator.attrgetter(*self._names) if len(self._names) > 1 else None
+        #: Picks the bound values out of a record (a tuple with these ``fields``, see
+        #: :meth:`params_of`): a slice when they lead the record in order, the cheapest.
+        self._record: Callable[[Sequence[Any]], Any] | None = None
+        if fields and set(self._names) <= set(fields):
+            width = len(self._names)
+            if tuple(fields[:width]) == self._names:
+                self._record = operator.itemgetter(slice(0, width))
+            else:
+                self._record = operator.itemgetter(*(list(fields).index(name) for name in self._names))
 
     def params(self, values: dict[str, Any]) -> Any:
         """DBAPI parameters for ``values`` (positional or named, as the driver wants)."""
@@ -70,10 +77,11 @@ class Prepared:
             return merged
         return self._pick(merged) if self._pick is not None else ()
 
-    def params_of(self, record: Any) -> Any:
-        """DBAPI parameters read from the attributes of ``record`` (no fixed values)."""
-        assert self._attributes is not None and not self._fixed
-        picked = self._attributes(record)
+    def params_of(self, record: Sequence[Any]) -> Any:
+        """DBAPI parameters picked from ``record``, a tuple with the ``fields`` given when
+        this statement was prepared (the statement must bind only those, nothing fixed)."""
+        assert self._record is not None
+        picked = self._record(record)
         return picked if self._positional else dict(zip(self._names, picked, strict=True))
 
 
@@ -101,9 +109,10 @@ class Database:
         self._closed = False
         self._kept: dict[Engine, list[tuple[Any, Any]]] = {self.engine: [], self.transitions: []}
 
-    def prepare(self, statement: Any) -> Prepared:
-        """``statement`` compiled for this database (see :class:`Prepared`)."""
-        return Prepared(statement, self.engine.dialect)
+    def prepare(self, statement: Any, fields: Sequence[str] = ()) -> Prepared:
+        """``statement`` compiled for this database (see :class:`Prepared`); ``fields``
+        names the record type whose values :meth:`Prepared.params_of` binds."""
+        return Prepared(statement, self.engine.dialect, fields)
 
     def read(self) -> Connection:
         """A connection for read-only work (SQLite: a deferred BEGIN, no write lock)."""

@@ -32,8 +32,8 @@ class JobVerbs:
         self._paused = db.prepare(sql.PAUSED)
         self._acks = {transition: db.prepare(statement) for transition, statement in sql.ACKS.items()}
         self._live_check = db.prepare(sql.LIVE_CHECK)
-        self._insert_returning = db.prepare(sql.INSERT_RETURNING)
-        self._insert_plain = db.prepare(sql.INSERT)
+        self._insert_returning = db.prepare(sql.INSERT_RETURNING, NewJob._fields)
+        self._insert_plain = db.prepare(sql.INSERT, NewJob._fields)
         #: Prepared "rows of these n running jobs" statements, by n.
         self._running_rows: dict[int, Prepared] = {}
 
@@ -59,10 +59,10 @@ class JobVerbs:
         first = self.db.write(insert_many, durable=True) - len(rows) + 1
         # Positional arguments in Job's field order (checked against the columns at import).
         return [
-            Job.of(first + i, r.topic, r.worker,
-                   r.decoded_args if r.decoded_args is not None else json.loads(r.args),
-                   r.state, r.priority, r.attempt, r.max_attempts, [], None, r.inserted_at, r.scheduled_at)
-            for i, r in enumerate(rows)
+            Job.of(first + i, topic, worker, decoded if decoded is not None else json.loads(args),
+                   state, priority, attempt, max_attempts, [], None, inserted_at, scheduled_at)
+            for i, (topic, worker, args, state, priority, attempt, max_attempts, _, inserted_at, scheduled_at, decoded)
+            in enumerate(rows)
         ]
 
     def cycle(self, acks: Sequence[Ack] = (), request: ClaimRequest | None = None) -> CycleResult:
