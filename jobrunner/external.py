@@ -19,20 +19,11 @@ import anyio
 
 from . import events
 from .config import Settings, TopicSettings
-from .errors import JobrunnerError
+from .errors import ExternalJobError, LeaseError
 from .executor import Outcome, plan
 from .job import Job, Unreadable
 from .payload import PayloadError
 from .storage import AsyncStorage, Lease
-
-
-class LeaseError(JobrunnerError):
-    """The job holds no live lease under the token presented (never claimed, already
-    concluded, its lease expired, or it was claimed again by another worker)."""
-
-
-class ExternalJobError(Exception):
-    """The failure an external worker reported for a job."""
 
 
 class ExternalTopics:

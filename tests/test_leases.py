@@ -20,7 +20,7 @@ from jobrunner.config import DatabaseSettings, parse
 from jobrunner.storage import Ack, Lease, Storage
 from jobrunner.testing import EventRecorder, running
 from jobrunner.transitions import Transition
-from tests.test_http import free_port
+from tests.daemon_harness import free_port
 from tests.test_races import NOW, insert, race
 
 
