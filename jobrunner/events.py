@@ -158,6 +158,11 @@ class _Description:
 _LINE = 0  # set below: the line of emit() that logs, for the record's lineno
 
 
+def signal_named(name: str) -> NamedSignal:
+    """The documented signal called ``name`` (KeyError for any other name)."""
+    return signals[name]
+
+
 def wanted(signal: NamedSignal) -> bool:
     """True when emitting ``signal`` would reach a receiver or a log handler."""
     return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))

@@ -15,19 +15,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from anyio.abc import TaskGroup
 
 from . import events
 from .config import TopicSettings
 from .decision import LoopState, decide
-from .executor import Executor, Finished
-from .job import Job
-from .maintenance import TopicControl
+from .executor import Executor, Finished, released
+from .job import Job, JobState
 from .slots import Execution, JobSlots
-from .store import Ack, Store
+from .storage import AsyncStorage, ClaimRequest, CycleResult, TopicControl
 from .summary import new_tally
 from .wakeup import Wakeup
 
@@ -48,9 +46,8 @@ class Producer:
     def __init__(
         self,
         topic: TopicSettings,
-        store: Store,
+        storage: AsyncStorage,
         node: str,
-        run_db: Callable[..., Awaitable[Any]],
         executor: Executor,
         clock: Callable[[], float] = time.time,
         *,
@@ -59,11 +56,10 @@ class Producer:
         self.topic = topic
         #: False: no log line for jobs that went well (``[runner] log_jobs``).
         self.log_jobs = log_jobs
-        self.store = store
+        self.storage = storage
         self.node = node
         self.executor = executor
         self.clock = clock
-        self._run_db = run_db
         self.wakeup = Wakeup()
         self.stopping = False
         self.paused = False
@@ -164,7 +160,7 @@ class Producer:
         """
         while True:
             if with_scheduled:
-                await self._run_db(self.store.stage_due, self.topic.name, math.inf)
+                await self.storage.stage_due(self.topic.name, math.inf)
             if not await self.cycle(jobs_tg, self.topic.parallelism - self.slots.taken, stage=True):
                 break
             await self.wait_idle()
@@ -181,7 +177,7 @@ class Producer:
 
     async def _obey_control(self) -> None:
         """Read pause state and cancellations made by other processes; act on them."""
-        self._obey(await self._run_db(self.store.control, self.topic.name, self.slots.running(), self.node))
+        self._obey(await self.storage.control(self.topic.name, self.slots.running(), self.node))
 
     def _obey(self, control: TopicControl) -> None:
         if control.paused != self.paused:
@@ -198,38 +194,30 @@ class Producer:
         jobs, all in one transaction. With ``check``, the transaction also reads the
         topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
-        acks: list[Ack] = [f.ack for f in finished]
-        control: TopicControl | None = None
-        claimed: list[Job]
+        request = ClaimRequest(self.topic.name, demand, self.node, self.clock(), stage,
+                               self.slots.running() if check else None)
+        result: CycleResult
         try:
-            if check:
-                claimed, control = await self._run_db(
-                    self.store.ack_control_and_claim, acks, self.topic.name, demand, self.node, self.clock(),
-                    stage, self.slots.running(),
-                )
-            else:
-                claimed = await self._run_db(
-                    self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock(), stage
-                )
+            result = await self.storage.cycle([f.ack for f in finished], request)
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
-        self._announce(finished)
-        if control is not None:
-            self._obey(control)
-        return claimed
+        self._announce(finished, result.applied)
+        if result.control is not None:
+            self._obey(result.control)
+        return result.claimed
 
-    def _announce(self, finished: list[Finished]) -> None:
+    def _announce(self, finished: list[Finished], applied: Sequence[bool]) -> None:
         """Count and announce the outcomes just written; warn about those that were stale."""
         tally = self._tally
-        for item in finished:
-            if item.ack.applied:
-                tally[item.ack.kind] += 1
+        for item, written in zip(finished, applied, strict=True):
+            if written:
+                tally[item.ack.transition] += 1
                 item.emit(self.log_jobs)
             else:
                 logger.warning(
                     "job_stale id=%s topic=%s: the job left executing before its %s was written; "
-                    "outcome dropped", item.ack.job.id, self.topic.name, item.ack.kind,
+                    "outcome dropped", item.ack.job.id, self.topic.name, item.ack.transition,
                     extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
                 )
 
@@ -253,8 +241,8 @@ class Producer:
             # Already cancelled in the table: nothing to write, only to announce.
             self._tally["cancel"] += 1
             events.emit(events.job_cancelled, self.topic.name,
-                        job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
+                        job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)
             return
         if finished is None:  # cancelled by shutdown: put the job back for another run
-            finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
+            finished = released(job)
         self._pending.append(finished)  # JobSlots wakes the loop to write it
