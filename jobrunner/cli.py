@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import commands, config as config_module, daemon
+from . import commands, config as config_module, daemon, logs
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
-from .job import ALL_STATES, MAX_JOB_ID
+from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
 from .threads import performs_in_threads
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", "make discarded or cancelled jobs available again")
     retry.add_argument("ids", type=_job_id, nargs="*", metavar="ID", help="job ids (or select with --topic/--state)")
     retry.add_argument("--topic", help="every retryable job of this topic")
-    retry.add_argument("--state", choices=("discarded", "cancelled"), action="append",
+    retry.add_argument("--state", choices=[s.value for s in RETRYABLE_STATES], action="append",
                        help="only jobs in this state (repeatable; default both)")
 
     pause = command("pause", "stop claiming jobs of a topic on every node")
@@ -237,10 +237,7 @@ def log_level(ns: argparse.Namespace) -> int:
 
 def configure_logging(level: int) -> None:
     """One readable line per record on stderr; libraries' INFO lines only at DEBUG."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logs.configure(level, sys.stderr)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING))
 

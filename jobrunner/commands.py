@@ -13,7 +13,7 @@ from typing import Any
 
 from . import config as config_module, payload
 from .errors import UsageError
-from .job import ALL_STATES, Job, iso
+from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
@@ -148,7 +148,7 @@ def cmd_retry(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Retry jobs by id or by topic and state."""
     if not ns.ids and ns.topic is None and not ns.state:
         raise UsageError("give job ids, or select jobs with --topic and/or --state")
-    states = ns.state or ("discarded", "cancelled")
+    states = ns.state or RETRYABLE_STATES
     retried = _open(settings).retry_jobs(ns.ids or None, topic=ns.topic, states=states)
     missing = sorted(set(ns.ids) - set(retried))
     print(f"{len(retried)} job(s) retried" + (f": {' '.join(map(str, retried))}" if retried else ""))

@@ -19,9 +19,10 @@ from . import payload
 from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
-from .job import EARLIEST, LATEST, Job, is_job_id
+from .job import EARLIEST, LATEST, Job, JobState, is_job_id
 from .metadata import check_meta, check_tags
 from .priority import PriorityError, parse_priority
+from .storage.records import NewJob
 from .unique import Unique
 from .worker import Worker, registered_worker, resolve_worker, worker_path
 
@@ -30,6 +31,8 @@ _OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts", "tags"
 #: What ``on_dependency_failure`` may say: cancel the job (default) or run it anyway.
 ON_DEPENDENCY_FAILURE = ("cancel", "run")
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
+# Plain strings: the row goes to the database driver as it is.
+_SCHEDULED, _AVAILABLE = JobState.SCHEDULED.value, JobState.AVAILABLE.value
 
 
 def _as_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -135,8 +138,8 @@ def build_row(
     options: Mapping[str, Any] | None,
     now: float,
     defaults: WorkerDefaults | None = None,
-) -> dict[str, Any]:
-    """Validate one job and return its row (column → value, JSON columns encoded).
+) -> NewJob:
+    """Validate one job and return its row (JSON columns encoded).
 
     ``defaults`` (from :func:`job_defaults`) saves resolving the worker again when
     many jobs share it; without them the ``topic`` option chooses the topic.
@@ -199,31 +202,18 @@ def build_row(
     decoded = args if args is not None and plain else _decoder.decode(encoded)
     if spec is not None:
         spec.convert(decoded, name)  # what perform will read must match the type
-    row = {
-        "topic": d.topic,
-        "worker": name,
-        "args": encoded,
-        "decoded_args": decoded,
-        "state": "scheduled" if run_at > now else "available",
-        "priority": priority,
-        "attempt": 0,
-        "max_attempts": max_attempts,
-        "errors": "[]",
-        "inserted_at": now,
-        "scheduled_at": run_at,
-        "tags": encode_args(name, tags) if tags else "[]",
-        "decoded_tags": tags,
-        "meta": encode_args(name, meta) if meta else "{}",
-        "decoded_meta": meta,
-        "unique_key": None if unique is None else unique.key(d.topic, name, decoded),
-    }
-    # Not columns: what the storage layer needs to check uniqueness and link dependencies.
-    if unique is not None:
-        row["unique"] = unique
-    if depends_on:
-        row["depends_on"] = depends_on
-        row["on_failure"] = on_failure
-    return row
+    state = _SCHEDULED if run_at > now else _AVAILABLE
+    if not (tags or meta or unique is not None or depends_on):  # the common case: positional, cheapest
+        return NewJob(d.topic, name, encoded, state, priority, 0, max_attempts, "[]", now, run_at, "[]", "{}", None,
+                      decoded)
+    # ``unique``, ``depends_on`` and ``on_failure`` are not columns: what the storage layer
+    # needs to check uniqueness and link dependencies.
+    return NewJob(
+        d.topic, name, encoded, state, priority, 0, max_attempts, "[]", now, run_at,
+        encode_args(name, tags) if tags else "[]", encode_args(name, meta) if meta else "{}",
+        None if unique is None else unique.key(d.topic, name, decoded),
+        decoded, tags, meta, unique, tuple(depends_on), (), on_failure,
+    )
 
 
 def dependency_ids(depends_on: Any, owner: str) -> list[int]:

@@ -25,6 +25,7 @@ from .config import Settings
 from .enqueue import build_row
 from .errors import EnqueueError
 from .job import Job
+from .storage.records import NewJob
 from .worker import Worker
 
 
@@ -85,7 +86,7 @@ class Workflow:
             cycle = exc.args[1]
             raise EnqueueError(f"the workflow's dependencies form a cycle: {' -> '.join(reversed(cycle))}") from None
 
-    def rows(self, settings: Settings, now: float) -> list[dict[str, Any]]:
+    def rows(self, settings: Settings, now: float) -> list[NewJob]:
         """The rows to store, in dependency order (see :func:`jobrunner.enqueue.build_row`)."""
         if not self._steps:
             raise EnqueueError("the workflow has no steps")
@@ -100,8 +101,8 @@ class Workflow:
             except EnqueueError as exc:
                 raise EnqueueError(f"step {name!r}: {exc}") from None
             if step.after:
-                row["depends_on_rows"] = [index[before] for before in step.after]
-                row["on_failure"] = options.get("on_dependency_failure") or "cancel"
+                row = row._replace(depends_on_rows=tuple(index[before] for before in step.after),
+                                   on_failure=options.get("on_dependency_failure") or "cancel")
             rows.append(row)
         return rows
 

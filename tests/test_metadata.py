@@ -18,8 +18,15 @@ from jobrunner import EnqueueError, Job, Runner, Worker, events
 from jobrunner.config import parse
 from jobrunner.external import ExternalTopics
 from jobrunner.http import create_app
+from jobrunner.storage import ClaimRequest
 from jobrunner.testing import running
 from tests.workers import Add, Noop
+
+
+def _stored(runner: Runner) -> int:
+    """How many jobs the table holds."""
+    return sum(sum(states.values()) for states in runner.stats().values())
+
 
 
 class Halfway(Worker):
@@ -57,7 +64,7 @@ def test_tags_and_meta_are_stored_and_jobs_are_found_by_tag(runner: Runner) -> N
     assert runner.list_jobs(tag="red") == [red]
     assert runner.list_jobs(tag='say "hi"') == [blue]
     assert runner.list_jobs(tag="re") == []  # whole tags only
-    assert runner.store.page_jobs(None, None, 10, None, "blue")[0] == [blue]
+    assert runner.page_jobs(None, None, 10, None, "blue")[0] == [blue]
     many = runner.enqueue_many([(Add, {"a": i, "b": i}, {"tags": [f"n{i}"], "meta": {"i": i}}) for i in range(3)])
     assert [(j.tags, j.meta) for j in many] == [([f"n{i}"], {"i": i}) for i in range(3)]
     assert [runner.get_job(j.id) for j in many] == many
@@ -78,7 +85,7 @@ def test_bad_tags_and_meta_are_refused_and_store_nothing(runner: Runner, options
                                                          message: str) -> None:
     with pytest.raises(EnqueueError, match=message):
         runner.enqueue(Noop, {}, **options)
-    assert runner.store.count() == 0
+    assert _stored(runner) == 0
 
 
 @pytest.mark.anyio
@@ -117,17 +124,17 @@ async def test_progress_outside_a_runner_records_nothing_and_checks_its_value() 
 
 def test_progress_is_written_only_while_the_attempt_executes(runner: Runner) -> None:
     job = runner.enqueue(Noop, {})
-    assert not runner.store.set_progress(job.id, 1, 0.5)  # not executing
-    claimed = runner.store.ack_and_claim([], "t", 1, "node", job.scheduled_at or 0.0)
-    assert runner.store.set_progress(job.id, claimed[0].attempt, 0.5)
-    assert not runner.store.set_progress(job.id, claimed[0].attempt + 1, 0.9)  # another attempt
+    assert not runner.store.scheduling.set_progress(job.id, 1, 0.5)  # not executing
+    claimed = runner.store.jobs.cycle((), ClaimRequest("t", 1, "node", job.scheduled_at or 0.0)).claimed
+    assert runner.store.scheduling.set_progress(job.id, claimed[0].attempt, 0.5)
+    assert not runner.store.scheduling.set_progress(job.id, claimed[0].attempt + 1, 0.9)  # another attempt
     stored = runner.get_job(job.id)
     assert stored is not None and stored.progress == 0.5
 
 
 @pytest.mark.anyio
 async def test_http_enqueue_with_metadata_uniqueness_and_dependencies(runner: Runner) -> None:
-    app = create_app(runner, ExternalTopics(runner.settings, runner.store, runner.run_db), runner.settings.http)
+    app = create_app(runner, ExternalTopics(runner.settings, runner.storage), runner.settings.http)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         body = {"worker": "tests.workers.Add", "args": {"a": 1, "b": 2}, "tags": ["api"], "meta": {"k": "v"},
                 "unique": {"period": 60, "keys": ["a"]}}
@@ -159,7 +166,7 @@ async def test_http_enqueue_with_metadata_uniqueness_and_dependencies(runner: Ru
                              ({"on_dependency_failure": "maybe"}, "on_dependency_failure")]:
             refused = await client.post("/jobs", json={"worker": "tests.workers.Add", "args": {}, **bad})
             assert refused.status_code == 400 and message in refused.json()["error"], (bad, refused.text)
-    assert runner.store.count() == 2
+    assert _stored(runner) == 2
 
 
 def test_cli_enqueue_jobs_and_show(any_db_url: str, tmp_path: Path, subprocess_env: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 from ..enqueue import WorkerDefaults, build_row, job_defaults
 from ..errors import ConfigError, EnqueueError, JobStateError, UnknownWorkerError
 from ..job import ALL_STATES, MAX_JOB_ID, Job
+from ..storage.records import NewJob
 from .group import RouteGroup
 from .parsing import MAX_PAGE, as_object, loaded_worker, path_id, query_int, read_body
 from .responses import ApiError, JSONResponse
@@ -42,7 +43,7 @@ class JobRoutes(RouteGroup):
             Route("/jobs/{id}/cancel", self.cancel, methods=["POST"]),
         ]
 
-    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> dict[str, Any]:
+    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> NewJob:
         if not isinstance(item, dict):
             raise ApiError(400, "each job must be a JSON object")
         unknown = set(item) - self._ENQUEUE_KEYS
@@ -89,7 +90,7 @@ class JobRoutes(RouteGroup):
         except (EnqueueError, UnknownWorkerError, ConfigError) as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            stored = await self._db(self.runner.store_rows, rows)
+            stored = await self.runner.in_thread(lambda: self.runner.store_rows(rows))
         except EnqueueError as exc:  # unknown dependency ids: found in the transaction
             raise ApiError(400, str(exc)) from None
         if isinstance(body, list):
@@ -104,7 +105,7 @@ class JobRoutes(RouteGroup):
     async def get_job(self, request: Request) -> Response:
         """``GET /jobs/{id}``."""
         job_id = path_id(request)
-        found = await self.runner.run_read(self._job_in_full, job_id)
+        found = await self.runner.in_read_thread(lambda: self._job_in_full(job_id))
         if found is None:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(found)
@@ -112,7 +113,7 @@ class JobRoutes(RouteGroup):
     def _job_in_full(self, job_id: int) -> dict[str, Any] | None:
         """The job with its dependencies and dependents when it has any, as ``show --json``
         prints it (read in the read thread)."""
-        job = self.runner.store.get_job(job_id)
+        job = self.runner.get_job(job_id)
         return None if job is None else self.runner.job_in_full(job)
 
     async def list_jobs(self, request: Request) -> Response:
@@ -124,19 +125,20 @@ class JobRoutes(RouteGroup):
         tag = request.query_params.get("tag") or None
         limit = query_int(request, "limit", 100, 1, MAX_PAGE)
         after = query_int(request, "after", None, 1, MAX_JOB_ID)
-        return await self.runner.run_read(self._page, topic, state, limit, after, tag)
+        assert limit is not None  # it has a default
+        return await self.runner.in_read_thread(lambda: self._page(topic, state, limit, after, tag))
 
     def _page(self, topic: str | None, state: str | None, limit: int, after: int | None, tag: str | None) -> Response:
         """One page of jobs, encoded in the read thread: turning up to 1000 jobs into
         JSON on the event loop would stall claims, acks and heartbeats meanwhile."""
-        page, cursor = self.runner.store.page_jobs(topic, state, limit, after, tag)
+        page, cursor = self.runner.page_jobs(topic, state, limit, after, tag)
         return JSONResponse({"jobs": [j.to_dict() for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
         """``POST /jobs/{id}/retry``: a discarded or cancelled job becomes available."""
         job_id = path_id(request)
-        retried = await self._db(self.runner.retry_jobs, [job_id])
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
+        retried = await self.runner.in_thread(lambda: self.runner.retry_jobs([job_id]))
+        job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         if not retried:
@@ -147,7 +149,7 @@ class JobRoutes(RouteGroup):
         """``POST /jobs/{id}/cancel``: 409 when the job had already finished."""
         job_id = path_id(request)
         try:
-            job = await self._db(self.runner.cancel_job, job_id)
+            job = await self.runner.in_thread(lambda: self.runner.cancel_job(job_id))
         except JobStateError as exc:
             raise ApiError(409, str(exc)) from None
         if job is None:

@@ -22,6 +22,7 @@ commit and releases it. SQLite runs one writer at a time.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, cast
@@ -29,10 +30,12 @@ from typing import Any, ClassVar, Protocol, cast
 from sqlalchemy import Connection, bindparam, case, select, update
 from sqlalchemy.sql import Executable
 
-from .job import Job, iso
+from ..job import Job, JobState, iso
 from .schema import JOB_COLUMNS, dependencies, jobs
 
 _ALL = [jobs.c[name] for name in JOB_COLUMNS]
+#: What the transaction running in this thread settled so far (announced after its commit).
+_pending = threading.local()
 #: States in which a dependency counts as failed.
 FAILED = frozenset({"discarded", "cancelled"})
 #: Ids per statement when looking up dependents.
@@ -147,7 +150,7 @@ def settle(sql: Statements, finished: Sequence[int], now: float, decode: Callabl
         if not waiting:
             break
         blocked = [decode(r) for r in sql.rows(
-            select(*_ALL).where(jobs.c.id.in_(sorted(waiting)), jobs.c.state == "blocked")
+            select(*_ALL).where(jobs.c.id.in_(sorted(waiting)), jobs.c.state == JobState.BLOCKED)
             .order_by(jobs.c.id).with_for_update()
         )]
         if not blocked:
@@ -172,7 +175,7 @@ def settle(sql: Statements, finished: Sequence[int], now: float, decode: Callabl
                     frontier.append(job.id)
         if release:
             settled.released.extend(decode(r) for r in sql.rows(
-                update(jobs).where(jobs.c.id.in_(release), jobs.c.state == "blocked")
+                update(jobs).where(jobs.c.id.in_(release), jobs.c.state == JobState.BLOCKED)
                 .values(state=case((jobs.c.scheduled_at > now, "scheduled"), else_="available"))
                 .returning(*_ALL)
             ))
@@ -185,10 +188,38 @@ def cancel_blocked(sql: Statements, job: Job, reason: str, now: float) -> Job | 
     entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {reason}", "traceback": None}
     errors = [*job.errors, entry]
     rows = sql.rows(
-        update(jobs).where(jobs.c.id == job.id, jobs.c.state == "blocked")
+        update(jobs).where(jobs.c.id == job.id, jobs.c.state == JobState.BLOCKED)
         .values(state="cancelled", cancelled_at=now, errors=json.dumps(errors)).returning(jobs.c.id)
     )
     return job.evolve(state="cancelled", cancelled_at=now, errors=errors) if rows else None
 
 
-__all__ = ["FAILED", "OnConnection", "OnCursor", "Settled", "Statements", "cancel_blocked", "settle", "verdict"]
+def record(settled: Settled) -> Settled:
+    """Remember ``settled`` for :func:`settling_end` of this thread's transaction."""
+    pending: Settled | None = getattr(_pending, "settled", None)
+    if pending is not None:
+        pending.add(settled)
+    return settled
+
+
+def settling_begin() -> None:
+    """A write transaction starts in this thread (each try of it starts afresh)."""
+    _pending.settled = Settled()
+
+
+def settling_end() -> Settled | None:
+    """The transaction committed: what it released or cancelled (None: nothing)."""
+    settled: Settled | None = getattr(_pending, "settled", None)
+    _pending.settled = None
+    return settled if settled else None
+
+
+def settle_on(conn: Connection, finished: Sequence[int], now: float, decode: Callable[[Sequence[Any]], Job]) -> Settled:
+    """:func:`settle` inside ``conn``'s transaction, remembered for its commit."""
+    return record(settle(OnConnection(conn), finished, now, decode))
+
+
+__all__ = [
+    "FAILED", "OnConnection", "OnCursor", "Settled", "Statements", "cancel_blocked", "record", "settle", "settle_on",
+    "settling_begin", "settling_end", "verdict",
+]

@@ -14,33 +14,26 @@ with the transactions that finish jobs.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from .access import StoreAccess
-from .dependency_store import OnConnection, Settled, settle, verdict
-from .errors import EnqueueError
-from .job import Job, iso
-from .schema import JOB_COLUMNS, dependencies, jobs
-from .unique import Unique
+from ..errors import EnqueueError
+from ..job import Job, JobState, iso
+from ..unique import Unique
+from .database import Database
+from .dependencies import settle_on, verdict
+from .records import NewJob
+from .schema import dependencies, jobs
+from .statements import ALL as _ALL, INSERT_COLUMNS, row_to_job
 
-_ALL = [jobs.c[name] for name in JOB_COLUMNS]
-#: Columns an enqueue writes (the rest take their defaults).
-INSERT_COLUMNS = (
-    "topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
-    "inserted_at", "scheduled_at", "tags", "meta", "unique_key",
-)
 #: How often an insert whose dependencies are locked right now is tried again.
 LOCKED_RETRIES = 50
 _LOCK_NOT_AVAILABLE = "55P03"
-#: What the transaction running in this thread settled so far (announced after its commit).
-_pending = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,38 +62,17 @@ def _locked(exc: BaseException | None) -> bool:
     return False
 
 
-class SchedulingVerbs(StoreAccess):
-    """Mixed into :class:`jobrunner.store.Store`."""
+class SchedulingVerbs:
+    """Unique and linked inserts, dependency upkeep, links and progress."""
 
-    #: Called (from the writing thread, after the commit) with the dependents a
-    #: transaction released or cancelled; the runner wakes topics and emits events.
-    on_settled: Callable[[Settled], None] | None = None
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def _settle_on(self, conn: Connection, finished: Sequence[int], now: float) -> Settled:
-        """Settle the dependents of ``finished`` jobs inside ``conn``'s transaction."""
-        return self._settled(settle(OnConnection(conn), finished, now, self._row_to_job))
+    def settle(self, conn: Connection, finished: Sequence[int], now: float) -> None:
+        """Release or cancel the blocked dependents of ``finished`` jobs in ``conn``'s transaction."""
+        settle_on(conn, finished, now, row_to_job)
 
-    @staticmethod
-    def _settled(settled: Settled) -> Settled:
-        """Remember ``settled`` for :meth:`_settling_end` of this thread's transaction."""
-        pending: Settled | None = getattr(_pending, "settled", None)
-        if pending is not None:
-            pending.add(settled)
-        return settled
-
-    @staticmethod
-    def _settling_begin() -> None:
-        """A write transaction starts in this thread (each try of it starts afresh)."""
-        _pending.settled = Settled()
-
-    def _settling_end(self) -> None:
-        """The transaction committed: report the dependents it released or cancelled."""
-        settled: Settled | None = getattr(_pending, "settled", None)
-        _pending.settled = None
-        if settled and self.on_settled is not None:
-            self.on_settled(settled)
-
-    def insert_linked(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+    def insert_linked(self, rows: Sequence[NewJob]) -> list[Job]:
         """Insert rows of which some are unique or have dependencies, in one transaction.
 
         A row may carry, besides its columns: ``unique`` (a :class:`Unique`: a matching
@@ -111,18 +83,18 @@ class SchedulingVerbs(StoreAccess):
         delay = 0.001
         for _ in range(LOCKED_RETRIES):
             try:
-                return self._transaction(lambda conn: self._insert_linked(conn, rows))
+                return self.db.transaction(lambda conn: self._insert_linked(conn, rows))
             except Exception as exc:
                 if not _locked(exc):
                     raise
             time.sleep(delay)
             delay = min(0.05, delay * 2)
-        return self._transaction(lambda conn: self._insert_linked(conn, rows))
+        return self.db.transaction(lambda conn: self._insert_linked(conn, rows))
 
-    def _insert_linked(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Job]:
-        for key in sorted({r["unique_key"] for r in rows if r.get("unique") is not None}):
-            self._serialise(conn, f"unique:{key}")
-        wanted = sorted({i for r in rows for i in r.get("depends_on", ())})
+    def _insert_linked(self, conn: Connection, rows: Sequence[NewJob]) -> list[Job]:
+        for key in sorted({r.unique_key for r in rows if r.unique is not None and r.unique_key is not None}):
+            self.db.serialise(conn, f"unique:{key}")
+        wanted = sorted({i for r in rows for i in r.depends_on})
         states: dict[int, str] = {}
         if wanted:
             states = dict(conn.execute(
@@ -135,14 +107,14 @@ class SchedulingVerbs(StoreAccess):
                                    "(never enqueued, or pruned)")
         stored: list[Job] = []
         for row in rows:
-            unique: Unique | None = row.get("unique")
-            if unique is not None:
-                found = self._duplicate(conn, row["unique_key"], unique, row["inserted_at"])
+            unique: Unique | None = row.unique
+            if unique is not None and row.unique_key is not None:
+                found = self._duplicate(conn, row.unique_key, unique, row.inserted_at)
                 if found is not None:
                     stored.append(found)
                     continue
-            deps = {i: states[i] for i in row.get("depends_on", ())}
-            for index in row.get("depends_on_rows", ()):
+            deps = {i: states[i] for i in row.depends_on}
+            for index in row.depends_on_rows:
                 deps[stored[index].id] = stored[index].state
             stored.append(self._insert_one(conn, row, deps))
         return stored
@@ -154,28 +126,28 @@ class SchedulingVerbs(StoreAccess):
             query = query.where(jobs.c.inserted_at > since)
         # Locked like a dependency: a later row of this call may depend on it.
         row = conn.execute(query.order_by(jobs.c.id.desc()).limit(1).with_for_update(read=True, nowait=True)).first()
-        return None if row is None else self._row_to_job(row).evolve(duplicate=True)
+        return None if row is None else row_to_job(row).evolve(duplicate=True)
 
-    def _insert_one(self, conn: Connection, row: dict[str, Any], deps: dict[int, str]) -> Job:
-        values = {name: row[name] for name in INSERT_COLUMNS}
-        on_failure = row.get("on_failure", "cancel")
+    def _insert_one(self, conn: Connection, row: NewJob, deps: dict[int, str]) -> Job:
+        values: dict[str, Any] = {name: getattr(row, name) for name in INSERT_COLUMNS}
+        on_failure = row.on_failure
         if deps:
             action, dep_id, dep_state = verdict((d, on_failure, s) for d, s in deps.items())
             if action == "wait":
-                values["state"] = "blocked"
+                values["state"] = JobState.BLOCKED.value
             elif action == "cancel":
-                now = row["inserted_at"]
+                now = row.inserted_at
                 entry = {"attempt": 0, "at": iso(now), "error": f"cancelled: dependency {dep_id} was {dep_state}",
                          "traceback": None}
-                values.update(state="cancelled", cancelled_at=now, errors=json.dumps([entry]))
-        job = self._row_to_job(conn.execute(jobs.insert().values(values).returning(*_ALL)).one())
+                values.update(state=JobState.CANCELLED.value, cancelled_at=now, errors=json.dumps([entry]))
+        job = row_to_job(conn.execute(jobs.insert().values(values).returning(*_ALL)).one())
         if deps:
             conn.execute(dependencies.insert(), [
                 {"job_id": job.id, "depends_on": dep_id, "on_failure": on_failure} for dep_id in sorted(deps)
             ])
         return job
 
-    def _block_again(self, conn: Connection, ids: Sequence[int]) -> None:
+    def block_again(self, conn: Connection, ids: Sequence[int]) -> None:
         """Jobs among ``ids`` just retried whose dependencies are not all done wait again
         (``blocked``) until the transaction that finishes the last of them."""
         if not ids:
@@ -189,10 +161,10 @@ class SchedulingVerbs(StoreAccess):
             edges.setdefault(job_id, []).append((dep_id, on_failure, state))
         waiting = [job_id for job_id, found in edges.items() if verdict(found)[0] != "release"]
         if waiting:
-            conn.execute(update(jobs).where(jobs.c.id.in_(waiting), jobs.c.state == "available")
-                         .values(state="blocked"))
+            conn.execute(update(jobs).where(jobs.c.id.in_(waiting), jobs.c.state == JobState.AVAILABLE)
+                         .values(state=JobState.BLOCKED))
 
-    def _unlink(self, conn: Connection, ids: Sequence[int]) -> None:
+    def unlink(self, conn: Connection, ids: Sequence[int]) -> None:
         """Forget the dependencies of the deleted jobs ``ids`` (their dependents keep
         their links: a pruned dependency had finished and counts as done)."""
         if ids:
@@ -200,7 +172,7 @@ class SchedulingVerbs(StoreAccess):
 
     def job_links(self, job_id: int) -> tuple[list[Link], list[Link]]:
         """The dependencies and the dependents of ``job_id``, in id order."""
-        with self._read() as conn, conn.begin():
+        with self.db.read() as conn, conn.begin():
             before = conn.execute(
                 select(dependencies.c.depends_on, jobs.c.state, dependencies.c.on_failure)
                 .select_from(dependencies.outerjoin(jobs, jobs.c.id == dependencies.c.depends_on))
@@ -218,10 +190,10 @@ class SchedulingVerbs(StoreAccess):
         False (nothing written) when it no longer does."""
         statement = (
             update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == "executing", jobs.c.attempt == attempt)
+            .where(jobs.c.id == job_id, jobs.c.state == JobState.EXECUTING, jobs.c.attempt == attempt)
             .values(progress=progress)
         )
-        return bool(self._transaction(lambda conn: conn.execute(statement).rowcount))
+        return bool(self.db.transaction(lambda conn: conn.execute(statement).rowcount))
 
 
-__all__ = ["INSERT_COLUMNS", "Link", "SchedulingVerbs"]
+__all__ = ["Link", "SchedulingVerbs"]
