@@ -19,12 +19,11 @@ from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import JobStateError, MigrationError
 from .job import RETRYABLE_STATES, Job, JobState, is_job_id
+from .linked import LinkedJobs
 from .node import Node, announce_cancelled, default_node_id, import_modules
 from .storage import AsyncStorage, NewJob, Storage
-from .storage.dependencies import Settled
 from .supervisor import TopicSupervisor
 from .worker import Worker
-from .workflow import Workflow
 
 T = TypeVar("T")
 
@@ -32,12 +31,7 @@ T = TypeVar("T")
 EnqueueItem = tuple[type[Worker] | str, Any] | tuple[type[Worker] | str, Any, Mapping[str, Any]]
 
 
-def _announce_dependents_cancelled(cancelled: list[tuple[Job, str]]) -> None:
-    for job, reason in cancelled:
-        events.emit(events.job_cancelled, job.topic, job=job, reason=reason, duration=None)
-
-
-class Runner:
+class Runner(LinkedJobs):
     """Runs every configured topic and enqueues jobs.
 
     ``Runner.from_config("config.toml")`` or ``Runner(settings)``. Enqueue from sync code
@@ -169,30 +163,6 @@ class Runner:
             self._wake(topic)
         return stored
 
-    def enqueue_workflow(self, workflow: Workflow) -> dict[str, Job]:
-        """Store every step of ``workflow`` in one transaction (all or none); returns its
-        jobs by step name. Raises EnqueueError for a cycle, an unknown step or job id."""
-        return workflow.jobs(self.store_rows(workflow.rows(self.settings, self.clock())))
-
-    async def enqueue_workflow_async(self, workflow: Workflow) -> dict[str, Job]:
-        """Like :meth:`enqueue_workflow`, without blocking the event loop."""
-        rows = workflow.rows(self.settings, self.clock())
-        return workflow.jobs(await self.in_thread(lambda: self.store_rows(rows)))
-
-    def _dependents_settled(self, settled: Settled) -> None:
-        """Dependents were released or cancelled (called from the writing thread, after
-        the commit): wake the topics that can run them, announce the cancellations."""
-        for topic in {job.topic for job in settled.released if job.state == JobState.AVAILABLE}:
-            self._wake(topic)
-        if settled.cancelled:
-            node = self._current
-            if node is None or not node.loop.call(_announce_dependents_cancelled, settled.cancelled):
-                _announce_dependents_cancelled(settled.cancelled)
-
-    async def report_progress(self, job: Job, progress: float) -> None:
-        """Record the progress of ``job`` while it executes (see :meth:`Worker.progress`)."""
-        await self.storage.set_progress(job.id, job.attempt, progress)
-
     def _wake(self, topic: str) -> None:
         if self._current is not None:
             self._current.wake(topic)
@@ -218,21 +188,6 @@ class Runner:
         """One page of jobs, newest first, and the id to pass as ``before_id`` for the next
         page (None: this is the last page)."""
         return self._storage.jobs.page(topic, state, limit, before_id, tag)
-
-    def job_links(self, job_id: int) -> dict[str, list[dict[str, Any]]]:
-        """The dependencies and dependents of a job: ``{"depends_on": [{"id", "state",
-        "on_failure"}, ...], "dependents": [{"id", "state"}, ...]}`` (state None: pruned)."""
-        before, after = self._storage.scheduling.job_links(job_id) if is_job_id(job_id) else ([], [])
-        return {"depends_on": [link.to_dict() for link in before], "dependents": [link.to_dict() for link in after]}
-
-    def job_in_full(self, job: Job) -> dict[str, Any]:
-        """``job.to_dict()`` with ``depends_on`` and ``dependents`` (see :meth:`job_links`)
-        added when it has any: what ``show --json`` and ``GET /jobs/{id}`` answer."""
-        data = job.to_dict()
-        links = self.job_links(job.id)
-        if links["depends_on"] or links["dependents"]:
-            data.update(links)
-        return data
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
