@@ -15,15 +15,18 @@ from .errors import (
     JobrunnerError,
     MigrationError,
     UnknownWorkerError,
+    WaitTimeoutError,
 )
 from .job import Job, JobState
 from .process import ExternalProcess, ProcessOutcome
 from .runner import Runner
+from .schedule import Cron
 from .worker import Cancel, Snooze, Worker
 
 __all__ = [
     "Cancel",
     "ConfigError",
+    "Cron",
     "EnqueueError",
     "ExternalProcess",
     "InvalidArgumentsError",
@@ -37,6 +40,7 @@ __all__ = [
     "Settings",
     "Snooze",
     "UnknownWorkerError",
+    "WaitTimeoutError",
     "Worker",
     "events",
     "load_config",

@@ -36,3 +36,12 @@ class MigrationError(JobrunnerError):
 
 class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
+
+
+class WaitTimeoutError(JobrunnerError, TimeoutError):
+    """The job did not reach a final state (completed, discarded, cancelled) in time."""
+
+    def __init__(self, message: str | None = None, job: object = None) -> None:
+        super().__init__(message)
+        #: The job as it was last read (a :class:`~jobrunner.Job`), or None.
+        self.job = job

@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import HttpSettings
 from .enqueue import WorkerDefaults, build_row, job_defaults
-from .errors import ConfigError, EnqueueError, JobrunnerError, JobStateError, UnknownWorkerError
+from .errors import ConfigError, EnqueueError, JobNotFoundError, JobrunnerError, JobStateError, UnknownWorkerError
 from .external import ExternalTopics, LeaseError
-from .job import ALL_STATES, Job, iso
+from .job import ALL_STATES, FINAL_STATES, Job, iso
 from .payload import MAX_DEPTH, PayloadError, check as check_value
 from .sse import event_stream
 from .worker import registered_worker
@@ -161,6 +161,11 @@ def _path_id(request: Request) -> int:
     return value
 
 
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 def _job(job: Job) -> dict[str, Any]:
     return job.to_dict()
 
@@ -254,10 +259,34 @@ class Api:
 
     async def get_job(self, request: Request) -> Response:
         job_id = _path_id(request)
+        wait = _query_number(request, "wait", 0.0, 0.0, self.settings.max_wait)
         job = await self.runner.run_read(self.runner.store.get_job, job_id)
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
+        if wait > 0 and job.state not in FINAL_STATES:
+            job = await self._wait(job_id, wait)
         return JSONResponse(_job(job))
+
+    async def _wait(self, job_id: int, seconds: float) -> Job:
+        """The job once final, else as it is after ``seconds`` (or when the daemon stops)."""
+        final: Job | None = None
+        failure: Exception | None = None
+        with anyio.move_on_after(seconds):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_when_set, self.external.stopping, tasks.cancel_scope)
+                try:
+                    final = await self.runner.wait_async(job_id)
+                except JobNotFoundError:
+                    pass  # deleted meanwhile: the read below answers 404
+                except Exception as exc:  # noqa: BLE001 - re-raised outside the task group
+                    failure = exc
+                tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        current = final or await self.runner.run_read(self.runner.store.get_job, job_id)
+        if current is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        return current
 
     async def list_jobs(self, request: Request) -> Response:
         state = request.query_params.get("state")

@@ -22,8 +22,9 @@ from anyio.abc import TaskStatus
 
 from . import config as config_module, events
 from .config import Settings
+from .cron import CronScheduler, schedules as cron_schedules
 from .enqueue import WorkerDefaults, build_row, job_defaults
-from .errors import ConfigError, JobStateError, MigrationError
+from .errors import ConfigError, JobNotFoundError, JobStateError, MigrationError
 from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
@@ -32,6 +33,7 @@ from .producer import Producer
 from .store import Store
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
+from .waiting import wait_for_job
 from .watcher import CommitWatcher
 from .worker import Worker, current_settings
 
@@ -96,6 +98,8 @@ class Runner:
         #: True once the schema is known to be current (checked once per runner).
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        #: Called (in the loop) when another process may have changed jobs: waiters re-read.
+        self._change_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Runner:
@@ -182,6 +186,13 @@ class Runner:
             self._wake(topic)
         return stored
 
+    def _cron_inserted(self, schedule: str, jobs: list[Job]) -> None:
+        """Announce the jobs a cron schedule inserted (``job_inserted`` names the schedule)."""
+        for job in jobs:
+            events.emit(events.job_inserted, job.topic, job=job, schedule=schedule)
+        for topic in {job.topic for job in jobs}:
+            self._wake(topic)
+
     def _wake(self, topic: str) -> None:
         producer = self._producers.get(topic)
         if producer is not None:
@@ -210,6 +221,31 @@ class Runner:
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
         return self._storage.stats(self.settings.topics)
+
+    # ------------------------------------------------------------ waiting
+
+    def wait(self, job: Job | int, timeout: float | None = None) -> Job:
+        """Block until the job is final (completed, discarded or cancelled) and return it.
+
+        Raises WaitTimeoutError (its ``job`` is the last state read) after ``timeout``
+        seconds (None: no limit), JobNotFoundError when no job has that id. From
+        async code use :meth:`wait_async`; see :mod:`jobrunner.waiting` for how it
+        wakes without polling the table in a loop.
+        """
+        if self._loop_thread == threading.get_ident():
+            raise RuntimeError("runner.wait() would block the runner's event loop: use await runner.wait_async()")
+        return anyio.run(functools.partial(self.wait_async, job, timeout=timeout))
+
+    async def wait_async(self, job: Job | int, timeout: float | None = None) -> Job:
+        """Like :meth:`wait`, without blocking the event loop."""
+        job_id = job.id if isinstance(job, Job) else job
+        if not is_job_id(job_id):
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return await wait_for_job(self, job_id, timeout, self._on_change)
+
+    def _on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self._change_listeners.append(listener)
+        return lambda: self._change_listeners.remove(listener)
 
     # ------------------------------------------------------------ running
 
@@ -293,9 +329,11 @@ class Runner:
         try:
             await self.run_db(self.ensure_schema)
             import_modules(self.settings)
+            cron = CronScheduler(cron_schedules(self.settings), self.settings, self.store, self.run_db, self.clock,
+                                 self._cron_inserted)
             await housekeeper.register()
             try:
-                await self._supervise(task_status, housekeeper)
+                await self._supervise(task_status, housekeeper, cron)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     try:
@@ -308,7 +346,7 @@ class Runner:
             self._token = self._loop_thread = None
             self._finished.set()
 
-    async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper) -> None:
+    async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper, cron: CronScheduler) -> None:
         assert self._stop_requested is not None
         topics = list(self.settings.topics)
         async with anyio.create_task_group() as outer:
@@ -319,6 +357,9 @@ class Runner:
                 outer.start_soon(_run_in_scope, keeper, housekeeper.run)
                 assert self._external is not None
                 outer.start_soon(_run_in_scope, serving, self._external.run)
+                scheduling = anyio.CancelScope()
+                if cron.entries:
+                    outer.start_soon(_run_in_scope, scheduling, cron.run)
                 summarising = anyio.CancelScope()
                 if self.settings.runner.summary_interval > 0:
                     outer.start_soon(_run_in_scope, summarising, functools.partial(
@@ -353,6 +394,7 @@ class Runner:
                 watcher.cancel()
                 keeper.cancel()
                 serving.cancel()
+                scheduling.cancel()
                 summarising.cancel()
                 http_stop.set()
                 # Give async receivers still running a bounded time to finish.
@@ -371,6 +413,8 @@ class Runner:
             await CommitWatcher(probe, interval, self._notify_all).run()
 
     def _notify_all(self) -> None:
+        for listener in list(self._change_listeners):
+            listener()
         for producer in self._producers.values():
             producer.notify_external()
         if self._external is not None:

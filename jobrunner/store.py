@@ -40,6 +40,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from . import migrate as migrations
 from .config import DatabaseSettings
+from .cron_store import CronVerbs
 from .dialects import lock_for_transaction, upsert
 from .errors import ConfigError, JobrunnerError
 from .job import ALL_STATES, Job
@@ -276,7 +277,7 @@ _INSERT_COLUMNS = (
 )
 
 
-class Store(MaintenanceVerbs, LeaseVerbs):
+class Store(MaintenanceVerbs, LeaseVerbs, CronVerbs):
     """The jobs table, reached through SQLAlchemy engines.
 
     Verbs: :meth:`migrate`, :meth:`insert_jobs`, :meth:`ack_and_claim` (stage due
@@ -285,7 +286,8 @@ class Store(MaintenanceVerbs, LeaseVerbs):
     :meth:`stage_due`, :meth:`get_job`, :meth:`list_jobs`, :meth:`stats`,
     :meth:`count`; off the hot path (see :mod:`jobrunner.maintenance`):
     :meth:`heartbeat`, :meth:`rescue_orphans`, :meth:`cancel_job`, :meth:`retry_jobs`,
-    :meth:`set_paused`, :meth:`control`, :meth:`prune`.
+    :meth:`set_paused`, :meth:`control`, :meth:`prune`; cron slots (see
+    :mod:`jobrunner.cron_store`): :meth:`insert_cron_jobs`, :meth:`last_cron_jobs`.
 
     Two durability levels on SQLite: inserts commit with ``[database] synchronous``
     (FULL by default: an acknowledged enqueue survives a power loss); state
