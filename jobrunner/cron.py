@@ -107,19 +107,26 @@ class CronScheduler:
         self.run_db = run_db
         self.clock = clock
         self.announce = announce
+        #: When this scheduler first looked (slots before it are never missed ones).
+        self.since: float | None = None
+        self._due_at: dict[str, float] = {}
 
     async def run(self) -> None:
         """Insert due slots until cancelled (missed ones first, as each schedule's policy says)."""
-        since = self.clock()
-        due_at = dict.fromkeys((entry.key for entry in self.entries), -math.inf)
         while True:
-            now = self.clock()
-            for entry in self.entries:
-                if due_at[entry.key] <= now:
-                    due_at[entry.key] = await self._fire(entry, since, now)
-            wake = min(due_at.values(), default=math.inf)
+            wake = await self.fire_due(self.clock())
             # A little past the slot, so the clock reads at least the slot when we wake.
             await anyio.sleep(min(max(wake - self.clock(), 0.0) + 0.001, MAX_SLEEP))
+
+    async def fire_due(self, now: float) -> float:
+        """Insert the jobs of every schedule with a slot due by ``now``; returns when the
+        next slot of any schedule comes due (POSIX seconds)."""
+        if self.since is None:
+            self.since = now  # slots before the first look are not this daemon's to catch up
+        for entry in self.entries:
+            if self._due_at.get(entry.key, -math.inf) <= now:
+                self._due_at[entry.key] = await self._fire(entry, self.since, now)
+        return min(self._due_at.values(), default=math.inf)
 
     async def _fire(self, entry: Cron, since: float, now: float) -> float:
         """Insert ``entry``'s due slots; returns when to look at it again."""
