@@ -17,7 +17,7 @@ class Nightly(Worker):
 
 class Twice(Worker):
     topic = "cron"
-    cron = [Cron("0 9 * * MON", args={"when": "monday"}, timezone="Europe/Paris", missed="latest"), "*/10 * * * *"]
+    cron = (Cron("0 9 * * MON", args={"when": "monday"}, timezone="Europe/Paris", missed="latest"), "*/10 * * * *")
 
     async def perform(self, job: Job) -> Any:
         return job.args
