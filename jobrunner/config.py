@@ -124,7 +124,7 @@ class HttpSettings:
 
     ``token`` (or env ``JOBRUNNER_HTTP_TOKEN``) is required as ``Authorization: Bearer``
     on every request when set; binding a non-loopback host without one is refused.
-    ``max_body`` bounds request bodies (bytes), ``max_wait`` the long-poll of a claim
+    ``max_body`` bounds request bodies (bytes), ``max_wait`` the long-poll of a claim or a job read
     (seconds), ``lease`` the default lease an external worker gets on a job (seconds).
     """
 

@@ -59,7 +59,7 @@ class Worker:
     (seconds, None: no limit), ``args_type`` (None: any JSON; else a ``msgspec.Struct``,
     dataclass or ``TypedDict`` the arguments must match, read in ``perform`` with
     :meth:`args_of`), ``cron`` (periodic jobs of this worker: an expression such as
-    ``"*/5 * * * *"``, a :class:`~jobrunner.Cron`, or a list of them; used by daemons
+    ``"*/5 * * * *"``, a :class:`~jobrunner.Cron`, or a list or tuple of them; used by daemons
     whose ``[runner] modules`` include the worker's module).
     """
 
