@@ -31,7 +31,9 @@ logger = logging.getLogger("jobrunner.events")
 
 signals = Namespace()
 
-job_inserted = signals.signal("job_inserted", doc="A job was stored. Payload: job.")
+job_inserted = signals.signal(
+    "job_inserted", doc="A job was stored. Payload: job; schedule (its name) when a cron schedule inserted it."
+)
 job_started = signals.signal("job_started", doc="A job was claimed and perform begins. Payload: job.")
 job_completed = signals.signal(
     "job_completed", doc="perform returned a value. Payload: job, duration, result."

@@ -145,8 +145,7 @@ class Cron:
     def _between(self, floor: float, now: float) -> list[int]:
         """Slots in (floor, now], at most the newest CATCH_UP_LIMIT."""
         slots: list[int] = []
-        start = floor
-        for when in CronSim(self.expression, self._local(math.floor(start))):
+        for when in CronSim(self.expression, self._local(math.floor(floor))):
             slot = int(when.timestamp())
             if slot > now:
                 return slots
