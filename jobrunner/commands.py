@@ -12,17 +12,13 @@ import sys
 from typing import Any
 
 from . import config as config_module, cron, payload
-from .errors import JobNotFoundError, WaitTimeoutError
+from .errors import JobNotFoundError, UsageError, WaitTimeoutError
 from .job import ALL_STATES, Job, iso
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A command-line argument is invalid."""
 
 
 def _open(settings: config_module.Settings) -> Runner:

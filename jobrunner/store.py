@@ -42,7 +42,7 @@ from . import migrate as migrations
 from .config import DatabaseSettings
 from .cron_store import CronVerbs
 from .dialects import lock_for_transaction, upsert
-from .errors import ConfigError, JobrunnerError
+from .errors import ConfigError, StorageError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
@@ -54,10 +54,6 @@ _EMPTY_LIST = "[]"
 logger = logging.getLogger("jobrunner.store")
 
 T = TypeVar("T")
-
-
-class StorageError(JobrunnerError):
-    """The database could not be opened or written."""
 
 
 @dataclass(slots=True)

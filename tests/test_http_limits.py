@@ -24,9 +24,10 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from jobrunner import ConfigError, Runner, sse
+from jobrunner import ConfigError, Runner
 from jobrunner.config import parse
 from jobrunner.enqueue import build_row, external_defaults
+from jobrunner.http import sse
 from jobrunner.payload import MAX_DEPTH
 from jobrunner.testing import running
 from tests.test_http import (
@@ -188,7 +189,6 @@ def test_idle_long_poll_claims_cost_no_cpu(tmp_path: Path) -> None:
     sockets: list[socket.socket] = []
     try:
         daemon.start()
-        assert daemon.proc is not None
         pid = daemon.proc.pid
         for _ in range(200):
             sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
