@@ -64,6 +64,10 @@ class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
 
 
+class ScheduleError(ConfigError):
+    """A cron schedule is invalid: its expression, time zone or missed policy (the message says which)."""
+
+
 class JobNotFoundError(JobrunnerError):
     """No job has that id (raised by ``Runner.wait``: the job is unknown, or was pruned meanwhile)."""
 
@@ -98,6 +102,6 @@ class ProcessFailed(Exception):
 
 __all__ = [
     "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError", "JobStateError",
-    "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed", "StartupError",
-    "StorageError", "UnknownWorkerError", "UsageError", "WaitTimeoutError",
+    "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
+    "ScheduleError", "StartupError", "StorageError", "UnknownWorkerError", "UsageError", "WaitTimeoutError",
 ]

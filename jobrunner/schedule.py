@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from .errors import ScheduleError
+
 #: What to do with slots that came due while no daemon ran (see :func:`Cron.due`).
 MISSED_POLICIES = ("skip", "latest", "all")
 #: ``missed = "all"`` inserts at most this many missed slots of one schedule (the newest).
@@ -40,10 +42,6 @@ NICKNAMES: Mapping[str, str] = MappingProxyType({
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 })
-
-
-class ScheduleError(ValueError):
-    """A cron expression, time zone or missed policy is invalid (the message says which)."""
 
 
 def parse_expression(text: str) -> str:
