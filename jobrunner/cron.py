@@ -3,7 +3,7 @@
 Schedules come from ``[[cron]]`` entries of the configuration and from the ``cron``
 attribute of Worker classes in ``[runner] modules``. Every daemon runs the loop; none
 is a leader. At each slot every daemon tries to insert the slot's job, and the
-database keeps exactly one (see :mod:`jobrunner.cron_store`).
+database keeps exactly one (see :mod:`jobrunner.storage.cron`).
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
 from .config import Settings
-from .cron_store import CronPlan
 from .enqueue import build_row
 from .errors import ConfigError, EnqueueError, UnknownWorkerError
 from .job import Job
 from .schedule import Cron, local_iso
-from .store import Store
+from .storage import Storage
+from .storage.cron import CronPlan
+from .storage.records import NewJob
 from .worker import Worker, registered_workers, resolve_worker, worker_path
 
 logger = logging.getLogger("jobrunner.cron")
@@ -96,15 +97,15 @@ class CronScheduler:
         self,
         entries: Sequence[Cron],
         settings: Settings,
-        store: Store,
-        run_db: Callable[..., Awaitable[Any]],
+        store: Storage,
+        in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
         clock: Callable[[], float],
         announce: Callable[[str, list[Job]], None],
     ) -> None:
         self.entries = list(entries)
         self.settings = settings
         self.store = store
-        self.run_db = run_db
+        self.in_thread = in_thread
         self.clock = clock
         self.announce = announce
         #: When this scheduler first looked (slots before it are never missed ones).
@@ -131,7 +132,8 @@ class CronScheduler:
     async def _fire(self, entry: Cron, since: float, now: float) -> float:
         """Insert ``entry``'s due slots; returns when to look at it again."""
         try:
-            inserted = await self.run_db(self.store.insert_cron_jobs, entry.key, self._plan(entry, since, now))
+            plan = self._plan(entry, since, now)
+            inserted = await self.in_thread(lambda: self.store.cron.insert_jobs(entry.key, plan))
         except Exception as exc:  # noqa: BLE001 - a failed insert is retried; the runner goes on
             logger.error("cron schedule %r: inserting its job failed: %s", entry.key, exc,
                          extra={"event": "cron_error"})
@@ -142,17 +144,17 @@ class CronScheduler:
         return following[0] if following else math.inf
 
     def _plan(self, entry: Cron, since: float, now: float) -> CronPlan:
-        def plan(last: int | None) -> list[tuple[int, Mapping[str, Any]]]:
+        def plan(last: int | None) -> list[tuple[int, NewJob]]:
             worker = entry.worker or ""
             return [(slot, build_row(self.settings, worker, dict(entry.args), {"scheduled_at": slot}, now))
                     for slot in entry.due(last, since, now)]
         return plan
 
 
-def describe(entries: Sequence[Cron], store: Store, now: float, count: int = 3) -> list[dict[str, Any]]:
+def describe(entries: Sequence[Cron], store: Storage, now: float, count: int = 3) -> list[dict[str, Any]]:
     """What ``python -m jobrunner cron`` shows of each schedule: its settings, its next
     ``count`` slots (ISO 8601 in its time zone) and the last job it inserted."""
-    last = store.last_cron_jobs(entry.key for entry in entries)
+    last = store.cron.last_jobs(entry.key for entry in entries)
     described = []
     for entry in entries:
         stored = last.get(entry.key)

@@ -61,7 +61,7 @@ async def wait_for_job(
     try:
         async with anyio.create_task_group() as watching:
             interval = runner.settings.database.watch_interval
-            probe = None if runner.running or interval <= 0 else runner.store.change_probe()
+            probe = None if runner.running or interval <= 0 else runner.store.db.change_probe()
             if probe is not None:
                 await watching.start(CommitWatcher(probe, interval, wakeup.set).run)
             try:

@@ -22,7 +22,8 @@ from jobrunner import ConfigError, Cron, Job, Runner, Worker
 from jobrunner.config import parse
 from jobrunner.cron import CronScheduler, schedules
 from jobrunner.schedule import CATCH_UP_LIMIT, ON_TIME, ScheduleError
-from jobrunner.schema import cron_slots, jobs
+from jobrunner.storage import NewJob
+from jobrunner.storage.schema import cron_slots, jobs
 from jobrunner.testing import EventRecorder, running
 from tests.conftest import PYTHON
 
@@ -217,11 +218,11 @@ def cron_settings(url: str, cron: list[dict[str, Any]], **runner: Any) -> Any:
 
 
 def slot_jobs(runner: Runner) -> list[Job]:
-    return sorted(runner.store.list_jobs(topic="cron", limit=100_000), key=lambda j: j.scheduled_at)
+    return sorted(runner.list_jobs(topic="cron", limit=100_000), key=lambda j: j.scheduled_at)
 
 
 def stored_slots(runner: Runner) -> list[tuple[str, int, int | None]]:
-    with runner.store.engine.connect() as conn:
+    with runner.store.db.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.select(cron_slots).order_by(cron_slots.c.slot))]
 
 
@@ -236,7 +237,7 @@ async def test_missed_slots_after_downtime_follow_the_policy(any_db_url: str, mi
         entries = schedules(runner.settings)
 
         def scheduler(now: float) -> CronScheduler:
-            made = CronScheduler(entries, runner.settings, runner.store, runner.run_db, lambda: now,
+            made = CronScheduler(entries, runner.settings, runner.store, runner.in_thread, lambda: now,
                                  lambda name, jobs: announced.append((name, jobs)))
             made.since = at(2026, 1, 1, 8, 59, 59)  # the daemon started just before 09:00
             return made
@@ -275,10 +276,8 @@ def test_concurrent_inserts_of_one_slot_store_one_job(any_db_url: str) -> None:
         runner = runners[index]
         barrier.wait(timeout=30)
         for slot in slots:  # every thread inserts every slot, one transaction each
-            rows = [(slot, {"topic": "cron", "worker": TICK, "args": "{}", "state": "available", "priority": 2,
-                            "attempt": 0, "max_attempts": 5, "errors": "[]", "inserted_at": slot,
-                            "scheduled_at": slot})]
-            done = runner.store.insert_cron_jobs(entry.key, lambda last, rows=rows: rows)
+            rows = [(slot, NewJob("cron", TICK, "{}", "available", 2, 0, 5, "[]", slot, slot))]
+            done = runner.store.cron.insert_jobs(entry.key, lambda last, rows=rows: rows)
             inserted[index].extend(s for s, _ in done)
 
     threads = [threading.Thread(target=fire, args=(i,)) for i in range(len(runners))]
@@ -333,7 +332,7 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
         while True:  # until six slots were inserted after every daemon was up
             assert all(d.poll() is None for d in daemons), [p.read_text() for p in tmp_path.glob("d*.log")]
             assert time.monotonic() < deadline, "the daemons inserted too few slots"
-            if first is None and observer.store.count(topic="cron") > 0:
+            if first is None and slot_jobs(observer):
                 first = max(j.scheduled_at for j in slot_jobs(observer))
             if first is not None and max(j.scheduled_at for j in slot_jobs(observer)) >= first + 6:
                 break
@@ -351,7 +350,7 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
         assert len(times) == len(set(times))  # never two jobs for one slot
         assert times == list(range(times[0], times[-1] + 1))  # missed = "all": no slot left out either
         assert all(j.scheduled_at == int(j.scheduled_at) and j.worker == TICK for j in found)
-        with observer.store.engine.connect() as conn:
+        with observer.store.db.engine.connect() as conn:
             linked = conn.execute(sa.select(cron_slots.c.job_id, jobs.c.scheduled_at)
                                   .join(jobs, jobs.c.id == cron_slots.c.job_id)).all()
         assert linked and all(int(scheduled) in times for _, scheduled in linked)
@@ -379,7 +378,7 @@ def test_cron_command_lists_next_runs_and_the_last_job(
                                                  "missed": "latest", "timezone": "Europe/Paris"}]))
     try:
         runner.migrate()
-        scheduler = CronScheduler(schedules(runner.settings), runner.settings, runner.store, runner.run_db,
+        scheduler = CronScheduler(schedules(runner.settings), runner.settings, runner.store, runner.in_thread,
                                   time.time, lambda name, jobs: None)
         scheduler.since = time.time() - 3600
         anyio.run(scheduler.fire_due, time.time())

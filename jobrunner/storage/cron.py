@@ -1,4 +1,4 @@
-"""Storage verbs of cron schedules: insert each slot's job exactly once, read the last one.
+"""Cron slots: insert each slot's job exactly once, and read the last one of each schedule.
 
 ``jobrunner_cron_slots`` holds one row per (schedule, slot) a job was inserted for. The
 slot row and its job are written in one transaction; the primary key turns a second
@@ -11,21 +11,20 @@ the same history everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.dml import Insert
 
-from .access import StoreAccess
-from .job import Job
-from .schema import JOB_COLUMNS, cron_slots, jobs
+from ..job import Job
+from . import statements as sql
+from .database import Database
+from .records import NewJob
+from .schema import cron_slots, jobs
 
 #: A plan for one schedule: given the newest slot stored (None: never run), the
 #: (slot, job row) pairs to insert, oldest first.
-CronPlan = Callable[[int | None], Sequence[tuple[int, Mapping[str, Any]]]]
-
-_RETURNED = [jobs.c[name] for name in JOB_COLUMNS]
+CronPlan = Callable[[int | None], Sequence[tuple[int, NewJob]]]
 
 
 def _insert_slot(dialect: str, schedule: str, slot: int) -> Insert:
@@ -40,10 +39,13 @@ def _insert_slot(dialect: str, schedule: str, slot: int) -> Insert:
     return sqlite_insert(cron_slots).values(values).on_conflict_do_nothing()
 
 
-class CronVerbs(StoreAccess):
-    """Cron slots, mixed into :class:`jobrunner.store.Store`."""
+class CronVerbs:
+    """Insert the jobs of cron slots, once each; read each schedule's last job."""
 
-    def insert_cron_jobs(self, schedule: str, plan: CronPlan) -> list[tuple[int, Job]]:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert_jobs(self, schedule: str, plan: CronPlan) -> list[tuple[int, Job]]:
         """Insert the jobs ``plan`` asks for, each with its slot row, in one transaction.
 
         A slot not newer than the newest stored one, or stored meanwhile by another
@@ -52,7 +54,7 @@ class CronVerbs(StoreAccess):
         pairs inserted.
         """
         def body(conn: Connection) -> list[tuple[int, Job]]:
-            self._serialise(conn, f"jobrunner:cron:{schedule}")
+            self.db.serialise(conn, f"jobrunner:cron:{schedule}")
             last = conn.execute(
                 select(func.max(cron_slots.c.slot)).where(cron_slots.c.schedule == schedule)
             ).scalar()
@@ -62,8 +64,8 @@ class CronVerbs(StoreAccess):
                     continue
                 if not conn.execute(_insert_slot(conn.dialect.name, schedule, slot)).rowcount:
                     continue  # another process stored this slot first
-                values = {k: v for k, v in row.items() if k != "decoded_args"}
-                job = self._row_to_job(conn.execute(jobs.insert().values(values).returning(*_RETURNED)).one())
+                values = {name: value for name, value in row._asdict().items() if name in sql.INSERT_COLUMNS}
+                job = sql.row_to_job(conn.execute(jobs.insert().values(values).returning(*sql.ALL)).one())
                 conn.execute(
                     update(cron_slots)
                     .where(cron_slots.c.schedule == schedule, cron_slots.c.slot == slot)
@@ -73,9 +75,9 @@ class CronVerbs(StoreAccess):
             if inserted and last is not None:
                 conn.execute(delete(cron_slots).where(cron_slots.c.schedule == schedule, cron_slots.c.slot < last))
             return inserted
-        return self._transaction(body)
+        return self.db.transaction(body)
 
-    def last_cron_jobs(self, schedules: Iterable[str]) -> dict[str, tuple[int, Job | None]]:
+    def last_jobs(self, schedules: Iterable[str]) -> dict[str, tuple[int, Job | None]]:
         """The newest slot stored for each of ``schedules`` that has one, with its job
         (None once the job was pruned)."""
         names = list(schedules)
@@ -88,15 +90,15 @@ class CronVerbs(StoreAccess):
             .subquery()
         )
         query = (
-            select(cron_slots.c.schedule, cron_slots.c.slot, *_RETURNED)
+            select(cron_slots.c.schedule, cron_slots.c.slot, *sql.ALL)
             .join(newest, (newest.c.schedule == cron_slots.c.schedule) & (newest.c.slot == cron_slots.c.slot))
             .outerjoin(jobs, jobs.c.id == cron_slots.c.job_id)
         )
         found: dict[str, tuple[int, Job | None]] = {}
-        with self._read() as conn, conn.begin():
+        with self.db.read() as conn, conn.begin():
             for row in conn.execute(query):
                 schedule, slot, *columns = row
-                found[schedule] = (int(slot), None if columns[0] is None else self._row_to_job(columns))
+                found[schedule] = (int(slot), None if columns[0] is None else sql.row_to_job(columns))
         return found
 
 
