@@ -31,7 +31,8 @@ signals = Namespace()
 
 job_inserted = signals.signal(
     "job_inserted",
-    doc="A job was stored. Payload: job, duplicate (True: a unique enqueue matched this existing job instead).",
+    doc="A job was stored. Payload: job; duplicate (True: a unique enqueue matched this existing job instead); "
+    "schedule (its name) when a cron schedule inserted it.",
 )
 job_started = signals.signal("job_started", doc="A job was claimed and perform begins. Payload: job.")
 job_completed = signals.signal(

@@ -4,7 +4,7 @@ Built by composition: one :class:`~.database.Database` (engines, transactions, b
 retries, kept connections) shared by four verb groups — :class:`~.jobs.JobVerbs` (insert,
 the claim/ack cycle, reads), :class:`~.operator.OperatorVerbs` (cancel, retry, pause,
 prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue) and
-:class:`~.leases.LeaseVerbs` (external workers), with
+:class:`~.leases.LeaseVerbs` (external workers), :class:`~.cron.CronVerbs` (cron slots) and
 :class:`~.scheduling.SchedulingVerbs` (unique jobs, dependencies, progress). The statements are in
 :mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
@@ -16,6 +16,7 @@ from __future__ import annotations
 from ..config import DatabaseSettings
 from ..errors import StorageError
 from .client import AsyncStorage
+from .cron import CronVerbs
 from .database import Database
 from .jobs import JobVerbs
 from .leases import LeaseVerbs
@@ -27,7 +28,7 @@ from .sqlite import ChangeProbe
 
 
 class Storage:
-    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``,
+    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``,
     ``scheduling`` (unique and linked inserts, dependencies, progress)."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
@@ -37,6 +38,7 @@ class Storage:
         self.operator = OperatorVerbs(self.db, self.scheduling)
         self.nodes = NodeVerbs(self.db)
         self.leases = LeaseVerbs(self.db)
+        self.cron = CronVerbs(self.db)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -44,6 +46,6 @@ class Storage:
 
 
 __all__ = [
-    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CycleResult", "Database", "Lease", "Link", "NewJob",
-    "SchedulingVerbs", "Storage", "StorageError", "TopicControl",
+    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult", "Database", "Lease", "Link",
+    "NewJob", "SchedulingVerbs", "Storage", "StorageError", "TopicControl",
 ]

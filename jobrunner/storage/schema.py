@@ -37,7 +37,7 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
-    # Version 5 (0005_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
+    # Version 6 (0006_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
     Column("tags", Text, nullable=False, server_default="[]"),
     Column("meta", Text, nullable=False, server_default="{}"),
     Column("progress", Float, nullable=True),
@@ -108,3 +108,12 @@ dependencies = Table(
 Index("ix_jobrunner_dependencies_depends_on", dependencies.c.depends_on)
 
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)
+
+cron_slots = Table(
+    "jobrunner_cron_slots",
+    metadata,
+    Column("schedule", Text, primary_key=True),
+    # POSIX seconds of the slot (whole numbers: cron slots fall on whole seconds).
+    Column("slot", BigInteger, primary_key=True, autoincrement=False),
+    Column("job_id", _id_type, nullable=True),
+)
