@@ -14,6 +14,7 @@ from . import events
 from .config import RunnerSettings
 from .heartbeat import Heartbeat
 from .job import Job
+from .pgnotify import INSERTED
 from .store import Store
 
 logger = logging.getLogger("jobrunner.housekeeping")
@@ -97,6 +98,8 @@ class Housekeeper:
             events.emit(events.job_rescued, job.topic, job=job)
         if rescued:
             self.on_rescued(rescued)
+            # Other nodes may start them at once too (on PostgreSQL; a no-op elsewhere).
+            await self.run_db(self.store.announce, INSERTED, {job.topic for job in rescued})
         return rescued
 
     async def prune(self) -> int:

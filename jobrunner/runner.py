@@ -20,7 +20,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from . import config as config_module, events
+from . import config as config_module, events, pgnotify
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import ConfigError, JobStateError, MigrationError
@@ -362,7 +362,13 @@ class Runner:
                 events.emit(events.runner_stopped, self.node, topics=topics)
 
     async def _watch_commits(self, scope: anyio.CancelScope) -> None:
-        """Wake every producer when another process commits (where the store can tell)."""
+        """Wake producers when another process commits (where the store can tell):
+        notices from every node on PostgreSQL, a look at the SQLite file's log otherwise."""
+        listener = self.store.notification_listener(self._on_notice)
+        if listener is not None:
+            with scope:
+                await listener.run()
+            return
         interval = self.settings.database.watch_interval
         probe = self.store.change_probe() if interval > 0 else None
         if probe is None:
@@ -375,6 +381,17 @@ class Runner:
             producer.notify_external()
         if self._external is not None:
             self._external.notify()
+
+    def _on_notice(self, kind: str | None, topic: str | None) -> None:
+        """A notice from some node (see :mod:`jobrunner.pgnotify`); runs in the loop."""
+        if kind is None or topic is None:
+            self._notify_all()
+        elif kind == pgnotify.INSERTED:
+            self._wake(topic)
+        else:
+            self._control_changed(topic)
+            if self._external is not None and self._external.topic(topic) is not None:
+                self._external.notify(topic)
 
     def _wake_topics(self, jobs: list[Job]) -> None:
         for topic in {job.topic for job in jobs}:
@@ -392,6 +409,7 @@ class Runner:
         if job is not None and not changed:
             raise JobStateError(f"job {job_id} is already {job.state}")
         if job is not None:
+            self.store.announce(pgnotify.CONTROL, [job.topic])
             self._in_loop(self._cancel_here, job)
         return job
 
@@ -411,18 +429,22 @@ class Runner:
         retried = self._storage.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
         for name in self.settings.topics:
             self._wake(name)
+        if retried:
+            self.store.announce(pgnotify.INSERTED, self.settings.topics)
         return retried
 
     def pause(self, topic: str) -> None:
         """Stop claiming jobs of ``topic`` on every node (running jobs finish)."""
         self.settings.topic(topic)
         self._storage.set_paused(topic, True, self.clock())
+        self.store.announce(pgnotify.CONTROL, [topic])
         self._control_changed(topic)
 
     def resume(self, topic: str) -> None:
         """Claim jobs of ``topic`` again."""
         self.settings.topic(topic)
         self._storage.set_paused(topic, False, self.clock())
+        self.store.announce(pgnotify.CONTROL, [topic])
         self._control_changed(topic)
 
     def _control_changed(self, topic: str) -> None:

@@ -11,7 +11,6 @@ IMMEDIATE`` so concurrent writers queue on the busy timeout instead of deadlocki
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
 import os
@@ -38,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from . import migrate as migrations
+from . import migrate as migrations, multirow, pgnotify
 from .config import DatabaseSettings
 from .dialects import lock_for_transaction, upsert
 from .errors import ConfigError, JobrunnerError
@@ -270,10 +269,7 @@ class ChangeProbe:
         """Nothing to release (kept for probes that hold a connection)."""
 
 
-_INSERT_COLUMNS = (
-    "topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
-    "inserted_at", "scheduled_at",
-)
+_INSERT_COLUMNS = multirow.INSERT_COLUMNS
 
 
 class Store(MaintenanceVerbs, LeaseVerbs):
@@ -308,6 +304,9 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         #: True when ids of rows inserted in one transaction are consecutive, so a bulk
         #: insert needs no RETURNING (SQLite AUTOINCREMENT under the write lock).
         self._sequential_ids = self.dialect == "sqlite"
+        #: True when commits can be announced to every node (PostgreSQL LISTEN/NOTIFY);
+        #: elsewhere other processes' commits are noticed by :meth:`change_probe`.
+        self.notifies = self.dialect == "postgresql"
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(url, settings.synchronous)
             self._transitions = self._sqlite_engine(url, "NORMAL" if settings.synchronous != "OFF" else "OFF")
@@ -332,6 +331,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         self._acks = {kind: _Prepared(stmt, dialect) for kind, stmt in _ACK_STATEMENTS.items()}
         self._insert_returning = _Prepared(_INSERT.values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
         self._insert_plain = _Prepared(jobs.insert().values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
+        self._notify = _Prepared(pgnotify.NOTIFY, dialect)
 
     # ------------------------------------------------------------ set-up
 
@@ -468,6 +468,25 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         assert database is not None  # an SQLite store has a file: checked when it opened
         return ChangeProbe(os.path.abspath(database))
 
+    def notification_listener(self, on_notice: pgnotify.OnNotice) -> pgnotify.NotificationListener | None:
+        """A listener for other nodes' announcements (see :meth:`announce`), or None where there is none."""
+        if not self.notifies:
+            return None
+        return pgnotify.NotificationListener(pgnotify.libpq_url(self.engine.url), on_notice)
+
+    def announce(self, kind: str, topics: Iterable[str]) -> None:
+        """Tell every node that ``topics`` changed (``pgnotify.INSERTED`` or ``CONTROL``);
+        call it after the change committed. Does nothing where :attr:`notifies` is False."""
+        wanted = sorted(set(topics))
+        if self.notifies and wanted:
+            self._transaction(lambda conn: pgnotify.send(conn, kind, wanted))
+
+    def _announce_inserted(self, cursor: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Inside an insert's transaction: tell every node (at commit) which topics have new work."""
+        for topic in sorted({row["topic"] for row in rows if row["state"] == "available"}):
+            cursor.execute(self._notify.sql, self._notify.params({"b_payload": pgnotify.payload(
+                pgnotify.INSERTED, topic)}))
+
     def close(self) -> None:
         """Release every pooled connection."""
         self._closed = True
@@ -488,12 +507,22 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         """
         if not rows:
             return []
-        if len(rows) == 1 or not self._sequential_ids:
+        if len(rows) > 1 and not self._sequential_ids:
+            def insert_batches(cursor: Any) -> list[int]:
+                ids = multirow.insert_batches(cursor, rows)
+                if self.notifies:
+                    self._announce_inserted(cursor, rows)
+                return ids
+            ids = self._write(self.engine, insert_batches)
+            return [multirow.job_of(job_id, row) for job_id, row in zip(ids, rows, strict=True)]
+        if len(rows) == 1:
             def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
                 for row in rows:
                     cursor.execute(self._insert_returning.sql, self._insert_returning.params(row))
                     stored.append(_row_to_job(cursor.fetchone()))
+                if self.notifies:
+                    self._announce_inserted(cursor, rows)
                 return stored
             return self._write(self.engine, insert_returning)
 
@@ -502,14 +531,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             last_id: int = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
             return last_id
         first = self._write(self.engine, insert_many) - len(rows) + 1
-        # Positional arguments in Job's field order (checked against the columns at import).
-        return [
-            Job.of(first + i, r["topic"], r["worker"],
-                r["decoded_args"] if "decoded_args" in r else json.loads(r["args"]),
-                r["state"], r["priority"], r["attempt"], r["max_attempts"], [], None,
-                r["inserted_at"], r["scheduled_at"])
-            for i, r in enumerate(rows)
-        ]
+        return [multirow.job_of(first + i, r) for i, r in enumerate(rows)]
 
     def ack_and_claim(
         self,
