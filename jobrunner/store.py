@@ -509,7 +509,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             return []
         if len(rows) > 1 and not self._sequential_ids:
             def insert_batches(cursor: Any) -> list[int]:
-                ids = multirow.insert_batches(cursor, rows)
+                ids = multirow.insert_rows(cursor, rows)
                 if self.notifies:
                     self._announce_inserted(cursor, rows)
                 return ids
