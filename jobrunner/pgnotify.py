@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+
 import anyio
 import anyio.from_thread
 import anyio.lowlevel

@@ -32,6 +32,7 @@ from .producer import Producer
 from .store import Store
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
+from .txenqueue import insert_in_transaction
 from .watcher import CommitWatcher
 from .worker import Worker, current_settings
 
@@ -114,6 +115,7 @@ class Runner:
         scheduled_at: Any = None,
         max_attempts: int | None = None,
         topic: str | None = None,
+        connection: Any = None,
     ) -> Job:
         """Store one job and return it. Raises EnqueueError, storing nothing, on bad input.
 
@@ -121,19 +123,43 @@ class Runner:
         ``"low"``. ``topic`` names a topic declared ``external = true`` to enqueue for
         its external workers (``worker`` is then any name they understand); for a
         Worker class it must be the worker's own topic.
+
+        ``connection`` (a SQLAlchemy ``Connection`` or ORM ``Session`` on this runner's
+        database) inserts the job inside the caller's transaction: it exists once that
+        commits, not at all if it rolls back, and nothing is woken before the commit
+        (see :mod:`jobrunner.txenqueue`).
         """
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
                    "max_attempts": max_attempts, "topic": topic}
-        return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
+        rows = [build_row(self.settings, worker, args, options, self.clock())]
+        if connection is not None:
+            return self._insert_on(connection, rows)[0]
+        return self.store_rows(rows)[0]
 
-    def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
+    def enqueue_many(self, items: Iterable[EnqueueItem], *, connection: Any = None) -> list[Job]:
         """Store many jobs in one transaction; all or none. Returns them in the order given.
 
         Each item is ``(worker, args)`` or ``(worker, args, options)``; options are the
         keyword arguments of :meth:`enqueue` (``priority``, ``delay``, ``scheduled_at``,
-        ``max_attempts``, ``topic``).
+        ``max_attempts``, ``topic``). ``connection``: as for :meth:`enqueue`.
         """
+        if connection is not None:
+            return self._insert_on(connection, self._rows(items))
         return self.store_rows(self._rows(items))
+
+    def _insert_on(self, connection: Any, rows: list[dict[str, Any]]) -> list[Job]:
+        """Insert in the caller's transaction (:mod:`jobrunner.txenqueue`)."""
+        self.ensure_schema()
+        return insert_in_transaction(connection, self.store.engine.url, rows, self.store._row_to_job,
+                                     self.store.notifies, self._announce_committed)
+
+    def _announce_committed(self, stored: list[Job]) -> None:
+        """Jobs inserted in a caller's transaction were committed: announce them, wake their topics."""
+        if events.wanted(events.job_inserted):
+            for job in stored:
+                events.emit(events.job_inserted, job.topic, job=job)
+        for topic in {job.topic for job in stored if job.state == "available"}:
+            self._wake(topic)
 
     async def enqueue_async(
         self,
