@@ -1,7 +1,7 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, events. The global options may also follow the command. Errors go to stderr;
+resume, events, copy, nodes. The global options may also follow the command. Errors go to stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -151,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume = command("resume", "claim jobs of a paused topic again")
     resume.add_argument("topic", metavar="TOPIC")
 
+    copy = command("copy", "copy every job to another database (--to URL) or from one (--from URL)")
+    copy.add_argument("--to", metavar="URL", help="the database to copy the configured one into (migrated first)")
+    copy.add_argument("--from", dest="source", metavar="URL", help="the database to copy into the configured one")
+    copy.add_argument("--force", action="store_true",
+                      help="replace the target's jobs, pauses and leases (a non-empty target is refused without it)")
+
+    nodes = command("nodes", "live nodes: their topics, running jobs and last heartbeat")
+    nodes.add_argument("--json", action="store_true", help="one JSON document")
+
     tail = command("events", "print the running daemon's events as they happen (needs [http])")
     tail.add_argument("--topic", help="only this topic's events")
     return parser
@@ -209,6 +218,8 @@ COMMANDS = {
     "pause": commands.cmd_pause,
     "resume": commands.cmd_resume,
     "events": commands.cmd_events,
+    "copy": commands.cmd_copy,
+    "nodes": commands.cmd_nodes,
 }
 
 

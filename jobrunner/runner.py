@@ -28,6 +28,7 @@ from .executor import Executor
 from .external import ExternalTopics
 from .housekeeping import Housekeeper
 from .job import Job, is_job_id
+from .nodelist import record_topics
 from .producer import Producer
 from .store import Store
 from .summary import report_throughput
@@ -320,6 +321,7 @@ class Runner:
             await self.run_db(self.ensure_schema)
             import_modules(self.settings)
             await housekeeper.register()
+            await self.run_db(record_topics, self.store, self.node, self.settings.topics)
             try:
                 await self._supervise(task_status, housekeeper)
             finally:
