@@ -7,6 +7,7 @@ table and an execution log watched from outside).
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
@@ -45,7 +46,7 @@ def _no_overlap_between_live_nodes(executions: list[dict[str, Any]], killed: set
             by_job[e["job_id"]].append(e)
     for job_id, runs in by_job.items():
         runs.sort(key=lambda e: e["started"])
-        for earlier, later in zip(runs, runs[1:], strict=False):
+        for earlier, later in itertools.pairwise(runs):
             assert earlier["ended"] is not None and earlier["ended"] <= later["started"], (job_id, runs)
 
 
@@ -77,7 +78,8 @@ def test_three_nodes_drain_5000_jobs_each_completed_once(pg_cluster: Callable[..
     assert len(executions) == total and set(per_job) == set(ids), [j for j, n in per_job.items() if n > 1][:10]
     by_pid = Counter(e["pid"] for e in executions)
     assert set(by_pid) == {d.pid for d in daemons}, f"not every node did some work: {by_pid}"
-    print(f"\n{total} jobs on 3 nodes (PostgreSQL) in {elapsed:.1f}s ({total / elapsed:.0f}/s); per node {dict(by_pid)}")
+    print(f"\n{total} jobs on 3 nodes (PostgreSQL) in {elapsed:.1f}s ({total / elapsed:.0f}/s); "
+          f"per node {dict(by_pid)}")
     assert json.loads(c.cli("nodes", "--json").stdout) == {"nodes": []}  # clean stops unregister
 
 
