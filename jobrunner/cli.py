@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import commands, config as config_module, daemon
-from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from .errors import ConfigError, EnqueueError, JobrunnerError, UnknownWorkerError
+from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
 from .job import ALL_STATES, MAX_JOB_ID
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
@@ -254,7 +254,7 @@ def _run_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
         overrides = run_overrides(ns) if ns.command == "run" else []
         settings = config_module.load(ns.config, overrides=overrides)
         return COMMANDS[ns.command](settings, ns)
-    except (UsageError, ConfigError, daemon.StartupError) as exc:
+    except (UsageError, ConfigError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (EnqueueError, UnknownWorkerError) as exc:

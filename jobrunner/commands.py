@@ -14,16 +14,13 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from . import config as config_module, payload
+from .errors import UsageError
 from .job import ALL_STATES, Job, iso
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A command-line argument is invalid."""
 
 
 def _open(settings: config_module.Settings) -> Runner:

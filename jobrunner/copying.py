@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Table, delete, func, insert, select, text
 
 from .config import DatabaseSettings
-from .errors import JobrunnerError
+from .errors import CopyError
 from .schema import jobs, leases, topics
 from .store import Store
 
@@ -29,10 +29,6 @@ from .store import Store
 BATCH = 2000
 #: The tables copied, in an order that keeps every reference valid.
 TABLES: tuple[Table, ...] = (jobs, topics, leases)
-
-
-class CopyError(JobrunnerError):
-    """The copy was refused (non-empty target, same database) or failed; the target is unchanged."""
 
 
 @dataclass(frozen=True, slots=True)

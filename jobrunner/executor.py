@@ -22,10 +22,10 @@ import anyio
 from . import events
 from .backoff import backoff_delay, worker_backoff
 from .config import TopicSettings
-from .errors import InvalidArgumentsError, UnknownWorkerError
+from .errors import InvalidArgumentsError, ProcessFailed, UnknownWorkerError
 from .job import LATEST, Job, Unreadable, iso
 from .payload import PayloadError, storable
-from .process import ExternalProcess, ProcessFailed, as_external_process
+from .process import ExternalProcess, as_external_process
 from .store import Ack
 from .threads import ThreadCall
 from .tracebacks import format_job_error

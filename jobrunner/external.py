@@ -19,7 +19,7 @@ import anyio
 
 from . import events
 from .config import Settings, TopicSettings
-from .errors import JobrunnerError
+from .errors import ExternalJobError, LeaseError
 from .executor import Outcome, plan
 from .job import Job, Unreadable
 from .leases import Lease
@@ -27,15 +27,6 @@ from .payload import PayloadError
 from .store import Store
 
 RunDb = Callable[..., Awaitable[Any]]
-
-
-class LeaseError(JobrunnerError):
-    """The job holds no live lease under the token presented (never claimed, already
-    concluded, its lease expired, or it was claimed again by another worker)."""
-
-
-class ExternalJobError(Exception):
-    """The failure an external worker reported for a job."""
 
 
 class ExternalTopics:

@@ -40,7 +40,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from . import migrate as migrations, multirow, pgnotify
 from .config import DatabaseSettings
 from .dialects import lock_for_transaction, upsert
-from .errors import ConfigError, JobrunnerError
+from .errors import ConfigError, StorageError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
@@ -52,10 +52,6 @@ _EMPTY_LIST = "[]"
 logger = logging.getLogger("jobrunner.store")
 
 T = TypeVar("T")
-
-
-class StorageError(JobrunnerError):
-    """The database could not be opened or written."""
 
 
 @dataclass(slots=True)

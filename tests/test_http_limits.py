@@ -24,9 +24,10 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from jobrunner import ConfigError, Runner, sse
+from jobrunner import ConfigError, Runner
 from jobrunner.config import parse
 from jobrunner.enqueue import build_row, external_defaults
+from jobrunner.http import sse
 from jobrunner.payload import MAX_DEPTH
 from jobrunner.testing import running
 from tests.test_http import (
