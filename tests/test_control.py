@@ -92,6 +92,33 @@ async def _drain(runner: Runner) -> None:
     await drain(runner, "t", with_scheduled=True)
 
 
+class ClaimCycles:
+    """Counts a producer's claim cycles (its flushes), so a test waits for cycles to pass
+    instead of guessing how long they take."""
+
+    def __init__(self, producer: Any) -> None:
+        self.count = 0
+        self._changed = anyio.Event()
+        flush = producer.flush
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await flush(*args, **kwargs)
+            finally:
+                self.count += 1
+                self._changed.set()
+                self._changed = anyio.Event()
+
+        producer.flush = counted
+
+    async def wait(self, cycles: int, timeout: float = 5.0) -> None:
+        """Until ``cycles`` more cycles have ended (a cycle under way counts once it ends)."""
+        target = self.count + cycles
+        with anyio.fail_after(timeout):
+            while self.count < target:
+                await self._changed.wait()
+
+
 async def test_paused_topic_claims_nothing_until_resumed_by_another_process(make_runner: Any) -> None:
     runner = make_runner({"t": {"poll_interval": 0.05}, "u": {"poll_interval": 0.05}})
     other = other_process_store(runner)
@@ -102,11 +129,13 @@ async def test_paused_topic_claims_nothing_until_resumed_by_another_process(make
             with anyio.fail_after(5):
                 while not runner.supervisor("t").producer.paused:
                     await anyio.sleep(0.01)
+            producer = runner.supervisor("t").producer
+            cycles = ClaimCycles(producer)
             job = runner.enqueue(Add, {"a": 1, "b": 1})
-            # Two more poll cycles pass without a claim.
+            # Two more control checks and claim cycles (begun after the insert) pass without a claim.
             for _ in range(3):
-                runner.supervisor("t").producer.notify_external()
-                await anyio.sleep(0.05)
+                producer.notify_external()
+                await cycles.wait(1)
             assert runner.get_job(job.id).state == "available"
             waiter = wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=5)
             other.set_paused("t", False, time.time())
@@ -206,9 +235,10 @@ async def test_overrunning_sync_perform_times_out_and_keeps_its_slot_until_it_re
             slow = runner.enqueue(SlowThread, {}, max_attempts=1)
             event = await wait_for(events.job_discarded, lambda p: p["job"].id == slow.id, timeout=5)
             assert isinstance(event.payload["error"], TimeoutError)
+            cycles = ClaimCycles(runner.supervisor("t").producer)
             quick = runner.enqueue(Add, {"a": 1, "b": 1})
-            # Deliberately "nothing happens for a while": the thread still holds the only slot.
-            await anyio.sleep(0.3)
+            # Claim cycles begun after the insert pass, and claim nothing: the thread still holds the only slot.
+            await cycles.wait(3)
             assert runner.get_job(quick.id).state == "available"
             completed = wait_for(events.job_completed, lambda p: p["job"].id == quick.id, timeout=5)
             SlowThread.release.set()

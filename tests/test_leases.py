@@ -20,7 +20,7 @@ from jobrunner.config import DatabaseSettings, parse
 from jobrunner.leases import Lease
 from jobrunner.store import Ack, Store
 from jobrunner.testing import EventRecorder, running
-from tests.test_http import free_port
+from tests.daemon_harness import free_port
 from tests.test_races import NOW, insert, race
 
 
