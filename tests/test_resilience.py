@@ -286,7 +286,6 @@ def first_node_in(text: str, nodes: set[str]) -> bool:
 # ------------------------------------------------------------------ 2. three processes
 
 
-@pytest.mark.timeout(180)  # 3,000 jobs through three processes: slow on a loaded 2-core machine
 def test_three_processes_one_file(make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(parallelism=4, poll=0.1, grace=5)
     # Three daemons start at once on a file that does not exist yet: they race on
