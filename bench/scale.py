@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 import bench  # noqa: E402 - bench/bench.py, after the path set-up above
 import jobrunner  # noqa: E402
 from jobrunner.config import parse  # noqa: E402
+from jobrunner.storage import ClaimRequest  # noqa: E402
 
 SERVER = os.environ.get("JOBRUNNER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -186,11 +187,11 @@ def claim_latency(engine: str, server: str, rows: int, available: int, rounds: i
         progress(f"  filling {rows:,} rows on {engine}")
         for first in range(0, done, 50_000):
             runner.enqueue_many([(Noop, {"i": i}) for i in range(first, min(done, first + 50_000))])
-        with store.engine.begin() as conn:
+        with store.db.engine.begin() as conn:
             conn.execute(text("UPDATE jobrunner_jobs SET state = 'completed', completed_at = inserted_at, "
                               "attempt = 1"))
         bench.enqueue_noops(runner, available)
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             if engine == "sqlite":
                 conn.exec_driver_sql("ANALYZE")
             else:
@@ -198,7 +199,7 @@ def claim_latency(engine: str, server: str, rows: int, available: int, rounds: i
         samples = []
         for _ in range(rounds):
             started = time.perf_counter()
-            claimed = store.ack_and_claim([], TOPIC, 10, "bench-node", time.time())
+            claimed = store.jobs.cycle((), ClaimRequest(TOPIC, 10, "bench-node", time.time())).claimed
             samples.append((time.perf_counter() - started) * 1000)
             if len(claimed) != 10:
                 raise RuntimeError(f"claimed {len(claimed)} jobs, expected 10")

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from . import config as config_module, payload
 from .errors import UsageError
-from .job import ALL_STATES, Job, iso
+from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
@@ -70,7 +70,7 @@ def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List jobs, newest first."""
     if ns.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {ns.limit}")
-    found = _open(settings).store.list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
+    found = _open(settings).list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
     if ns.json:
         print(json.dumps({"jobs": [j.to_dict() for j in found]}))
         return EXIT_OK
@@ -128,7 +128,7 @@ def cmd_retry(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Retry jobs by id or by topic and state."""
     if not ns.ids and ns.topic is None and not ns.state:
         raise UsageError("give job ids, or select jobs with --topic and/or --state")
-    states = ns.state or ("discarded", "cancelled")
+    states = ns.state or RETRYABLE_STATES
     retried = _open(settings).retry_jobs(ns.ids or None, topic=ns.topic, states=states)
     missing = sorted(set(ns.ids) - set(retried))
     print(f"{len(retried)} job(s) retried" + (f": {' '.join(map(str, retried))}" if retried else ""))
@@ -155,7 +155,7 @@ def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
 
 def cmd_copy(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Copy every job (and pause, and lease) to ``--to URL`` or from ``--from URL``."""
-    from .copying import copy_database
+    from .storage.copying import copy_database
 
     if (ns.to is None) == (ns.source is None):
         raise UsageError("give exactly one of --to URL (copy the configured database there) "
@@ -173,11 +173,9 @@ def cmd_nodes(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List live nodes: topics, running jobs, last heartbeat."""
     import time
 
-    from .nodelist import live_nodes
-
     runner = _open(settings)
     now = time.time()
-    found = live_nodes(runner.store, now - settings.runner.rescue_after)
+    found = runner.store.nodes.listing(now - settings.runner.rescue_after)
     if ns.json:
         print(json.dumps({"nodes": [info.as_json() for info in found]}))
         return EXIT_OK

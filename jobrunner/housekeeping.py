@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -14,12 +14,9 @@ from . import events
 from .config import RunnerSettings
 from .heartbeat import Heartbeat
 from .job import Job
-from .pgnotify import INSERTED
-from .store import Store
+from .storage import AsyncStorage
 
 logger = logging.getLogger("jobrunner.housekeeping")
-
-RunDb = Callable[..., Awaitable[Any]]
 
 
 class Housekeeper:
@@ -33,27 +30,26 @@ class Housekeeper:
 
     def __init__(
         self,
-        store: Store,
+        storage: AsyncStorage,
         settings: RunnerSettings,
         node: str,
-        run_db: RunDb,
         on_rescued: Callable[[list[Job]], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.storage = storage
         self.settings = settings
         self.node = node
-        self.run_db = run_db
         self.on_rescued = on_rescued
         self.clock = clock
 
-    async def register(self) -> None:
-        """First heartbeat: a node is known alive before it claims anything."""
-        await self.run_db(self.store.heartbeat, self.node, self.clock())
+    async def register(self, topics: Iterable[str]) -> None:
+        """First heartbeat, naming the ``topics`` this node serves: a node is known alive
+        before it claims anything."""
+        await self.storage.register_node(self.node, self.clock(), topics)
 
     async def unregister(self) -> None:
         """Forget this node (clean stop)."""
-        await self.run_db(self.store.remove_node, self.node)
+        await self.storage.remove_node(self.node)
 
     async def run(self) -> None:
         """Loop until cancelled (the heartbeat itself is written by a thread, see :mod:`.heartbeat`)."""
@@ -65,7 +61,8 @@ class Housekeeper:
             await heartbeat.stop()
 
     def _beat(self) -> None:
-        self.store.heartbeat(self.node, self.clock())
+        # The heartbeat thread's own write: it must not wait behind the event loop.
+        self.storage.storage.nodes.heartbeat(self.node, self.clock())
 
     async def _loop(self, heartbeat: Heartbeat) -> None:
         next_beat = next_prune = 0.0
@@ -91,15 +88,11 @@ class Housekeeper:
     async def rescue(self) -> list[Job]:
         """One rescue pass: put back the jobs of nodes silent for ``rescue_after``."""
         now = self.clock()
-        rescued: list[Job] = await self.run_db(
-            self.store.rescue_orphans, now, now - self.settings.rescue_after
-        )
+        rescued = await self.storage.rescue_orphans(now, now - self.settings.rescue_after)
         for job in rescued:
             events.emit(events.job_rescued, job.topic, job=job)
         if rescued:
             self.on_rescued(rescued)
-            # Other nodes may start them at once too (on PostgreSQL; a no-op elsewhere).
-            await self.run_db(self.store.announce, INSERTED, {job.topic for job in rescued})
         return rescued
 
     async def prune(self) -> int:
@@ -107,7 +100,7 @@ class Housekeeper:
         before = self.clock() - self.settings.prune_after
         total = 0
         while True:
-            deleted: int = await self.run_db(self.store.prune, before, self.settings.prune_limit)
+            deleted = await self.storage.prune(before, self.settings.prune_limit)
             total += deleted
             if deleted < self.settings.prune_limit:
                 break

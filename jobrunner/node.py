@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import events, pgnotify
+from . import events
 from .config import Settings
 from .errors import ConfigError
 from .executor import Executor
@@ -28,8 +28,8 @@ from .external import ExternalTopics
 from .housekeeping import Housekeeper
 from .job import Job
 from .loop import EventLoop
-from .nodelist import record_topics
 from .producer import Producer
+from .storage import INSERTED
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
@@ -84,7 +84,7 @@ class Node:
         self.loop = EventLoop.current()
         self.producers: dict[str, Producer] = {}
         self.supervisors: dict[str, TopicSupervisor] = {}
-        self.external = ExternalTopics(self.settings, runner.store, runner.run_db, runner.clock)
+        self.external = ExternalTopics(self.settings, runner.storage, runner.clock)
         self._stop_requested = anyio.Event()
         self._finished = anyio.Event()
 
@@ -137,14 +137,12 @@ class Node:
         runner = self.runner
         # Job tasks inherit this context: workers read their topic's options from it.
         settings_token = current_settings.set(self.settings)
-        housekeeper = Housekeeper(
-            runner.store, self.settings.runner, self.id, runner.run_db, self._wake_topics, runner.clock
-        )
+        runner.storage.open()
+        housekeeper = Housekeeper(runner.storage, self.settings.runner, self.id, self._wake_topics, runner.clock)
         try:
-            await runner.run_db(runner.ensure_schema)
+            await runner.storage.run_blocking(runner.ensure_schema)
             import_modules(self.settings)
-            await housekeeper.register()
-            await runner.run_db(record_topics, runner.store, self.id, self.settings.topics)
+            await housekeeper.register(self.settings.topics)
             try:
                 await self._supervise(task_status, housekeeper)
             finally:
@@ -205,7 +203,7 @@ class Node:
             if topic.external:
                 continue
             producer = Producer(
-                topic, runner.store, self.id, runner.run_db,
+                topic, runner.storage, self.id,
                 Executor(topic, anyio.CapacityLimiter(topic.parallelism), runner.clock),
                 runner.clock,
             )
@@ -217,13 +215,13 @@ class Node:
     async def _watch_commits(self, scope: anyio.CancelScope) -> None:
         """Wake producers when another process commits (where the store can tell):
         notices from every node on PostgreSQL, a look at the SQLite file's log otherwise."""
-        listener = self.runner.store.notification_listener(self._on_notice)
+        listener = self.runner.store.notices.notification_listener(self._on_notice)
         if listener is not None:
             with scope:
                 await listener.run()
             return
         interval = self.settings.database.watch_interval
-        probe = self.runner.store.change_probe() if interval > 0 else None
+        probe = self.runner.store.db.change_probe() if interval > 0 else None
         if probe is None:
             return
         with scope:
@@ -235,10 +233,10 @@ class Node:
         self.external.notify()
 
     def _on_notice(self, kind: str | None, topic: str | None) -> None:
-        """A notice from some node (see :mod:`jobrunner.pgnotify`); runs in the loop."""
+        """A notice from some node (see :mod:`jobrunner.storage.notices`); runs in the loop."""
         if kind is None or topic is None:
             self._notify_all()
-        elif kind == pgnotify.INSERTED:
+        elif kind == INSERTED:
             self.wake(topic)
         else:
             self.control_changed(topic)

@@ -23,14 +23,9 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from . import pgnotify
 from .errors import EnqueueError
 from .job import Job
-from .schema import JOB_COLUMNS, jobs
-
-_INSERT = jobs.insert().returning(*[jobs.c[name] for name in JOB_COLUMNS])
-_INSERT_KEYS = ("topic", "worker", "args", "state", "priority", "attempt", "max_attempts", "errors",
-                "inserted_at", "scheduled_at")
+from .storage import NewJob, Storage
 
 
 def _same_database(mine: URL, theirs: URL) -> bool:
@@ -55,22 +50,16 @@ def connection_of(target: Any, database: URL) -> Connection:
 
 
 def insert_in_transaction(
-    target: Any,
-    database: URL,
-    rows: Sequence[dict[str, Any]],
-    row_to_job: Callable[[Sequence[Any]], Job],
-    notifies: bool,
-    after_commit: Callable[[list[Job]], None],
+    storage: Storage, target: Any, rows: Sequence[NewJob], after_commit: Callable[[list[Job]], None]
 ) -> list[Job]:
     """Insert ``rows`` in ``target``'s transaction; returns the jobs as stored (not yet committed).
 
-    ``notifies``: send the PostgreSQL notice in the same transaction. ``after_commit``
-    is called with the jobs once a Session's transaction commits (never on rollback).
+    Where the database notifies, the notice rides in the same transaction.
+    ``after_commit`` is called with the jobs once a Session's transaction commits (never
+    on rollback).
     """
-    conn = connection_of(target, database)
-    stored = [row_to_job(conn.execute(_INSERT, {k: row[k] for k in _INSERT_KEYS}).one()) for row in rows]
-    if notifies:
-        pgnotify.send(conn, pgnotify.INSERTED, {job.topic for job in stored if job.state == "available"})
+    conn = connection_of(target, storage.db.engine.url)
+    stored = storage.jobs.insert_on(conn, rows)
     if isinstance(target, Session):
         _call_after_commit(target, lambda: after_commit(stored))
     return stored

@@ -10,7 +10,7 @@ import pytest
 
 from jobrunner import CopyError, Runner
 from jobrunner.config import parse
-from jobrunner.copying import copy_database
+from jobrunner.storage.copying import copy_database
 from tests.conftest import PYTHON
 from tests.workers import Add, AlwaysFails
 
@@ -27,31 +27,31 @@ def test_round_trip_keeps_every_job_and_pause(sqlite_url: str, pg_url: str, tmp_
         done = source.enqueue(Add, {"a": 1, "b": 2})
         failed = source.enqueue(AlwaysFails, {}, max_attempts=1)
         later = source.enqueue(Add, {"a": 5, "b": 5}, delay=3600, priority=7)
-        with source.store.engine.begin() as conn:  # finished states, written as the engine would
+        with source.store.db.engine.begin() as conn:  # finished states, written as the engine would
             from sqlalchemy import update
 
-            from jobrunner.schema import jobs
+            from jobrunner.storage.schema import jobs
             conn.execute(update(jobs).where(jobs.c.id == done.id).values(
                 state="completed", attempt=1, result="3", completed_at=done.inserted_at + 1, attempted_by="n1"))
             conn.execute(update(jobs).where(jobs.c.id == failed.id).values(
                 state="discarded", attempt=1, discarded_at=failed.inserted_at + 1,
                 errors='[{"attempt": 1, "at": "2026-01-01T00:00:00+00:00", "error": "boom", "traceback": null}]'))
         source.pause("t")
-        before = {job.id: job for job in source.store.list_jobs(limit=10)}
+        before = {job.id: job for job in source.store.jobs.listing(limit=10)}
 
         report = copy_database(sqlite_url, pg_url)
         assert (report.jobs, report.topics, report.next_id) == (3, 1, later.id + 1)
         target = _runner(pg_url)
         try:
-            assert {job.id: job for job in target.store.list_jobs(limit=10)} == before
-            assert target.store.paused_topics() == {"t"}
+            assert {job.id: job for job in target.store.jobs.listing(limit=10)} == before
+            assert target.store.operator.paused_topics() == {"t"}
             assert target.enqueue(Add, {"a": 0, "b": 0}).id == later.id + 1  # the sequence moved on
         finally:
             target.store.close()
 
         with pytest.raises(CopyError, match="not empty"):
             copy_database(pg_url, sqlite_url)
-        assert {job.id: job for job in source.store.list_jobs(limit=10)} == before  # nothing changed
+        assert {job.id: job for job in source.store.jobs.listing(limit=10)} == before  # nothing changed
         back = copy_database(pg_url, sqlite_url, replace=True)
         assert back.jobs == 4
         assert source.enqueue(Add, {"a": 1, "b": 1}).id == later.id + 2

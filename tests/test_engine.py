@@ -12,6 +12,7 @@ import pytest
 
 import jobrunner
 from jobrunner import Job, Runner, Worker, events
+from jobrunner.storage import NewJob
 from jobrunner.testing import EventRecorder, drain, running, wait_for
 from tests import workers
 from tests.faults import fail_updates_of, heal
@@ -168,7 +169,7 @@ async def test_unknown_worker_is_discarded_not_retried(make_runner: Any) -> None
         "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
     }
-    [job] = runner.store.insert_jobs([row])
+    [job] = runner.store.jobs.insert([NewJob(**row)])
     async with running(runner):
         await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
     stored = runner.get_job(job.id)

@@ -1144,7 +1144,7 @@ def test_served_routes_match_the_openapi_document(tmp_path: Path) -> None:
                       "topics": {"t": {}, "x": {"external": True}}, "http": {"enabled": True}}, source="test")
     runner = Runner(settings)
     try:
-        app = create_app(runner, ExternalTopics(settings, runner.store, runner.run_db), settings.http)
+        app = create_app(runner, ExternalTopics(settings, runner.storage), settings.http)
         starlette_app = getattr(app, "app", app)  # unwrap the Guard middleware
         served: set[tuple[str, str]] = set()
         for route in starlette_app.routes:

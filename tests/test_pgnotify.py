@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, text
 
 from jobrunner import Runner, events
 from jobrunner.config import DatabaseSettings
-from jobrunner.pgnotify import CONTROL, INSERTED, parse, payload
-from jobrunner.store import Store
+from jobrunner.storage import Storage
+from jobrunner.storage.notices import CONTROL, INSERTED, parse, payload
 from jobrunner.testing import running, wait_for
 from tests.workers import Add, Sleeper
 
@@ -116,9 +116,10 @@ async def test_lost_listening_connection_reconnects_and_loses_nothing(
 
 
 def test_sqlite_has_no_listener(tmp_path: Any) -> None:
-    store = Store(DatabaseSettings(url=f"sqlite:///{tmp_path / 'jobs.db'}"))
+    store = Storage(DatabaseSettings(url=f"sqlite:///{tmp_path / 'jobs.db'}"))
     try:
-        assert store.notification_listener(lambda kind, topic: None) is None and not store.notifies
-        store.announce(INSERTED, ["t"])  # a no-op, not an error
+        notices = store.notices
+        assert notices.notification_listener(lambda kind, topic: None) is None and not notices.notifies
+        notices.announce(INSERTED, ["t"])  # a no-op, not an error
     finally:
         store.close()

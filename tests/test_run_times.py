@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, update
 
 from jobrunner import Job, Runner, Snooze, Worker
 from jobrunner.job import LATEST, iso
-from jobrunner.schema import jobs
+from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
 
 BACKOFF_1S = {"strategy": "constant", "base": 1.0, "max": 1.0, "jitter": 0.0}

@@ -19,6 +19,7 @@ import pytest
 
 from jobrunner import Runner
 from jobrunner.config import parse
+from jobrunner.storage import NewJob
 from tests.daemon_harness import DaemonProcess, holds_for, start_on_free_port, wait_until
 
 RESCUE_AFTER = 1.0
@@ -53,7 +54,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
          "priority": 2, "attempt": 0, "max_attempts": 1, "errors": "[]", "inserted_at": 0.0, "scheduled_at": 0.0}
         for _ in range(3000)
     ]
-    observer.store.insert_jobs(rows)
+    observer.store.jobs.insert([NewJob(**row) for row in rows])
     config = tmp_path / "config.toml"
 
     def make(port: int) -> DaemonProcess:
@@ -92,7 +93,7 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
         # Act as a second node: rescue pass after rescue pass while the flood runs.
         def rescue_pass() -> None:
             now = time.time()
-            rescued.extend(observer.store.rescue_orphans(now, now - RESCUE_AFTER))
+            rescued.extend(observer.store.nodes.rescue_orphans(now, now - RESCUE_AFTER))
 
         holds_for("the flood runs", rescue_pass, 4 * RESCUE_AFTER, interval=0.05)
     finally:

@@ -23,18 +23,18 @@ class TopicRoutes(RouteGroup):
 
     async def topics(self, request: Request) -> Response:
         """``GET /topics``: counts per topic and state."""
-        return JSONResponse({"topics": await self.runner.run_read(self.runner.stats)})
+        return JSONResponse({"topics": await self.runner.in_read_thread(self.runner.stats)})
 
     async def pause(self, request: Request) -> Response:
         """``POST /topics/{topic}/pause``."""
         topic = self._topic(request)
-        await self._db(self.runner.pause, topic)
+        await self.runner.in_thread(lambda: self.runner.pause(topic))
         return JSONResponse({"topic": topic, "paused": True})
 
     async def resume(self, request: Request) -> Response:
         """``POST /topics/{topic}/resume``: waiting external claims look again at once."""
         topic = self._topic(request)
-        await self._db(self.runner.resume, topic)
+        await self.runner.in_thread(lambda: self.runner.resume(topic))
         self.external.notify(topic)
         return JSONResponse({"topic": topic, "paused": False})
 

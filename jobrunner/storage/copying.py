@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, text
+from sqlalchemy import Connection, Table, delete, func, insert, select
 
-from .config import DatabaseSettings
-from .errors import CopyError
+from ..config import DatabaseSettings
+from ..errors import CopyError
+from .database import Database
+from .dialects import advance_ids, id_high_water
 from .schema import jobs, leases, topics
-from .store import Store
 
 #: Rows read from the source and written to the target per statement.
 BATCH = 2000
@@ -44,28 +45,7 @@ class CopyReport:
 def _high_water(conn: Connection) -> int:
     """The highest job id this database ever handed out (its sequence, else the highest row)."""
     highest = int(conn.scalar(select(func.coalesce(func.max(jobs.c.id), 0))) or 0)
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(text(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM jobrunner_jobs_id_seq"
-        )).first()
-    else:
-        row = conn.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'jobrunner_jobs'")).first()
-    return max(highest, int(row[0]) if row and row[0] is not None else 0)
-
-
-def _advance_ids(conn: Connection, past: int) -> None:
-    """Make the target hand out ids above ``past`` from now on."""
-    if past <= 0:
-        return
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT setval(pg_get_serial_sequence('jobrunner_jobs', 'id'), :n, true)"), {"n": past})
-    else:
-        # Inserting explicit ids already raised it to the highest copied id; go past pruned ones too.
-        conn.execute(text("UPDATE sqlite_sequence SET seq = max(seq, :n) WHERE name = 'jobrunner_jobs'"),
-                     {"n": past})
-        conn.execute(text("INSERT INTO sqlite_sequence (name, seq) SELECT 'jobrunner_jobs', :n "
-                          "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobrunner_jobs')"),
-                     {"n": past})
+    return max(highest, id_high_water(conn))
 
 
 def _occupied(conn: Connection) -> dict[str, int]:
@@ -96,13 +76,13 @@ def copy_database(source_url: str, target_url: str, *, replace: bool = False) ->
     Raises CopyError, changing nothing, when the target already holds jobs, pauses or
     leases and ``replace`` is False, or when both URLs name the same database.
     """
-    source, target = Store(DatabaseSettings(url=source_url)), Store(DatabaseSettings(url=target_url))
+    source, target = Database(DatabaseSettings(url=source_url)), Database(DatabaseSettings(url=target_url))
     try:
         if source.engine.url == target.engine.url:
             raise CopyError(f"source and target are the same database ({source_url!r})")
         source.migrate()
         target.migrate()
-        with source._read() as src, src.begin(), target.engine.begin() as dst:
+        with source.read() as src, src.begin(), target.engine.begin() as dst:
             occupied = _occupied(dst)
             if occupied and not replace:
                 held = ", ".join(f"{count} row(s) in {name}" for name, count in sorted(occupied.items()))
@@ -112,7 +92,8 @@ def copy_database(source_url: str, target_url: str, *, replace: bool = False) ->
                 dst.execute(delete(table))
             counts = {table.name: _copy_table(src, dst, table) for table in TABLES}
             past = max(_high_water(src), _high_water(dst))
-            _advance_ids(dst, past)
+            if past > 0:
+                advance_ids(dst, past)
         return CopyReport(counts[jobs.name], counts[topics.name], counts[leases.name], past + 1)
     finally:
         source.close()
