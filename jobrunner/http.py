@@ -31,6 +31,7 @@ from .external import ExternalTopics, LeaseError
 from .job import ALL_STATES, Job, iso
 from .payload import MAX_DEPTH, PayloadError, check as check_value
 from .sse import event_stream
+from .web import WebViews
 from .worker import registered_worker
 
 if TYPE_CHECKING:
@@ -452,6 +453,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings) -> ASGIApp:
     """The ASGI application of the API."""
     api = Api(runner, external, settings)
+    web = WebViews(runner, external.stopping)  # the dashboard and /metrics
     routes = [
         Route("/jobs", api.jobs, methods=["GET", "POST"]),
         Route("/jobs/{id}", api.get_job, methods=["GET"]),
@@ -466,12 +468,14 @@ def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings)
         Route("/topics/{topic}/claim", api.claim, methods=["POST"]),
         Route("/events", api.events, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        *web.routes(),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        lifespan=web.lifespan,
     )
-    return Guard(app, settings.token)
+    return web.shell(Guard(app, settings.token))
 
 
 async def serve(app: ASGIApp, settings: HttpSettings, shutdown: anyio.Event, graceful: float = 2.0) -> None:

@@ -211,6 +211,10 @@ class Runner:
         """Counts per topic and state, every state present for every configured topic."""
         return self._storage.stats(self.settings.topics)
 
+    def slots(self) -> dict[str, tuple[int, int]]:
+        """Per topic run by this node's own workers: jobs running here and its parallelism."""
+        return {name: (producer.running, producer.parallelism) for name, producer in list(self._producers.items())}
+
     # ------------------------------------------------------------ running
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
