@@ -153,7 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = command("events", "print the running daemon's events as they happen (needs [http])")
     tail.add_argument("--topic", help="only this topic's events")
+
+    top = command("top", "a live per-topic table in the terminal, read from the database (q or Ctrl-C quits)")
+    top.add_argument("--interval", type=_interval, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
     return parser
+
+
+def _interval(text: str) -> float:
+    value = _finite(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 seconds, got {text!r}")
+    return value
+
+
+_interval.__name__ = "interval"
+
+
+def cmd_top(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """The live per-topic table (rich is loaded only for this command)."""
+    from .top import cmd_top as show_top
+
+    return show_top(settings, ns)
 
 
 # ---------------------------------------------------------------- run
@@ -209,6 +230,7 @@ COMMANDS = {
     "pause": commands.cmd_pause,
     "resume": commands.cmd_resume,
     "events": commands.cmd_events,
+    "top": cmd_top,
 }
 
 
