@@ -29,7 +29,13 @@ class CensusCache:
         self._census: Census | None = None
         self._taken = 0.0  # monotonic time of the last read
         self._cost = 0.0   # seconds the last read took
+        self._started = 0.0
         self._lock = anyio.Lock()
+
+    @property
+    def read_since(self) -> float:
+        """Monotonic time at which the latest census's read began (0 before the first)."""
+        return self._started
 
     @property
     def latest(self) -> Census | None:
@@ -53,6 +59,7 @@ class CensusCache:
                     take_census, runner.store, list(runner.settings.topics), runner.clock())
                 self._taken = time.monotonic()
                 self._cost = self._taken - started
+                self._started = started
             assert self._census is not None
             return self._census
 

@@ -98,7 +98,7 @@ class LiveBoard:
         self._lock = threading.Lock()  # events arrive from worker threads too
         self._changed: dict[int, dict[str, Any]] = {}
         self._overflow = False
-        self._dirty = True
+        self._dirty = 0.0  # monotonic time of the first change the census may not show yet; 0: none
         self._seq = 0
         self._kept: deque[tuple[int, str | None]] = deque(maxlen=KEPT)
         self._ticking: anyio.Event | None = None
@@ -114,7 +114,7 @@ class LiveBoard:
         def receive(sender: Any, **payload: Any) -> None:
             job = payload.get("job")
             with self._lock:
-                self._dirty = True
+                self._dirty = self._dirty or time.monotonic()
                 if not isinstance(job, Job):
                     return
                 if outcome is not None:
@@ -138,6 +138,11 @@ class LiveBoard:
             for signal, receiver in connected:
                 signal.disconnect(receiver)
         return disconnect
+
+    def poke(self) -> None:
+        """Something changed that sends no event (a pause, a retry): read the census again
+        for the next delta."""
+        self._dirty = self._dirty or time.monotonic()
 
     # ------------------------------------------------------------ views
 
@@ -172,9 +177,12 @@ class LiveBoard:
         with self._lock:
             changed, self._changed = list(self._changed.values()), {}
             overflow, self._overflow = self._overflow, False
-            dirty, self._dirty = self._dirty, False
+            dirty, self._dirty = self._dirty, 0.0
             rates = self.rates.take_touched()
-        census = await self.census.get(TICK if dirty else 10 * TICK)
+        census = await self.census.get(0.0 if dirty else 10 * TICK)
+        if dirty and self.census.read_since < dirty:
+            with self._lock:  # the census is rationed (see jobrunner.census): try at the next tick
+                self._dirty = min(self._dirty or dirty, dirty)
         topics = self.topics_view(census)
         nodes = self.nodes_view(census)
         encoded_topics = json.dumps([topics, [(n["node"], n["alive"]) for n in nodes]], sort_keys=True)

@@ -59,10 +59,13 @@ def _static_files() -> dict[str, tuple[bytes, str, str]]:
 
 
 class StaticShell:
-    """Serves the dashboard's page and files in front of ``app`` (the guarded API)."""
+    """Serves the dashboard's page and files in front of ``app`` (the guarded API), and
+    calls ``on_write`` for every other POST: a pause, resume or retry sends no event, yet
+    open dashboards should show it at their next delta."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_write: Callable[[], None]) -> None:
         self.app = app
+        self.on_write = on_write
         self.files = _static_files()
 
     def _name(self, path: str) -> str | None:
@@ -76,7 +79,11 @@ class StaticShell:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = self._name(scope.get("path", "")) if scope["type"] == "http" else None
         if name is None or scope.get("method") not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if scope.get("method") == "POST":
+                    self.on_write()
             return
         body, media_type, etag = self.files[name]
         headers = {**_HEADERS, "ETag": etag}
@@ -140,7 +147,7 @@ class WebViews:
 
     def shell(self, app: ASGIApp) -> ASGIApp:
         """``app`` with the dashboard's page and static files served in front of it."""
-        return StaticShell(app)
+        return StaticShell(app, self.board.poke)
 
     async def metrics_text(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text format."""
