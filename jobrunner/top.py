@@ -89,8 +89,8 @@ class TopView:
             )
         since = census.taken_at - self.settings.runner.rescue_after
         alive = sum(1 for node in census.nodes if node.heartbeat_at >= since)
-        footer = Text(f"{alive} node(s) alive · {self.settings.database.url} · {time.strftime('%H:%M:%S')}"
-                      + (" · q or Ctrl-C quits" if live else ""), style="dim")
+        footer = Text(("q or Ctrl-C quits · " if live else "") + f"{time.strftime('%H:%M:%S')} · {alive} node(s) "
+                      f"alive · {self.settings.database.url}", style="dim", no_wrap=True, overflow="ellipsis")
         return Group(table, footer)
 
     def close(self) -> None:
