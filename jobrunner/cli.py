@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--topic", help="only this topic's events")
 
     top = command("top", "a live per-topic table in the terminal, read from the database (q or Ctrl-C quits)")
-    top.add_argument("--interval", type=_interval, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    top.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
     top.add_argument("--once", action="store_true", help="print the table once and exit")
     return parser
 

@@ -23,15 +23,17 @@ Metrics (``topic``/``worker`` labels as noted):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import bisect
+import threading
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import events
 from .census import CensusCache
+from .fanout import Handler
 from .job import ALL_STATES, Job
 
 if TYPE_CHECKING:
@@ -46,33 +48,102 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 
 #: Seconds: claim round trips.
 CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-#: Counters per event: (metric suffix, help, the events that count, a predicate on the payload).
-_COUNTED: tuple[tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], bool] | None], ...] = (
-    ("inserted", "Jobs stored.", ("job_inserted",), None),
-    ("completed", "Jobs whose perform returned a value.", ("job_completed",), None),
-    ("failed", "Failed attempts (retried or discarded).", ("job_failed", "job_discarded"), None),
-    ("retried", "Failed attempts that will run again.", ("job_failed",), lambda p: bool(p.get("will_retry"))),
-    ("discarded", "Jobs discarded (failed for the last time, or cannot run).", ("job_discarded",), None),
-    ("cancelled", "Jobs cancelled.", ("job_cancelled",), None),
-    ("snoozed", "Jobs snoozed.", ("job_snoozed",), None),
-    ("rescued", "Jobs put back after their node died.", ("job_rescued",), None),
+#: The counters per topic and worker: (name, help).
+COUNTERS = (
+    ("inserted", "Jobs stored."),
+    ("completed", "Jobs whose perform returned a value."),
+    ("failed", "Failed attempts (retried or discarded)."),
+    ("retried", "Failed attempts that will run again."),
+    ("discarded", "Jobs discarded (failed for the last time, or cannot run)."),
+    ("cancelled", "Jobs cancelled."),
+    ("snoozed", "Jobs snoozed."),
+    ("rescued", "Jobs put back after their node died."),
 )
-
+_INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
+#: The counters each event adds one to (``job_failed`` adds to ``retried`` only when it will retry).
+_COUNTED: dict[str, tuple[int, ...]] = {
+    "job_inserted": (_INDEX["inserted"],),
+    "job_completed": (_INDEX["completed"],),
+    "job_failed": (_INDEX["failed"],),
+    "job_discarded": (_INDEX["failed"], _INDEX["discarded"]),
+    "job_cancelled": (_INDEX["cancelled"],),
+    "job_snoozed": (_INDEX["snoozed"],),
+    "job_rescued": (_INDEX["rescued"],),
+}
 #: Events whose ``duration`` is a run time.
 _TIMED = frozenset({"job_completed", "job_failed", "job_discarded", "job_cancelled", "job_snoozed"})
 
 
-class _CensusCollector(Collector):
-    """The gauges read from the census (cached; see :meth:`RunnerMetrics.render`)."""
+class Histogram:
+    """Observations counted in fixed buckets (a plain-Python accumulator: an observation
+    costs a bisection and two additions, under the caller's lock)."""
 
-    def __init__(self, census: CensusCache, runner: Runner) -> None:
-        self.census = census
-        self.runner = runner
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """The buckets as Prometheus wants them: (upper bound, observations at or below)."""
+        found, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            found.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return found
+
+
+class _Series:
+    """The counters and histograms of one (topic, worker)."""
+
+    __slots__ = ("counts", "run", "wait")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(COUNTERS)
+        self.run = Histogram(RUN_BUCKETS)
+        self.wait = Histogram(WAIT_BUCKETS)
+
+
+class _Collector(Collector):
+    """Every metric, built at scrape time from the accumulators and the cached census."""
+
+    def __init__(self, metrics: RunnerMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        census = self.census.latest
-        runner = self.runner
-        names = list(runner.settings.topics)
+        metrics = self.metrics
+        with metrics.lock:
+            series = {key: (list(s.counts), s.run.cumulative(), s.run.total, s.wait.cumulative(), s.wait.total)
+                      for key, s in metrics.series.items()}
+            claims = {topic: (h.cumulative(), h.total) for topic, h in metrics.claims.items()}
+        labels = ["topic", "worker"]
+        for i, (name, text) in enumerate(COUNTERS):
+            family = CounterMetricFamily(f"jobrunner_jobs_{name}", text, labels=labels)
+            for key, (counts, *_) in sorted(series.items()):
+                family.add_metric(list(key), counts[i])
+            yield family
+        run = HistogramMetricFamily("jobrunner_job_run_seconds", "Seconds spent in perform.", labels=labels)
+        wait = HistogramMetricFamily("jobrunner_job_queue_wait_seconds", "Seconds from due (or enqueued) to start.",
+                                     labels=labels)
+        for key, (_, run_buckets, run_sum, wait_buckets, wait_sum) in sorted(series.items()):
+            run.add_metric(list(key), run_buckets, run_sum)
+            wait.add_metric(list(key), wait_buckets, wait_sum)
+        claim = HistogramMetricFamily("jobrunner_claim_seconds", "Seconds from the claim's start to the job's start.",
+                                      labels=["topic"])
+        for topic, (buckets, total) in sorted(claims.items()):
+            claim.add_metric([topic], buckets, total)
+        yield from (run, wait, claim)
+        yield from self._gauges()
+
+    def _gauges(self) -> Iterator[Metric]:
+        runner = self.metrics.runner
+        census = self.metrics.census.latest
         jobs = GaugeMetricFamily("jobrunner_jobs", "Jobs in the table by topic and state.", labels=["topic", "state"])
         paused = GaugeMetricFamily("jobrunner_topic_paused", "1 while the topic is paused.", labels=["topic"])
         alive = GaugeMetricFamily("jobrunner_nodes_alive", "Nodes whose heartbeat is recent.")
@@ -80,7 +151,7 @@ class _CensusCollector(Collector):
             for topic, counts in sorted(census.counts.items()):
                 for state in ALL_STATES:
                     jobs.add_metric([topic, state], counts.get(state, 0))
-            for topic in names:
+            for topic in runner.settings.topics:
                 paused.add_metric([topic], 1.0 if topic in census.paused else 0.0)
             since = runner.clock() - runner.settings.runner.rescue_after
             alive.add_metric([], sum(1 for node in census.nodes if node.heartbeat_at >= since))
@@ -96,64 +167,56 @@ class _CensusCollector(Collector):
 class RunnerMetrics:
     """The Prometheus metrics of one runner, in a registry of its own.
 
-    :meth:`connect` subscribes to the lifecycle events (returns the function that
-    unsubscribes); :meth:`render` answers a scrape.
+    :meth:`handler` observes the lifecycle events (see :mod:`jobrunner.fanout`);
+    :meth:`render` answers a scrape. An event costs a few additions
+    under a lock; the metric families are built only when scraped.
     """
 
     def __init__(self, runner: Runner, census: CensusCache, *, max_age: float = 5.0) -> None:
         self.runner = runner
         self.census = census
         self.max_age = max_age
+        self.lock = threading.Lock()  # events arrive from worker threads too
+        self.series: dict[tuple[str, str], _Series] = {}
+        self.claims: dict[str, Histogram] = {}
         self.registry = CollectorRegistry(auto_describe=False)
-        labels = ["topic", "worker"]
-        self._counters = {
-            name: Counter(f"jobrunner_jobs_{name}", text, labels, registry=self.registry)
-            for name, text, _, _ in _COUNTED
-        }
-        self.run_seconds = Histogram("jobrunner_job_run_seconds", "Seconds spent in perform.", labels,
-                                     buckets=RUN_BUCKETS, registry=self.registry)
-        self.queue_wait = Histogram("jobrunner_job_queue_wait_seconds", "Seconds from due (or enqueued) to start.",
-                                    labels, buckets=WAIT_BUCKETS, registry=self.registry)
-        self.claim_seconds = Histogram("jobrunner_claim_seconds", "Seconds from the claim's start to the job's start.",
-                                       ["topic"], buckets=CLAIM_BUCKETS, registry=self.registry)
-        self.registry.register(_CensusCollector(census, runner))
+        self.registry.register(_Collector(self))
 
-    def _receiver(self, name: str) -> Callable[..., None]:
-        counted = [(self._counters[suffix], test) for suffix, _, names, test in _COUNTED if name in names]
+    def handler(self, name: str) -> Handler | None:
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`)."""
+        if name not in _COUNTED and name != "job_started":
+            return None
+        counted = _COUNTED.get(name, ())
+        retried = _INDEX["retried"] if name == "job_failed" else None
         timed = name in _TIMED
         started = name == "job_started"
         clock = self.runner.clock
+        lock, series = self.lock, self.series
 
-        def receive(sender: Any, **payload: Any) -> None:
+        def receive(sender: Any, payload: dict[str, Any]) -> None:
             job = payload.get("job")
             if not isinstance(job, Job):
                 return
-            for counter, test in counted:
-                if test is None or test(payload):
-                    counter.labels(job.topic, job.worker).inc()
-            duration = payload.get("duration")
-            if timed and isinstance(duration, (int, float)):
-                self.run_seconds.labels(job.topic, job.worker).observe(max(0.0, duration))
-            if started and job.attempted_at is not None:
-                if job.scheduled_at is not None:
-                    wait = job.attempted_at - job.scheduled_at
-                    self.queue_wait.labels(job.topic, job.worker).observe(max(0.0, wait))
-                self.claim_seconds.labels(job.topic).observe(max(0.0, clock() - job.attempted_at))
+            with lock:
+                key = (job.topic, job.worker)
+                found = series.get(key)
+                if found is None:
+                    found = series[key] = _Series()
+                for i in counted:
+                    found.counts[i] += 1
+                if retried is not None and payload.get("will_retry"):
+                    found.counts[retried] += 1
+                duration = payload.get("duration")
+                if timed and isinstance(duration, (int, float)):
+                    found.run.observe(max(0.0, duration))
+                if started and job.attempted_at is not None:
+                    if job.scheduled_at is not None:
+                        found.wait.observe(max(0.0, job.attempted_at - job.scheduled_at))
+                    claim = self.claims.get(job.topic)
+                    if claim is None:
+                        claim = self.claims[job.topic] = Histogram(CLAIM_BUCKETS)
+                    claim.observe(max(0.0, clock() - job.attempted_at))
         return receive
-
-    def connect(self) -> Callable[[], None]:
-        """Count the lifecycle events from now on; returns the function that stops it."""
-        connected = []
-        for signal in events.ALL_SIGNALS:
-            if signal.name.startswith("job_"):
-                receiver = self._receiver(signal.name)
-                signal.connect(receiver, weak=False)
-                connected.append((signal, receiver))
-
-        def disconnect() -> None:
-            for signal, receiver in connected:
-                signal.disconnect(receiver)
-        return disconnect
 
     async def render(self) -> bytes:
         """The metrics in Prometheus text format (the census refreshed when older than ``max_age``)."""

@@ -15,13 +15,13 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import events
 from ..census import CensusCache
+from ..fanout import Handler
 from ..insight import Census
 from ..job import Job
 
@@ -108,10 +108,11 @@ class LiveBoard:
 
     # ------------------------------------------------------------ events
 
-    def _receiver(self, name: str) -> Callable[..., None]:
+    def handler(self, name: str) -> Handler | None:
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`)."""
         outcome = {"job_completed": False, "job_failed": True, "job_discarded": True}.get(name)
 
-        def receive(sender: Any, **payload: Any) -> None:
+        def receive(sender: Any, payload: dict[str, Any]) -> None:
             job = payload.get("job")
             with self._lock:
                 self._dirty = self._dirty or time.monotonic()
@@ -127,17 +128,6 @@ class LiveBoard:
                 self._changed.pop(job.id, None)  # re-inserted: the newest change last
                 self._changed[job.id] = job_summary(job)
         return receive
-
-    def connect(self) -> Callable[[], None]:
-        """Follow the lifecycle events from now on; returns the function that stops it."""
-        connected = [(signal, self._receiver(signal.name)) for signal in events.ALL_SIGNALS]
-        for signal, receiver in connected:
-            signal.connect(receiver, weak=False)
-
-        def disconnect() -> None:
-            for signal, receiver in connected:
-                signal.disconnect(receiver)
-        return disconnect
 
     def poke(self) -> None:
         """Something changed that sends no event (a pause, a retry): read the census again

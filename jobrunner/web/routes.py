@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..census import CensusCache
+from ..fanout import subscribe
 from ..insight import job_summaries
 from ..job import ALL_STATES, MAX_JOB_ID
 from ..metrics import RunnerMetrics
@@ -130,12 +131,11 @@ class WebViews:
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
         """Follow the runner's events while the server serves."""
-        stops: list[Callable[[], None]] = [self.metrics.connect(), self.board.connect()]
+        unsubscribe = subscribe(self.metrics.handler, self.board.handler)
         try:
             yield
         finally:
-            for stop in stops:
-                stop()
+            unsubscribe()
 
     def routes(self) -> list[Route]:
         """The routes to add to the API."""

@@ -1,0 +1,188 @@
+"""What looking costs: the drain benchmark (W2 of bench.py) and idle CPU, with and without
+the dashboard, ``/metrics`` and ``top`` watching.
+
+    python bench/bench_observe.py                 # 20,000 jobs, 3 rounds of each mode
+    python bench/bench_observe.py --jobs 5000 --rounds 1
+
+Modes, run alternately so that the machine's drift hits both alike:
+
+* ``off``: the runner without HTTP (nothing subscribed: the events are not even built);
+* ``watched``: HTTP on (the metrics and dashboard subscriptions live), and, from a
+  separate process, ``/metrics`` scraped every second, two dashboards open on the live
+  stream, and ``python -m jobrunner top`` refreshing every second on the same database.
+
+Idle: process CPU of a runner with one topic and no jobs, HTTP off, HTTP on with nobody
+looking, and HTTP on with one dashboard open and ``/metrics`` scraped every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
+
+import anyio  # noqa: E402
+
+import jobrunner  # noqa: E402
+from bench import drain, enqueue_noops, running  # noqa: E402
+from bench_workers import TOPIC  # noqa: E402
+from jobrunner.config import parse  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_runner(folder: Path, http: bool) -> tuple[jobrunner.Runner, dict[str, Any]]:
+    config: dict[str, Any] = {"database": {"url": f"sqlite:///{folder / 'bench.db'}"},
+                              "topics": {TOPIC: {"parallelism": 10}},
+                              "http": {"enabled": http, "port": free_port()}}
+    runner = jobrunner.Runner(parse(config, source="<bench>"))
+    runner.migrate()
+    return runner, config
+
+
+def start_watchers(folder: Path, config: dict[str, Any], dashboards: int, scrape: bool, top: bool) -> subprocess.Popen[bytes]:
+    """A separate process that looks at the runner (see :func:`watch`)."""
+    (folder / "config.toml").write_text(
+        f'[database]\nurl = "{config["database"]["url"]}"\n\n[topics.{TOPIC}]\nparallelism = 10\n')
+    args = [sys.executable, __file__, "--watch", str(config["http"]["port"]), "--dashboards", str(dashboards),
+            "--config", str(folder / "config.toml")]
+    args += ["--scrape"] if scrape else []
+    args += ["--top"] if top else []
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def watch(ns: argparse.Namespace) -> None:
+    """The watchers' process: dashboards on the stream, a scraper, ``top``; until killed."""
+    import httpx
+
+    url = f"http://127.0.0.1:{ns.watch}"
+
+    def dashboard() -> None:
+        while True:
+            try:
+                with httpx.Client(timeout=None) as client, client.stream("GET", url + "/dashboard/api/stream") as r:
+                    for _ in r.iter_lines():
+                        pass
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    def scraper() -> None:
+        with httpx.Client(timeout=10) as client:
+            while True:
+                try:
+                    client.get(url + "/metrics")
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1.0)
+
+    for _ in range(ns.dashboards):
+        threading.Thread(target=dashboard, daemon=True).start()
+    if ns.scrape:
+        threading.Thread(target=scraper, daemon=True).start()
+    if ns.top:
+        subprocess.Popen([sys.executable, "-m", "jobrunner", "--config", ns.config, "top"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    threading.Event().wait()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    # The watcher's own process group (it started `top` too).
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def drain_once(jobs: int, watched: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
+        folder = Path(tmp)
+        runner, config = make_runner(folder, http=watched)
+        enqueue_noops(runner, jobs)
+        watchers = start_watchers(folder, config, 2, True, True) if watched else None
+        try:
+            if watchers is not None:
+                time.sleep(1.0)  # let the watchers start (`top` is already reading the table)
+            result = anyio.run(drain, runner, jobs)
+        finally:
+            if watchers is not None:
+                stop(watchers)
+            runner.store.close()
+        return float(result.jobs_per_second)
+
+
+async def _idle(runner: jobrunner.Runner, seconds: float) -> float:
+    async with running(runner):
+        await anyio.sleep(1.0)  # start-up is not idling
+        cpu, wall = time.process_time(), time.perf_counter()
+        await anyio.sleep(seconds)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return 100 * cpu / wall
+
+
+def idle_once(seconds: float, http: bool, looked_at: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
+        folder = Path(tmp)
+        runner, config = make_runner(folder, http=http)
+        watchers = start_watchers(folder, config, 1, True, False) if looked_at else None
+        try:
+            return anyio.run(_idle, runner, seconds)
+        finally:
+            if watchers is not None:
+                stop(watchers)
+            runner.store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of each idle measurement")
+    parser.add_argument("--watch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dashboards", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--scrape", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--top", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true")
+    ns = parser.parse_args()
+    if ns.watch:
+        watch(ns)
+        return 0
+    rates: dict[str, list[float]] = {"off": [], "watched": []}
+    for n in range(ns.rounds):
+        for mode in ("off", "watched"):
+            rate = drain_once(ns.jobs, mode == "watched")
+            rates[mode].append(rate)
+            print(f"round {n + 1} {mode:8s} {rate:8,.0f} jobs/s", file=sys.stderr, flush=True)
+    idle = {name: idle_once(ns.idle, http, looked) for name, http, looked in
+            (("off", False, False), ("http, nobody looking", True, False), ("http, 1 dashboard + scrapes", True, True))}
+    off, watched = statistics.median(rates["off"]), statistics.median(rates["watched"])
+    report = {"jobs": ns.jobs, "rounds": ns.rounds, "cpus": os.cpu_count(), "drain_jobs_per_s": rates,
+              "median_off": off, "median_watched": watched, "cost_percent": 100 * (off - watched) / off,
+              "idle_cpu_percent": idle}
+    if ns.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"drain {ns.jobs:,} jobs, median of {ns.rounds}: off {off:,.0f}/s, watched {watched:,.0f}/s "
+              f"({report['cost_percent']:+.1f} % cost)")
+        for name, cpu in idle.items():
+            print(f"idle CPU ({name}): {cpu:.2f} % of one core")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
