@@ -99,7 +99,10 @@ def watch(ns: argparse.Namespace) -> None:
     if ns.top:
         subprocess.Popen([sys.executable, "-m", "jobrunner", "--config", ns.config, "top"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    threading.Event().wait()
+    parent = os.getppid()
+    while os.getppid() == parent:  # the benchmark went away (killed?): take `top` along
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -108,7 +111,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def drain_once(jobs: int, watched: bool) -> float:
+def drain_once(jobs: int, watched: bool) -> tuple[float, float]:
+    """Jobs per second, and the runner process's CPU microseconds per job (every thread)."""
     with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
         folder = Path(tmp)
         runner, config = make_runner(folder, http=watched)
@@ -117,12 +121,14 @@ def drain_once(jobs: int, watched: bool) -> float:
         try:
             if watchers is not None:
                 time.sleep(1.0)  # let the watchers start (`top` is already reading the table)
+            cpu = time.process_time()
             result = anyio.run(drain, runner, jobs)
+            cpu = time.process_time() - cpu
         finally:
             if watchers is not None:
                 stop(watchers)
             runner.store.close()
-        return float(result.jobs_per_second)
+        return float(result.jobs_per_second), 1e6 * cpu / jobs
 
 
 async def _idle(runner: jobrunner.Runner, seconds: float) -> float:
@@ -163,22 +169,27 @@ def main() -> int:
         watch(ns)
         return 0
     rates: dict[str, list[float]] = {"off": [], "watched": []}
+    cpus: dict[str, list[float]] = {"off": [], "watched": []}
     for n in range(ns.rounds):
         for mode in ("off", "watched"):
-            rate = drain_once(ns.jobs, mode == "watched")
+            rate, cpu = drain_once(ns.jobs, mode == "watched")
             rates[mode].append(rate)
-            print(f"round {n + 1} {mode:8s} {rate:8,.0f} jobs/s", file=sys.stderr, flush=True)
+            cpus[mode].append(cpu)
+            print(f"round {n + 1} {mode:8s} {rate:8,.0f} jobs/s {cpu:6.0f} us CPU per job", file=sys.stderr, flush=True)
     idle = {name: idle_once(ns.idle, http, looked) for name, http, looked in
             (("off", False, False), ("http, nobody looking", True, False), ("http, 1 dashboard + scrapes", True, True))}
     off, watched = statistics.median(rates["off"]), statistics.median(rates["watched"])
-    report = {"jobs": ns.jobs, "rounds": ns.rounds, "cpus": os.cpu_count(), "drain_jobs_per_s": rates,
+    cpu_off, cpu_watched = statistics.median(cpus["off"]), statistics.median(cpus["watched"])
+    report = {"jobs": ns.jobs, "rounds": ns.rounds, "cpus": os.cpu_count(), "load": os.getloadavg(),
+              "drain_jobs_per_s": rates, "cpu_us_per_job": cpus,
               "median_off": off, "median_watched": watched, "cost_percent": 100 * (off - watched) / off,
-              "idle_cpu_percent": idle}
+              "cpu_cost_percent": 100 * (cpu_watched - cpu_off) / cpu_off, "idle_cpu_percent": idle}
     if ns.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"drain {ns.jobs:,} jobs, median of {ns.rounds}: off {off:,.0f}/s, watched {watched:,.0f}/s "
-              f"({report['cost_percent']:+.1f} % cost)")
+              f"({report['cost_percent']:+.1f} % cost); runner CPU per job: off {cpu_off:.0f} us, watched "
+              f"{cpu_watched:.0f} us ({report['cpu_cost_percent']:+.1f} %); load average {os.getloadavg()[0]:.1f}")
         for name, cpu in idle.items():
             print(f"idle CPU ({name}): {cpu:.2f} % of one core")
     return 0
