@@ -7,7 +7,8 @@ the dashboard, ``/metrics`` and ``top`` watching.
 Modes, run alternately so that the machine's drift hits both alike:
 
 * ``off``: the runner without HTTP (nothing subscribed: the events are not even built);
-* ``watched``: HTTP on (the metrics and dashboard subscriptions live), and, from a
+* ``http``: HTTP on (the metrics and dashboard subscriptions live), nobody looking;
+* ``watched``: HTTP on and, from a
   separate process, ``/metrics`` scraped every second, two dashboards open on the live
   stream, and ``python -m jobrunner top`` refreshing every second on the same database.
 
@@ -57,7 +58,9 @@ def make_runner(folder: Path, http: bool) -> tuple[jobrunner.Runner, dict[str, A
     return runner, config
 
 
-def start_watchers(folder: Path, config: dict[str, Any], dashboards: int, scrape: bool, top: bool) -> subprocess.Popen[bytes]:
+def start_watchers(
+    folder: Path, config: dict[str, Any], dashboards: int, scrape: bool, top: bool
+) -> subprocess.Popen[bytes]:
     """A separate process that looks at the runner (see :func:`watch`)."""
     (folder / "config.toml").write_text(
         f'[database]\nurl = "{config["database"]["url"]}"\n\n[topics.{TOPIC}]\nparallelism = 10\n')
@@ -111,11 +114,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def drain_once(jobs: int, watched: bool) -> tuple[float, float]:
+def drain_once(jobs: int, mode: str) -> tuple[float, float]:
     """Jobs per second, and the runner process's CPU microseconds per job (every thread)."""
+    watched = mode == "watched"
     with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
         folder = Path(tmp)
-        runner, config = make_runner(folder, http=watched)
+        runner, config = make_runner(folder, http=mode != "off")
         enqueue_noops(runner, jobs)
         watchers = start_watchers(folder, config, 2, True, True) if watched else None
         try:
@@ -168,18 +172,21 @@ def main() -> int:
     if ns.watch:
         watch(ns)
         return 0
-    rates: dict[str, list[float]] = {"off": [], "watched": []}
-    cpus: dict[str, list[float]] = {"off": [], "watched": []}
+    modes = ("off", "http", "watched")
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpus: dict[str, list[float]] = {mode: [] for mode in modes}
     for n in range(ns.rounds):
-        for mode in ("off", "watched"):
-            rate, cpu = drain_once(ns.jobs, mode == "watched")
+        for mode in modes:
+            rate, cpu = drain_once(ns.jobs, mode)
             rates[mode].append(rate)
             cpus[mode].append(cpu)
-            print(f"round {n + 1} {mode:8s} {rate:8,.0f} jobs/s {cpu:6.0f} us CPU per job", file=sys.stderr, flush=True)
+            print(f"round {n + 1} {mode:8s} {rate:8,.0f} jobs/s {cpu:6.0f} us CPU per job",
+                  file=sys.stderr, flush=True)
     idle = {name: idle_once(ns.idle, http, looked) for name, http, looked in
             (("off", False, False), ("http, nobody looking", True, False), ("http, 1 dashboard + scrapes", True, True))}
     off, watched = statistics.median(rates["off"]), statistics.median(rates["watched"])
     cpu_off, cpu_watched = statistics.median(cpus["off"]), statistics.median(cpus["watched"])
+    cpu_http = statistics.median(cpus["http"])
     report = {"jobs": ns.jobs, "rounds": ns.rounds, "cpus": os.cpu_count(), "load": os.getloadavg(),
               "drain_jobs_per_s": rates, "cpu_us_per_job": cpus,
               "median_off": off, "median_watched": watched, "cost_percent": 100 * (off - watched) / off,
@@ -189,7 +196,8 @@ def main() -> int:
     else:
         print(f"drain {ns.jobs:,} jobs, median of {ns.rounds}: off {off:,.0f}/s, watched {watched:,.0f}/s "
               f"({report['cost_percent']:+.1f} % cost); runner CPU per job: off {cpu_off:.0f} us, watched "
-              f"{cpu_watched:.0f} us ({report['cpu_cost_percent']:+.1f} %); load average {os.getloadavg()[0]:.1f}")
+              f"{cpu_watched:.0f} us ({report['cpu_cost_percent']:+.1f} %), HTTP on but nobody looking {cpu_http:.0f} us; "
+              f"load average {os.getloadavg()[0]:.1f}")
         for name, cpu in idle.items():
             print(f"idle CPU ({name}): {cpu:.2f} % of one core")
     return 0

@@ -33,6 +33,9 @@ BUCKET = 5
 HISTORY = 120
 #: Seconds between deltas.
 TICK = 1.0
+#: The oldest census a delta shows after events changed the table: counts while jobs flow
+#: may lag this much (a pause or retry from the page is shown at the next tick).
+BUSY_CENSUS_AGE = 2.0
 #: Changed jobs one delta carries at most; past that it says ``overflow`` (the page reloads).
 MAX_CHANGED = 500
 #: Deltas kept for streams that fell behind; one further behind gets a new snapshot.
@@ -99,6 +102,7 @@ class LiveBoard:
         self._changed: dict[int, dict[str, Any]] = {}
         self._overflow = False
         self._dirty = 0.0  # monotonic time of the first change the census may not show yet; 0: none
+        self._poked = False
         self._seq = 0
         self._kept: deque[tuple[int, str | None]] = deque(maxlen=KEPT)
         self._ticking: anyio.Event | None = None
@@ -133,6 +137,7 @@ class LiveBoard:
         """Something changed that sends no event (a pause, a retry): read the census again
         for the next delta."""
         self._dirty = self._dirty or time.monotonic()
+        self._poked = True
 
     # ------------------------------------------------------------ views
 
@@ -168,8 +173,9 @@ class LiveBoard:
             changed, self._changed = list(self._changed.values()), {}
             overflow, self._overflow = self._overflow, False
             dirty, self._dirty = self._dirty, 0.0
+            poked, self._poked = self._poked, False
             rates = self.rates.take_touched()
-        census = await self.census.get(0.0 if dirty else 10 * TICK)
+        census = await self.census.get(0.0 if poked else BUSY_CENSUS_AGE if dirty else 10 * TICK)
         if dirty and self.census.read_since < dirty:
             with self._lock:  # the census is rationed (see jobrunner.census): try at the next tick
                 self._dirty = min(self._dirty or dirty, dirty)
