@@ -149,9 +149,25 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+#: In-process observers of every event (metrics, the dashboard): called directly, with no
+#: blinker dispatch, since they see every event of a busy runner (see :func:`tap`).
+_taps: list[Callable[[str, Any, dict[str, Any]], None]] = []
+
+
+def tap(observer: Callable[[str, Any, dict[str, Any]], None]) -> Callable[[], None]:
+    """Call ``observer(name, sender, payload)`` for every event, before its receivers (an
+    exception is logged, never raised); returns the function that removes it.
+
+    For the runner's own observers, which must stay cheap per event: a blinker dispatch
+    costs more than counting the event does. Users subscribe to the signals.
+    """
+    _taps.append(observer)
+    return lambda: _taps.remove(observer)
+
+
 def wanted(signal: NamedSignal) -> bool:
-    """True when emitting ``signal`` would reach a receiver or a log handler."""
-    return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+    """True when emitting ``signal`` would reach a receiver, an observer or a log handler."""
+    return bool(signal.receivers) or bool(_taps) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
 
 
 def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
@@ -162,6 +178,11 @@ def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
         job = payload.get("job")
         extra = {"event": name, "topic": sender, "job_id": getattr(job, "id", None)}
         logger.log(level, "%s", _describe(name, sender, payload), extra=extra)
+    for observer in _taps:
+        try:
+            observer(name, sender, payload)
+        except Exception:
+            logger.exception("observer %r of %s raised", observer, name, extra={"event": "receiver_error"})
     if not signal.receivers:
         return
     for receiver in signal.receivers_for(sender):

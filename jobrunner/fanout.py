@@ -1,8 +1,8 @@
-"""Several observers of the lifecycle events behind one receiver per signal.
+"""Several observers of the lifecycle events behind one tap (:func:`jobrunner.events.tap`).
 
-Dispatching an event to a blinker receiver costs more than most observers' own work
-(a few additions), so the dashboard and ``/metrics`` share one receiver per signal,
-which calls each observer's handler in turn, each isolated like a receiver.
+The dashboard and ``/metrics`` see every event of a busy runner, so they skip blinker's
+dispatch (which costs more than their own work): one tap looks up each event's handlers
+by name, and each handler is isolated like a receiver.
 """
 
 from __future__ import annotations
@@ -22,31 +22,22 @@ HandlerFor = Callable[[str], Handler | None]
 
 
 def subscribe(*observers: HandlerFor) -> Callable[[], None]:
-    """Connect one receiver per signal that some observer handles; returns the function
-    that disconnects them all."""
-    connected = []
+    """Call the observers' handlers for every event from now on; returns the function
+    that stops it."""
+    table: dict[str, tuple[Handler, ...]] = {}
     for signal in events.ALL_SIGNALS:
-        handlers = [h for h in (observer(signal.name) for observer in observers) if h is not None]
-        if not handlers:
-            continue
-        receiver = _receiver(signal.name, tuple(handlers))
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
+        handlers = tuple(h for h in (observer(signal.name) for observer in observers) if h is not None)
+        if handlers:
+            table[signal.name] = handlers
 
-    def disconnect() -> None:
-        for signal, receiver in connected:
-            signal.disconnect(receiver)
-    return disconnect
-
-
-def _receiver(name: str, handlers: tuple[Handler, ...]) -> Callable[..., None]:
-    def receive(sender: Any, **payload: Any) -> None:
-        for handler in handlers:
+    def observe(name: str, sender: Any, payload: dict[str, Any]) -> None:
+        for handler in table.get(name, ()):
             try:
                 handler(sender, payload)
             except Exception:
                 logger.exception("observer %r of %s raised", handler, name, extra={"event": "receiver_error"})
-    return receive
+
+    return events.tap(observe)
 
 
 __all__ = ["Handler", "HandlerFor", "subscribe"]

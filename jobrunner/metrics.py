@@ -182,41 +182,55 @@ class RunnerMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
+    def _series(self, job: Job) -> _Series:
+        """The series of ``job``'s topic and worker (call under the lock)."""
+        key = (job.topic, job.worker)
+        found = self.series.get(key)
+        if found is None:
+            found = self.series[key] = _Series()
+        return found
+
     def handler(self, name: str) -> Handler | None:
-        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`)."""
-        if name not in _COUNTED and name != "job_started":
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`).
+
+        One small function per signal: these run for every job of a busy runner.
+        """
+        lock = self.lock
+        if name == "job_started":
+            clock, claims = self.runner.clock, self.claims
+
+            def started(sender: Any, payload: dict[str, Any]) -> None:
+                job = payload.get("job")
+                if job is None or job.attempted_at is None:
+                    return
+                with lock:
+                    if job.scheduled_at is not None:
+                        self._series(job).wait.observe(max(0.0, job.attempted_at - job.scheduled_at))
+                    claim = claims.get(job.topic)
+                    if claim is None:
+                        claim = claims[job.topic] = Histogram(CLAIM_BUCKETS)
+                    claim.observe(max(0.0, clock() - job.attempted_at))
+            return started
+        counted = _COUNTED.get(name)
+        if counted is None:
             return None
-        counted = _COUNTED.get(name, ())
         retried = _INDEX["retried"] if name == "job_failed" else None
         timed = name in _TIMED
-        started = name == "job_started"
-        clock = self.runner.clock
-        lock, series = self.lock, self.series
 
-        def receive(sender: Any, payload: dict[str, Any]) -> None:
+        def concluded(sender: Any, payload: dict[str, Any]) -> None:
             job = payload.get("job")
-            if not isinstance(job, Job):
+            if job is None:
                 return
             with lock:
-                key = (job.topic, job.worker)
-                found = series.get(key)
-                if found is None:
-                    found = series[key] = _Series()
+                found = self._series(job)
                 for i in counted:
                     found.counts[i] += 1
                 if retried is not None and payload.get("will_retry"):
                     found.counts[retried] += 1
-                duration = payload.get("duration")
-                if timed and isinstance(duration, (int, float)):
+                duration = payload.get("duration") if timed else None
+                if duration is not None:
                     found.run.observe(max(0.0, duration))
-                if started and job.attempted_at is not None:
-                    if job.scheduled_at is not None:
-                        found.wait.observe(max(0.0, job.attempted_at - job.scheduled_at))
-                    claim = self.claims.get(job.topic)
-                    if claim is None:
-                        claim = self.claims[job.topic] = Histogram(CLAIM_BUCKETS)
-                    claim.observe(max(0.0, clock() - job.attempted_at))
-        return receive
+        return concluded
 
     async def render(self) -> bytes:
         """The metrics in Prometheus text format (the census refreshed when older than ``max_age``)."""

@@ -117,6 +117,9 @@ class LiveBoard:
         outcome = {"job_completed": False, "job_failed": True, "job_discarded": True}.get(name)
 
         def receive(sender: Any, payload: dict[str, Any]) -> None:
+            if outcome is None and not self.streams:  # the common case while nobody looks
+                self._dirty = self._dirty or time.monotonic()
+                return
             job = payload.get("job")
             with self._lock:
                 self._dirty = self._dirty or time.monotonic()
