@@ -55,8 +55,8 @@ class CensusCache:
             if not self._fresh(max_age):  # another caller may have just read it
                 runner = self.runner
                 started = time.monotonic()
-                self._census = await runner.run_read(
-                    take_census, runner.store, list(runner.settings.topics), runner.clock())
+                names, now = list(runner.settings.topics), runner.clock()
+                self._census = await runner.in_read_thread(lambda: take_census(runner.store, names, now))
                 self._taken = time.monotonic()
                 self._cost = self._taken - started
                 self._started = started

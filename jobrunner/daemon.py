@@ -17,16 +17,12 @@ import socket
 import anyio
 
 from .config import HttpSettings, Settings
-from .errors import ConfigError, JobrunnerError
+from .errors import ConfigError, JobrunnerError, StartupError
 from .runner import Runner, import_modules
 
 logger = logging.getLogger("jobrunner.cli")
 
 BACKENDS = ("asyncio", "trio")
-
-
-class StartupError(JobrunnerError):
-    """The daemon could not start."""
 
 
 def check_port(http: HttpSettings) -> None:
@@ -112,7 +108,7 @@ class _Serving:
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if runner.running and not tg.cancel_scope.cancel_called:
-                        if runner._stop_requested is not None and runner._stop_requested.is_set():
+                        if runner.stopping:
                             logger.warning("%s again: cancelling running jobs now (they go back to the table)", name)
                             tg.cancel_scope.cancel()
                             return

@@ -1,4 +1,10 @@
-"""Exceptions raised by jobrunner. Each message defaults to the class docstring."""
+"""Every exception jobrunner raises. Each message defaults to the class docstring.
+
+All of them are importable from ``jobrunner``. :class:`JobrunnerError` is the base of
+what a caller may want to catch; a few derive from the built-in they refine instead
+(:class:`PriorityError` is a ``ValueError``), and :class:`ExternalJobError` and
+:class:`ProcessFailed` describe a job's failure rather than a fault of jobrunner.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,14 @@ class ConfigError(JobrunnerError):
     """The configuration is invalid."""
 
 
+class UsageError(JobrunnerError):
+    """A command-line argument is invalid."""
+
+
+class StartupError(JobrunnerError):
+    """The daemon could not start."""
+
+
 class UnknownWorkerError(JobrunnerError):
     """The worker named by a job cannot be imported or is not a Worker subclass."""
 
@@ -26,13 +40,51 @@ class InvalidArgumentsError(EnqueueError):
     """The job's arguments do not match its worker's ``args_type``."""
 
 
-class JobNotFoundError(JobrunnerError):
-    """No job has that id."""
+class PayloadError(JobrunnerError):
+    """A value cannot be stored as a job's JSON (not JSON, nested too deeply, or not valid Unicode)."""
+
+
+class PriorityError(ValueError):
+    """A value that is not a priority; the message says what is accepted."""
+
+    def __init__(self, value: object, accepted: str) -> None:
+        super().__init__(f"must be {accepted}, got {value!r}")
+        self.value = value
 
 
 class MigrationError(JobrunnerError):
     """The database schema could not be migrated."""
 
 
+class StorageError(JobrunnerError):
+    """The database could not be opened or written."""
+
+
 class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
+
+
+class LeaseError(JobrunnerError):
+    """The job holds no live lease under the token presented (never claimed, already
+    concluded, its lease expired, or it was claimed again by another worker)."""
+
+
+class ExternalJobError(Exception):
+    """The failure an external worker reported for a job."""
+
+
+class ProcessFailed(Exception):
+    """An external process exited with a non-zero code."""
+
+    def __init__(self, exit_code: int | None, stderr_tail: str) -> None:
+        detail = f"; stderr: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
+        super().__init__(f"process exited with code {exit_code}{detail}")
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+__all__ = [
+    "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobStateError", "JobrunnerError",
+    "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed", "StartupError",
+    "StorageError", "UnknownWorkerError", "UsageError",
+]

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
 from anyio.abc import TaskGroup
 from blinker import NamedSignal, Namespace
+
+from .loop import EventLoop
 
 logger = logging.getLogger("jobrunner.events")
 
@@ -96,15 +94,12 @@ class AsyncReceiverHost:
 
     def __init__(self, task_group: TaskGroup) -> None:
         self._tg = task_group
-        self._thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+        self._loop = EventLoop.current()
 
     def submit(self, awaitable: Awaitable[Any], name: str) -> None:
         """Schedule ``awaitable`` (a receiver's coroutine) without waiting for it."""
-        if threading.get_ident() == self._thread:
-            self._tg.start_soon(_run_receiver, awaitable, name)
-        else:
-            anyio.from_thread.run_sync(self._tg.start_soon, _run_receiver, awaitable, name, token=self._token)
+        if not self._loop.call(self._tg.start_soon, _run_receiver, awaitable, name):
+            _drop(awaitable, name, "its runner's event loop has finished")
 
 
 _hosts: list[AsyncReceiverHost] = []
@@ -165,6 +160,11 @@ def tap(observer: Callable[[str, Any, dict[str, Any]], None]) -> Callable[[], No
     return lambda: _taps.remove(observer)
 
 
+def signal_named(name: str) -> NamedSignal:
+    """The documented signal called ``name`` (KeyError for any other name)."""
+    return signals[name]
+
+
 def wanted(signal: NamedSignal) -> bool:
     """True when emitting ``signal`` would reach a receiver, an observer or a log handler."""
     return bool(signal.receivers) or bool(_taps) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
@@ -195,9 +195,11 @@ def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
             if _hosts:
                 _hosts[-1].submit(outcome, name)
             else:
-                if inspect.iscoroutine(outcome):
-                    outcome.close()
-                logger.warning(
-                    "async receiver %r of %s dropped: no runner is running", receiver, name,
-                    extra={"event": "receiver_error"},
-                )
+                _drop(outcome, f"{receiver!r} of {name}", "no runner is running")
+
+
+def _drop(awaitable: Awaitable[Any], what: str, why: str) -> None:
+    """Close an async receiver's coroutine that will never run, and say so."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    logger.warning("async receiver %s dropped: %s", what, why, extra={"event": "receiver_error"})

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from .job import ALL_STATES
-from .schema import jobs, nodes, topics
-from .store import Store
+from .storage import Storage
+from .storage.schema import jobs, nodes, topics
 
 #: The columns of a job's summary (a row of the dashboard's jobs table): no args,
 #: result or errors, which can be large.
@@ -50,10 +50,10 @@ def _counts(conn: Connection, names: Iterable[str]) -> dict[str, dict[str, int]]
     return counts
 
 
-def take_census(store: Store, names: Iterable[str], now: float) -> Census:
+def take_census(store: Storage, names: Iterable[str], now: float) -> Census:
     """Counts per topic and state (every state for every topic in ``names``), paused
     topics and every node row, read in one transaction."""
-    with store._read() as conn, conn.begin():
+    with store.db.read() as conn, conn.begin():
         counts = _counts(conn, names)
         paused = frozenset(conn.scalars(select(topics.c.topic).where(topics.c.paused != 0)))
         rows = conn.execute(select(nodes.c.node, nodes.c.started_at, nodes.c.heartbeat_at).order_by(nodes.c.node))
@@ -61,14 +61,14 @@ def take_census(store: Store, names: Iterable[str], now: float) -> Census:
     return Census(counts, paused, found, now)
 
 
-def recent_outcomes(store: Store, since: float) -> dict[str, dict[str, int]]:
+def recent_outcomes(store: Storage, since: float) -> dict[str, dict[str, int]]:
     """Per topic, jobs that finished since ``since``: ``completed``, ``discarded``,
     ``cancelled`` (each from its partial index on the finish time), and ``failed``: jobs
     now waiting to retry whose failed attempt started since then."""
     found: dict[str, dict[str, int]] = {}
     finished = {"completed": jobs.c.completed_at, "discarded": jobs.c.discarded_at,
                 "cancelled": jobs.c.cancelled_at, "retryable": jobs.c.attempted_at}
-    with store._read() as conn, conn.begin():
+    with store.db.read() as conn, conn.begin():
         for state, column in finished.items():
             query = (select(jobs.c.topic, func.count()).where(jobs.c.state == state, column >= since)
                      .group_by(jobs.c.topic))
@@ -79,7 +79,7 @@ def recent_outcomes(store: Store, since: float) -> dict[str, dict[str, int]]:
 
 
 def job_summaries(
-    store: Store,
+    store: Storage,
     *,
     topic: str | None = None,
     state: str | None = None,
@@ -102,7 +102,7 @@ def job_summaries(
         query = query.where(jobs.c.worker == worker)
     if after is not None:
         query = query.where(jobs.c.id > after if oldest_first else jobs.c.id < after)
-    with store._read() as conn, conn.begin():
+    with store.db.read() as conn, conn.begin():
         rows = [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in conn.execute(query)]
     if len(rows) > limit:
         return rows[:limit], int(rows[limit - 1]["id"])

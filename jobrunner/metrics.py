@@ -235,7 +235,7 @@ class RunnerMetrics:
     async def render(self) -> bytes:
         """The metrics in Prometheus text format (the census refreshed when older than ``max_age``)."""
         await self.census.get(self.max_age)
-        return await self.runner.run_read(generate_latest, self.registry)
+        return await self.runner.in_read_thread(lambda: generate_latest(self.registry))
 
 
 __all__ = ["RunnerMetrics"]

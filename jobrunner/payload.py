@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from .errors import JobrunnerError
+from .errors import PayloadError
 from .job import Unreadable
 
 #: How many containers (objects, arrays) deep a job's arguments or result may nest.
@@ -23,10 +23,6 @@ MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _loads = json.loads
-
-
-class PayloadError(JobrunnerError):
-    """A value cannot be stored as a job's JSON (not JSON, nested too deeply, or not valid Unicode)."""
 
 
 def _text_error(what: str, text: str) -> PayloadError:

@@ -7,6 +7,8 @@ One parser for every place a priority is accepted: ``enqueue --priority``,
 
 from __future__ import annotations
 
+from .errors import PriorityError
+
 #: The priority names and the numbers they stand for.
 PRIORITY_NAMES: dict[str, int] = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 HIGHEST = 0
@@ -17,14 +19,6 @@ ACCEPTED = (
     f"an integer between {HIGHEST} and {LOWEST} or one of "
     + ", ".join(f"{name} ({number})" for name, number in PRIORITY_NAMES.items())
 )
-
-
-class PriorityError(ValueError):
-    """A value that is not a priority; the message says what is accepted."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__(f"must be {ACCEPTED}, got {value!r}")
-        self.value = value
 
 
 def parse_priority(value: object) -> int:
@@ -39,11 +33,11 @@ def parse_priority(value: object) -> int:
     if isinstance(value, str):
         number = PRIORITY_NAMES.get(value)
         if number is None:
-            raise PriorityError(value)
+            raise PriorityError(value, ACCEPTED)
         return number
     if isinstance(value, int) and not isinstance(value, bool) and HIGHEST <= value <= LOWEST:
         return value
-    raise PriorityError(value)
+    raise PriorityError(value, ACCEPTED)
 
 
 def parse_priority_text(text: str) -> int:

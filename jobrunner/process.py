@@ -21,17 +21,9 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from .errors import ProcessFailed
+
 STDERR_TAIL = 4000
-
-
-class ProcessFailed(Exception):
-    """An external process exited with a non-zero code."""
-
-    def __init__(self, exit_code: int | None, stderr_tail: str) -> None:
-        detail = f"; stderr: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
-        super().__init__(f"process exited with code {exit_code}{detail}")
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +189,6 @@ async def _wait_pid(pid: int) -> int | None:
             await anyio.sleep(0.05)
         return None
     return os.waitstatus_to_exitcode(status)
+
+
+__all__ = ["ExternalProcess", "ProcessFailed", "ProcessOutcome", "as_external_process"]

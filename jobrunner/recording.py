@@ -12,19 +12,17 @@ Both ways of waiting return the same :class:`RecordedEvent`:
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 from blinker import NamedSignal
 
 from . import events
 from .job import Job
+from .loop import EventLoop
 
 #: A test on an event's keyword payload (``job=``, ``error=``, ``result=``...).
 Predicate = Callable[[dict[str, Any]], bool]
@@ -55,16 +53,11 @@ class _LoopNotifier:
     """Wakes a task of the loop it was made in, from any thread."""
 
     def __init__(self) -> None:
-        self._thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+        self._loop = EventLoop.current()
         self.event = anyio.Event()
 
     def notify(self) -> None:
-        if threading.get_ident() == self._thread:
-            self.event.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                anyio.from_thread.run_sync(self.event.set, token=self._token)
+        self._loop.call(self.event.set)
 
 
 class EventRecorder:

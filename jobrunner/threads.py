@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+
+from .loop import EventLoop
 
 _threads_lock = threading.Lock()
 _threads_running = 0
@@ -45,7 +45,7 @@ class ThreadCall:
         self.value: Any = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._waiter: tuple[anyio.lowlevel.EventLoopToken, anyio.Event] | None = None
+        self._waiter: tuple[EventLoop, anyio.Event] | None = None
 
     def __call__(self) -> Any:
         _count_thread(1)
@@ -61,11 +61,8 @@ class ThreadCall:
                 waiter = self._waiter
             _count_thread(-1)
             if waiter is not None:
-                token, ended = waiter
-                try:
-                    anyio.from_thread.run_sync(ended.set, token=token)
-                except RuntimeError:
-                    pass  # the event loop is gone: nobody waits any more
+                loop, ended = waiter
+                loop.call(ended.set)  # False when the loop is gone: nobody waits any more
 
     async def wait_done(self) -> None:
         """Wait (in the event loop) until the call has returned or raised in its thread."""
@@ -73,7 +70,7 @@ class ThreadCall:
         with self._lock:
             if self.done:
                 return
-            self._waiter = (anyio.lowlevel.current_token(), ended)
+            self._waiter = (EventLoop.current(), ended)
         await ended.wait()
 
 

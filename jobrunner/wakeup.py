@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+
+from .loop import EventLoop
 
 
 class Wakeup:
@@ -18,18 +17,12 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = anyio.Event()
-        self._thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+        self._loop = EventLoop.current()
 
     def set(self) -> None:
-        """Wake the waiter (from the loop thread or any other thread)."""
-        if threading.get_ident() == self._thread:
-            self._event.set()
-        else:
-            try:
-                anyio.from_thread.run_sync(self._event.set, token=self._token)
-            except RuntimeError:
-                pass  # the loop has already finished: nobody is waiting any more
+        """Wake the waiter (from the loop thread or any other thread; once the loop has
+        finished nobody waits, and nothing happens)."""
+        self._loop.call(self._event.set)
 
     async def wait(self, timeout: float = math.inf) -> bool:
         """Wait until set or ``timeout`` seconds pass; True when set. Re-arms itself."""

@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from .store import ChangeProbe
+from .loop import EventLoop
+from .storage.sqlite import ChangeProbe
 
 logger = logging.getLogger("jobrunner.watcher")
 
@@ -37,9 +36,8 @@ class CommitWatcher:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled."""
         stop = threading.Event()
-        token = anyio.lowlevel.current_token()
         thread = threading.Thread(
-            target=self._watch, args=(stop, token), name="jobrunner-commit-watcher", daemon=True
+            target=self._watch, args=(stop, EventLoop.current()), name="jobrunner-commit-watcher", daemon=True
         )
         thread.start()
         task_status.started()
@@ -64,7 +62,7 @@ class CommitWatcher:
             remaining -= step
         return stop.is_set()
 
-    def _watch(self, stop: threading.Event, token: anyio.lowlevel.EventLoopToken) -> None:
+    def _watch(self, stop: threading.Event, loop: EventLoop) -> None:
         try:
             last = self.probe.version()
             while not stop.is_set():
@@ -73,9 +71,8 @@ class CommitWatcher:
                 current = self.probe.version()
                 if current != last:
                     last = current
-                    anyio.from_thread.run_sync(self.on_change, token=token)
-        except RuntimeError:
-            return  # the event loop is gone: nothing left to wake
+                    if not loop.call(self.on_change):
+                        return  # the event loop is gone: nothing left to wake
         except Exception:
             logger.exception("commit watcher stopped; other processes' jobs now wait for the poll",
                              extra={"event": "watcher_error"})

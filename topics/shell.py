@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
-from jobrunner import Cancel, Job, Worker
-from jobrunner.process import ExternalProcess, ProcessFailed
+from jobrunner import Cancel, Job, ProcessFailed, Worker
+from jobrunner.process import ExternalProcess
 
 OUTPUT_TAIL = 4000
 

@@ -168,7 +168,7 @@ class WebViews:
         order = _query(request, "order", ("newest", "oldest")) or "newest"
         limit = _query_int(request, "limit", 50, MAX_ROWS) or 50
         after = _query_int(request, "after", None, MAX_JOB_ID)
-        rows, cursor = await self.runner.run_read(
+        rows, cursor = await self.runner.in_read_thread(
             lambda: job_summaries(self.runner.store, topic=topic, state=state, worker=worker, limit=limit,
                                   after=after, oldest_first=order == "oldest"))
         return JSONResponse({"jobs": rows, "next": cursor})

@@ -1,4 +1,4 @@
-"""The daemon's event stream (``GET /events``): lifecycle events as server-sent events.
+"""``GET /events``: lifecycle events as server-sent events.
 
 Each reader gets its own queue, bounded in events and in bytes (events carry whole jobs,
 arguments included): a reader that falls that far behind is sent a final ``lagged``
@@ -8,17 +8,19 @@ event and dropped, and what was queued for it is released at once. It can reconn
 from __future__ import annotations
 
 import json
-import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
 
-from . import events
-from .job import Job
+from .. import events
+from ..job import Job
+from ..loop import EventLoop
+from .group import RouteGroup
 
 #: Bounds on what one event-stream reader may have queued: past either, it is dropped
 #: with a final ``lagged`` event.
@@ -98,8 +100,7 @@ async def event_stream(topic: str | None, stopping: anyio.Event) -> AsyncIterato
     """Server-sent events for every lifecycle event (of one topic, when given), until
     ``stopping`` is set or the reader falls too far behind (a final ``lagged`` event)."""
     reader = _Reader()
-    loop_thread = threading.get_ident()
-    token = anyio.lowlevel.current_token()
+    loop = EventLoop.current()
 
     def receivers_for(name: str) -> Callable[..., None]:
         def receive_event(sender: Any, **payload: Any) -> None:
@@ -108,14 +109,7 @@ async def event_stream(topic: str | None, stopping: anyio.Event) -> AsyncIterato
             if reader.lagged:  # nothing more is sent to it: spare the encoding
                 return
             data = json.dumps({"event": name, "sender": sender, **{k: _encode(v) for k, v in payload.items()}})
-            text = f"event: {name}\ndata: {data}\n\n"
-            if threading.get_ident() == loop_thread:
-                reader.push(text)
-            else:
-                try:
-                    anyio.from_thread.run_sync(reader.push, text, token=token)
-                except RuntimeError:
-                    pass
+            loop.call(reader.push, f"event: {name}\ndata: {data}\n\n")
         return receive_event
 
     connected = [(signal, receivers_for(signal.name)) for signal in events.ALL_SIGNALS]
@@ -155,4 +149,20 @@ async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-__all__ = ["SSE_MAX_BYTES", "SSE_QUEUE", "event_stream", "stats"]
+class EventRoutes(RouteGroup):
+    """``GET /events[?topic=T]``: the event stream, until the runner stops."""
+
+    def routes(self) -> list[BaseRoute]:
+        """The routes of this group."""
+        return [Route("/events", self.events, methods=["GET"])]
+
+    async def events(self, request: Request) -> Response:
+        """``GET /events``: every lifecycle event (of one topic, when given)."""
+        topic = request.query_params.get("topic") or None
+        return StreamingResponse(
+            event_stream(topic, self.external.stopping), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+__all__ = ["SSE_MAX_BYTES", "SSE_QUEUE", "EventRoutes", "event_stream", "stats"]
