@@ -1,7 +1,7 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, events. The global options may also follow the command. Errors go to stderr;
+resume, events, wait, cron. The global options may also follow the command. Errors go to stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import commands, config as config_module, daemon
+from . import commands, config as config_module, daemon, logs
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
 from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
@@ -151,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume = command("resume", "claim jobs of a paused topic again")
     resume.add_argument("topic", metavar="TOPIC")
 
+    wait = command("wait", "wait until a job is final and print it; exit 0 completed, 3 discarded, "
+                           "4 cancelled, 124 timed out, 1 unknown id")
+    wait.add_argument("id", type=_job_id, metavar="ID")
+    wait.add_argument("--timeout", type=_finite, metavar="S", help="give up after S seconds (default: no limit)")
+    wait.add_argument("--json", action="store_true", help="the final job as one JSON document")
+
+    schedules = command("cron", "list cron schedules: next runs and the last job each inserted")
+    schedules.add_argument("--next", type=int, default=3, metavar="N", help="how many next runs to show (default 3)")
+    schedules.add_argument("--json", action="store_true", help="one JSON document")
+
     tail = command("events", "print the running daemon's events as they happen (needs [http])")
     tail.add_argument("--topic", help="only this topic's events")
 
@@ -232,6 +242,8 @@ COMMANDS = {
     "resume": commands.cmd_resume,
     "events": commands.cmd_events,
     "top": cmd_top,
+    "wait": commands.cmd_wait,
+    "cron": commands.cmd_cron,
 }
 
 
@@ -249,10 +261,7 @@ def log_level(ns: argparse.Namespace) -> int:
 
 def configure_logging(level: int) -> None:
     """One readable line per record on stderr; libraries' INFO lines only at DEBUG."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logs.configure(level, sys.stderr)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING))
 
