@@ -13,6 +13,7 @@ from .errors import (
     EnqueueError,
     ExternalJobError,
     InvalidArgumentsError,
+    JobNotFoundError,
     JobrunnerError,
     JobStateError,
     LeaseError,
@@ -20,25 +21,30 @@ from .errors import (
     PayloadError,
     PriorityError,
     ProcessFailed,
+    ScheduleError,
     StartupError,
     StorageError,
     UnknownWorkerError,
     UsageError,
+    WaitTimeoutError,
 )
 from .job import Job, JobState
 from .process import ExternalProcess, ProcessOutcome
 from .runner import Runner
+from .schedule import Cron
 from .worker import Cancel, Snooze, Worker
 
 __all__ = [
     "Cancel",
     "ConfigError",
     "CopyError",
+    "Cron",
     "EnqueueError",
     "ExternalJobError",
     "ExternalProcess",
     "InvalidArgumentsError",
     "Job",
+    "JobNotFoundError",
     "JobState",
     "JobStateError",
     "JobrunnerError",
@@ -49,12 +55,14 @@ __all__ = [
     "ProcessFailed",
     "ProcessOutcome",
     "Runner",
+    "ScheduleError",
     "Settings",
     "Snooze",
     "StartupError",
     "StorageError",
     "UnknownWorkerError",
     "UsageError",
+    "WaitTimeoutError",
     "Worker",
     "events",
     "load_config",

@@ -4,8 +4,9 @@ Built by composition: one :class:`~.database.Database` (engines, transactions, b
 retries, kept connections) shared by five verb groups — :class:`~.jobs.JobVerbs` (insert,
 the claim/ack cycle, reads), :class:`~.operator.OperatorVerbs` (cancel, retry, pause,
 prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue, the node list),
-:class:`~.leases.LeaseVerbs` (external workers) and :class:`~.notices.NoticeVerbs` (telling
-every node that a change committed, where the database can). The statements are in
+:class:`~.leases.LeaseVerbs` (external workers), :class:`~.cron.CronVerbs` (cron slots) and
+:class:`~.notices.NoticeVerbs` (telling every node that a change committed, where the
+database can). The statements are in
 :mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
 :class:`~.client.AsyncStorage`; sync code uses :class:`Storage` directly.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from ..config import DatabaseSettings
 from ..errors import StorageError
 from .client import AsyncStorage
+from .cron import CronVerbs
 from .database import Database
 from .jobs import JobVerbs
 from .leases import LeaseVerbs
@@ -27,7 +29,7 @@ from .sqlite import ChangeProbe
 
 
 class Storage:
-    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``notices``."""
+    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``, ``notices``."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.db = Database(settings)
@@ -36,6 +38,7 @@ class Storage:
         self.operator = OperatorVerbs(self.db, self.notices)
         self.nodes = NodeVerbs(self.db, self.notices)
         self.leases = LeaseVerbs(self.db)
+        self.cron = CronVerbs(self.db, self.notices)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -43,6 +46,6 @@ class Storage:
 
 
 __all__ = [
-    "CONTROL", "INSERTED", "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CycleResult", "Database", "Lease",
-    "NewJob", "NodeInfo", "NoticeVerbs", "Storage", "StorageError", "TopicControl",
+    "CONTROL", "INSERTED", "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult",
+    "Database", "Lease", "NewJob", "NodeInfo", "NoticeVerbs", "Storage", "StorageError", "TopicControl",
 ]
