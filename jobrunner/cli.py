@@ -1,7 +1,7 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, events, wait, cron. The global options may also follow the command. Errors go to stderr;
+resume, events, copy, nodes, wait, cron. The global options may also follow the command. Errors go to stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -162,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume = command("resume", "claim jobs of a paused topic again")
     resume.add_argument("topic", metavar="TOPIC")
 
+    copy = command("copy", "copy every job to another database (--to URL) or from one (--from URL)")
+    copy.add_argument("--to", metavar="URL", help="the database to copy the configured one into (migrated first)")
+    copy.add_argument("--from", dest="source", metavar="URL", help="the database to copy into the configured one")
+    copy.add_argument("--force", action="store_true",
+                      help="replace the target's jobs, pauses and leases (a non-empty target is refused without it)")
+
+    nodes = command("nodes", "live nodes: their topics, running jobs and last heartbeat")
+    nodes.add_argument("--json", action="store_true", help="one JSON document")
+
     wait = command("wait", "wait until a job is final and print it; exit 0 completed, 3 discarded, "
                            "4 cancelled, 124 timed out, 1 unknown id")
     wait.add_argument("id", type=_job_id, metavar="ID")
@@ -174,7 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = command("events", "print the running daemon's events as they happen (needs [http])")
     tail.add_argument("--topic", help="only this topic's events")
+
+    top = command("top", "a live per-topic table in the terminal, read from the database (q or Ctrl-C quits)")
+    top.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
     return parser
+
+
+def _interval(text: str) -> float:
+    value = _finite(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 seconds, got {text!r}")
+    return value
+
+
+_interval.__name__ = "interval"
+
+
+def cmd_top(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """The live per-topic table (rich is loaded only for this command)."""
+    from .top import cmd_top as show_top
+
+    return show_top(settings, ns)
 
 
 # ---------------------------------------------------------------- run
@@ -230,6 +261,9 @@ COMMANDS = {
     "pause": commands.cmd_pause,
     "resume": commands.cmd_resume,
     "events": commands.cmd_events,
+    "copy": commands.cmd_copy,
+    "nodes": commands.cmd_nodes,
+    "top": cmd_top,
     "wait": commands.cmd_wait,
     "cron": commands.cmd_cron,
 }

@@ -60,6 +60,11 @@ class StorageError(JobrunnerError):
     """The database could not be opened or written."""
 
 
+class CopyError(JobrunnerError):
+    """A copy between databases was refused (non-empty target, same database) or failed;
+    the target is unchanged."""
+
+
 class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
 
@@ -101,7 +106,7 @@ class ProcessFailed(Exception):
 
 
 __all__ = [
-    "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError", "JobStateError",
-    "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
+    "ConfigError", "CopyError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError",
+    "JobStateError", "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
     "ScheduleError", "StartupError", "StorageError", "UnknownWorkerError", "UsageError", "WaitTimeoutError",
 ]

@@ -179,5 +179,7 @@ def test_processes_enqueueing_at_once_insert_one_job(any_db_url: str, tmp_path: 
         assert _stored(setup) == 1
     finally:
         for proc in procs:
-            proc.kill() if proc.poll() is None else None
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()  # reaped: a Popen collected while running warns (an error under filterwarnings)
         setup.store.close()

@@ -1,11 +1,13 @@
 """Storage: every SQL statement jobrunner runs, behind verbs named by state transitions.
 
 Built by composition: one :class:`~.database.Database` (engines, transactions, busy
-retries, kept connections) shared by four verb groups — :class:`~.jobs.JobVerbs` (insert,
+retries, kept connections) shared by five verb groups — :class:`~.jobs.JobVerbs` (insert,
 the claim/ack cycle, reads), :class:`~.operator.OperatorVerbs` (cancel, retry, pause,
-prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue) and
-:class:`~.leases.LeaseVerbs` (external workers), :class:`~.cron.CronVerbs` (cron slots) and
-:class:`~.scheduling.SchedulingVerbs` (unique jobs, dependencies, progress). The statements are in
+prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue, the node list),
+:class:`~.leases.LeaseVerbs` (external workers), :class:`~.cron.CronVerbs` (cron slots),
+:class:`~.notices.NoticeVerbs` (telling every node that a change committed, where the
+database can) and :class:`~.scheduling.SchedulingVerbs` (unique jobs, dependencies,
+progress). The statements are in
 :mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
 :class:`~.client.AsyncStorage`; sync code uses :class:`Storage` directly.
@@ -21,24 +23,26 @@ from .database import Database
 from .jobs import JobVerbs
 from .leases import LeaseVerbs
 from .nodes import NodeVerbs
+from .notices import CONTROL, INSERTED, NoticeVerbs
 from .operator import OperatorVerbs
-from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, TopicControl
+from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, NodeInfo, TopicControl
 from .scheduling import Link, SchedulingVerbs
 from .sqlite import ChangeProbe
 
 
 class Storage:
     """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``,
-    ``scheduling`` (unique and linked inserts, dependencies, progress)."""
+    ``notices``, ``scheduling`` (unique and linked inserts, dependencies, progress)."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.db = Database(settings)
-        self.scheduling = SchedulingVerbs(self.db)
-        self.jobs = JobVerbs(self.db, self.scheduling)
-        self.operator = OperatorVerbs(self.db, self.scheduling)
-        self.nodes = NodeVerbs(self.db)
+        self.notices = NoticeVerbs(self.db)
+        self.scheduling = SchedulingVerbs(self.db, self.notices)
+        self.jobs = JobVerbs(self.db, self.notices, self.scheduling)
+        self.operator = OperatorVerbs(self.db, self.notices, self.scheduling)
+        self.nodes = NodeVerbs(self.db, self.notices)
         self.leases = LeaseVerbs(self.db)
-        self.cron = CronVerbs(self.db)
+        self.cron = CronVerbs(self.db, self.notices)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -46,6 +50,7 @@ class Storage:
 
 
 __all__ = [
-    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult", "Database", "Lease", "Link",
-    "NewJob", "SchedulingVerbs", "Storage", "StorageError", "TopicControl",
+    "CONTROL", "INSERTED", "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult",
+    "Database", "Lease", "Link", "NewJob", "NodeInfo", "NoticeVerbs", "SchedulingVerbs", "Storage", "StorageError",
+    "TopicControl",
 ]

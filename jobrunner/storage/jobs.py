@@ -9,12 +9,15 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
 from ..errors import StorageError
-from ..job import ALL_STATES, Job
+from ..job import ALL_STATES, Job, JobState
 from ..transitions import Transition
-from . import statements as sql
+from . import bulk, statements as sql
 from .database import Database, Prepared
 from .dependencies import OnCursor, record, settle
+from .notices import INSERTED, NoticeVerbs
 from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
 from .schema import jobs as jobs_table
 
@@ -25,6 +28,21 @@ if TYPE_CHECKING:
 FINISHING = frozenset({Transition.COMPLETE, Transition.DISCARD, Transition.CANCEL})
 
 
+def _stored(job_id: int, r: NewJob) -> Job:
+    """The job just stored from row ``r`` under ``job_id`` (no need to read it back)."""
+    # Positional arguments in Job's field order (checked against the columns at import).
+    return Job.of(job_id, r.topic, r.worker, r.decoded_args if r.decoded_args is not None else json.loads(r.args),
+                  r.state, r.priority, r.attempt, r.max_attempts, [], None, r.inserted_at, r.scheduled_at,
+                  None, None, None, None, None,
+                  r.decoded_tags if r.decoded_tags is not None else json.loads(r.tags),
+                  r.decoded_meta if r.decoded_meta is not None else json.loads(r.meta), None, r.unique_key)
+
+
+def _columns(row: NewJob) -> dict[str, Any]:
+    """The stored columns of ``row`` by name (the fields after them are not columns)."""
+    return {name: getattr(row, name) for name in sql.INSERT_COLUMNS}
+
+
 class _StaleAcks(Exception):
     """Internal: a batch of acks touched fewer rows than expected; redo it checking each."""
 
@@ -32,8 +50,9 @@ class _StaleAcks(Exception):
 class JobVerbs:
     """Insert jobs, run the claim/ack cycle, and read jobs back."""
 
-    def __init__(self, db: Database, scheduling: SchedulingVerbs) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs, scheduling: SchedulingVerbs) -> None:
         self.db = db
+        self.notices = notices
         self._scheduling = scheduling
         self._claim = db.prepare(sql.claim(db.dialect))
         self._stage = db.prepare(sql.STAGE)
@@ -52,18 +71,27 @@ class JobVerbs:
 
         Rows that are unique or have dependencies go through
         :meth:`~.scheduling.SchedulingVerbs.insert_linked` (a duplicate found is returned
-        instead, with ``duplicate`` set).
+        instead, with ``duplicate`` set). Where the database notifies, the transaction
+        also tells every node which topics got available jobs (delivered at commit).
         """
         if not rows:
             return []
         if any(row.linked for row in rows):
             return self._scheduling.insert_linked(rows)
+        if len(rows) > 1 and self.db.dialect.bulk_load:
+            def insert_bulk(cursor: Any) -> list[int]:
+                ids = bulk.insert_rows(cursor, rows)
+                self._announce(cursor, rows)
+                return ids
+            ids = self.db.write(insert_bulk, durable=True)
+            return [_stored(job_id, row) for job_id, row in zip(ids, rows, strict=True)]
         if len(rows) == 1 or not self.db.dialect.sequential_ids:
             def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
                 for row in rows:
                     cursor.execute(self._insert_returning.sql, self._insert_returning.params_of(row))
                     stored.append(sql.row_to_job(cursor.fetchone()))
+                self._announce(cursor, rows)
                 return stored
             return self.db.write(insert_returning, durable=True)
 
@@ -72,15 +100,21 @@ class JobVerbs:
             last_id: int = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
             return last_id
         first = self.db.write(insert_many, durable=True) - len(rows) + 1
-        # Positional arguments in Job's field order (checked against the columns at import).
-        return [
-            Job.of(first + i, r.topic, r.worker, r.decoded_args if r.decoded_args is not None else json.loads(r.args),
-                   r.state, r.priority, r.attempt, r.max_attempts, [], None, r.inserted_at, r.scheduled_at,
-                   None, None, None, None, None,
-                   r.decoded_tags if r.decoded_tags is not None else json.loads(r.tags),
-                   r.decoded_meta if r.decoded_meta is not None else json.loads(r.meta), None, r.unique_key)
-            for i, r in enumerate(rows)
-        ]
+        return [_stored(first + i, row) for i, row in enumerate(rows)]
+
+    def insert_on(self, conn: Connection, rows: Sequence[NewJob]) -> list[Job]:
+        """Insert ``rows`` in ``conn``'s open transaction (the caller's own); returns the
+        jobs as stored, which exist once the caller commits. Notices ride along. Unique
+        and linked rows get the same look-ups as in :meth:`insert`, in that transaction."""
+        if any(row.linked for row in rows):
+            return self._scheduling.insert_linked_on(conn, rows)
+        stored = [sql.row_to_job(conn.execute(sql.INSERT_RETURNING, _columns(row)).one()) for row in rows]
+        self.notices.send(conn, INSERTED, {job.topic for job in stored if job.state == JobState.AVAILABLE})
+        return stored
+
+    def _announce(self, cursor: Any, rows: Sequence[NewJob]) -> None:
+        if self.notices.notifies:
+            self.notices.send_on_cursor(cursor, INSERTED, {r.topic for r in rows if r.state == JobState.AVAILABLE})
 
     def cycle(self, acks: Sequence[Ack] = (), request: ClaimRequest | None = None) -> CycleResult:
         """Record finished executions, then serve ``request``, in one transaction.

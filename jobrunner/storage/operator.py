@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection
 from ..job import Job, iso
 from . import statements as sql
 from .database import Database
+from .notices import CONTROL, INSERTED, NoticeVerbs
 from .records import TopicControl, judge_running
 from .scheduling import SchedulingVerbs
 from .schema import jobs, topics
@@ -31,8 +32,9 @@ RETRYABLE_FROM = sql.RETRYABLE_FROM
 class OperatorVerbs:
     """What an operator (or the embedding API) does to jobs and topics."""
 
-    def __init__(self, db: Database, scheduling: SchedulingVerbs) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs, scheduling: SchedulingVerbs) -> None:
         self.db = db
+        self.notices = notices
         self._scheduling = scheduling
 
     def cancel(self, job_id: int, now: float, reason: str = "cancelled by request") -> tuple[Job | None, bool]:
@@ -56,6 +58,7 @@ class OperatorVerbs:
             if changed is None:  # pragma: no cover - the row lock makes this unreachable
                 return job, False
             self._scheduling.settle(conn, [job_id], now)
+            self.notices.send(conn, CONTROL, [job.topic])  # its node interrupts it at once
             return sql.row_to_job(changed), True
         return self.db.transaction(body)
 
@@ -77,15 +80,21 @@ class OperatorVerbs:
         statement = sql.retry(now, wanted, conditions)
 
         def body(conn: Connection) -> list[int]:
-            retried = list(conn.scalars(statement))
+            rows = conn.execute(statement).all()
+            retried = sorted(job_id for job_id, _ in rows)
             self._scheduling.block_again(conn, retried)
+            self.notices.send(conn, INSERTED, {topic for _, topic in rows})
             return retried
-        return sorted(self.db.transaction(body))
+        return self.db.transaction(body)
 
     def set_paused(self, topic: str, paused: bool, now: float) -> None:
         """Pause (or resume) claiming for ``topic`` on every node."""
         values = {"topic": topic, "paused": int(paused), "updated_at": now}
-        self.db.transaction(lambda conn: self.db.upsert(conn, topics, values, ["topic"], ["paused", "updated_at"]))
+
+        def body(conn: Connection) -> None:
+            self.db.upsert(conn, topics, values, ["topic"], ["paused", "updated_at"])
+            self.notices.send(conn, CONTROL, [topic])
+        self.db.transaction(body)
 
     def paused_topics(self) -> set[str]:
         """Topics currently paused."""

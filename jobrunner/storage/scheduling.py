@@ -27,6 +27,7 @@ from ..job import Job, JobState, iso
 from ..unique import Unique
 from .database import Database
 from .dependencies import settle_on, verdict
+from .notices import INSERTED, NoticeVerbs
 from .records import NewJob
 from .schema import dependencies, jobs
 from .statements import ALL as _ALL, INSERT_COLUMNS, row_to_job
@@ -65,8 +66,9 @@ def _locked(exc: BaseException | None) -> bool:
 class SchedulingVerbs:
     """Unique and linked inserts, dependency upkeep, links and progress."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs) -> None:
         self.db = db
+        self.notices = notices
 
     def settle(self, conn: Connection, finished: Sequence[int], now: float) -> None:
         """Release or cancel the blocked dependents of ``finished`` jobs in ``conn``'s transaction."""
@@ -83,13 +85,21 @@ class SchedulingVerbs:
         delay = 0.001
         for _ in range(LOCKED_RETRIES):
             try:
-                return self.db.transaction(lambda conn: self._insert_linked(conn, rows))
+                return self.db.transaction(lambda conn: self.insert_linked_on(conn, rows))
             except Exception as exc:
                 if not _locked(exc):
                     raise
             time.sleep(delay)
             delay = min(0.05, delay * 2)
-        return self.db.transaction(lambda conn: self._insert_linked(conn, rows))
+        return self.db.transaction(lambda conn: self.insert_linked_on(conn, rows))
+
+    def insert_linked_on(self, conn: Connection, rows: Sequence[NewJob]) -> list[Job]:
+        """:meth:`insert_linked` in ``conn``'s open transaction (no retry: a dependency
+        locked right now raises); notices of the jobs made available ride along."""
+        stored = self._insert_linked(conn, rows)
+        made_available = {j.topic for j in stored if j.state == JobState.AVAILABLE and not j.duplicate}
+        self.notices.send(conn, INSERTED, made_available)
+        return stored
 
     def _insert_linked(self, conn: Connection, rows: Sequence[NewJob]) -> list[Job]:
         for key in sorted({r.unique_key for r in rows if r.unique is not None and r.unique_key is not None}):

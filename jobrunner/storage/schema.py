@@ -37,7 +37,7 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
-    # Version 6 (0006_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
+    # Version 7 (0007_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
     Column("tags", Text, nullable=False, server_default="[]"),
     Column("meta", Text, nullable=False, server_default="{}"),
     Column("progress", Float, nullable=True),
@@ -67,6 +67,7 @@ nodes = Table(
     Column("node", Text, primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
+    Column("topics", Text, nullable=False, server_default="[]"),  # JSON list, written at start
 )
 
 topics = Table(
