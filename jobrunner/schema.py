@@ -66,6 +66,8 @@ topics = Table(
     Column("topic", Text, primary_key=True),
     Column("paused", Integer, nullable=False, server_default="0"),
     Column("updated_at", Float, nullable=False),
+    # Set by scale: overrides the configured parallelism on every node (NULL: not scaled).
+    Column("parallelism", Integer, nullable=True),
 )
 
 schema_versions = Table(
@@ -87,5 +89,14 @@ leases = Table(
     Column("token", Text, nullable=False, server_default=""),
 )
 Index("ix_jobrunner_leases_expires_at", leases.c.expires_at)
+
+starts = Table(
+    "jobrunner_starts",
+    metadata,
+    Column("topic", Text, nullable=False),
+    Column("partition_key", Text, nullable=False, server_default=""),
+    Column("started_at", Float, nullable=False),
+)
+Index("ix_jobrunner_starts_window", starts.c.topic, starts.c.started_at)
 
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)
