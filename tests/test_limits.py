@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +25,7 @@ def make_cluster(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Cal
 def test_global_parallelism_caps_three_daemons(make_cluster: Callable[..., Cluster], any_db_url: str) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 3\nglobal_parallelism = 2\npoll_interval = 0.05")
     cluster.enqueue([{"seconds": 0.1} for _ in range(30)])
-    cluster.start(3)  # 3 × 3 local slots, 2 allowed at once
+    cluster.start(3)  # 3 x 3 local slots, 2 allowed at once
     samples = cluster.sample_until_done(30, 120, cluster.executing)
     assert max(samples) == 2, samples  # reached, never passed
     rows = cluster.rows()
