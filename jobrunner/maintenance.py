@@ -35,12 +35,14 @@ _FINISHED_AT = {"completed": jobs.c.completed_at, "cancelled": jobs.c.cancelled_
 
 @dataclass(frozen=True, slots=True)
 class TopicControl:
-    """What a producer must obey right now: pause; running jobs cancelled elsewhere; and
-    running jobs it no longer owns (rescued, retried or claimed again meanwhile)."""
+    """What a producer must obey right now: pause; running jobs cancelled elsewhere;
+    running jobs it no longer owns (rescued, retried or claimed again meanwhile); and the
+    parallelism the topic was scaled to (None: the configured one)."""
 
     paused: bool
     cancelled: frozenset[int]
     lost: frozenset[int] = frozenset()
+    parallelism: int | None = None
 
 
 def judge_running(
@@ -186,6 +188,17 @@ class MaintenanceVerbs(StoreAccess):
         values = {"topic": topic, "paused": int(paused), "updated_at": now}
         self._transaction(lambda conn: self._upsert(conn, topics, values, ["topic"], ["paused", "updated_at"]))
 
+    def set_parallelism(self, topic: str, parallelism: int | None, now: float) -> None:
+        """Scale ``topic`` to ``parallelism`` on every node (None: back to the configured value)."""
+        values = {"topic": topic, "parallelism": parallelism, "updated_at": now}
+        self._transaction(lambda conn: self._upsert(conn, topics, values, ["topic"], ["parallelism", "updated_at"]))
+
+    def scaled_parallelism(self, topic: str) -> int | None:
+        """The parallelism ``topic`` was scaled to, None when it was not (or was reset)."""
+        with self._read() as conn, conn.begin():
+            value = conn.scalar(select(topics.c.parallelism).where(topics.c.topic == topic))
+        return None if value is None else int(value)
+
     def paused_topics(self) -> set[str]:
         """Topics currently paused."""
         with self._read() as conn, conn.begin():
@@ -196,13 +209,13 @@ class MaintenanceVerbs(StoreAccess):
         were cancelled or are no longer its own."""
         pairs = list(running)
         with self._read() as conn, conn.begin():
-            paused = bool(conn.scalar(select(topics.c.paused).where(topics.c.topic == topic)))
+            row = conn.execute(select(topics.c.paused, topics.c.parallelism).where(topics.c.topic == topic)).first()
             rows = conn.execute(
                 select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.attempted_by)
                 .where(jobs.c.id.in_([job_id for job_id, _ in pairs]))
             ).all() if pairs else []
         cancelled, lost = judge_running(pairs, node, rows)
-        return TopicControl(paused, cancelled, lost)
+        return TopicControl(bool(row and row[0]), cancelled, lost, None if row is None else row[1])
 
     def page_jobs(
         self, topic: str | None, state: str | None, limit: int, before_id: int | None = None

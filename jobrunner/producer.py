@@ -29,7 +29,7 @@ from .context import in_own_context
 from .executor import Executor, Finished
 from .job import Job
 from .maintenance import TopicControl
-from .store import Ack, Store
+from .store import Ack, ClaimRequest, Store
 from .summary import new_tally
 from .threads import ThreadCall
 from .wakeup import Wakeup
@@ -58,6 +58,9 @@ class Producer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.topic = topic
+        self._limits = topic.limits
+        #: The parallelism the topic was scaled to (None: the configured one), as last read.
+        self._scaled: int | None = None
         self.store = store
         self.node = node
         self.executor = executor
@@ -87,7 +90,7 @@ class Producer:
 
     def notify(self) -> None:
         """Something may be claimable now (an insert in this process)."""
-        if self.running < self.topic.parallelism or self._pending:
+        if self.running < self.parallelism or self._pending:
             self.wakeup.set()
 
     def notify_external(self) -> None:
@@ -137,8 +140,8 @@ class Producer:
 
     @property
     def parallelism(self) -> int:
-        """The topic's parallelism."""
-        return self.topic.parallelism
+        """The topic's parallelism in force: the one it was scaled to, else the configured one."""
+        return self.topic.parallelism if self._scaled is None else self._scaled
 
     def take_tally(self) -> dict[str, int]:
         """Jobs started and outcomes written (by ack kind) since the last call."""
@@ -166,7 +169,7 @@ class Producer:
             # A control check rides along with the claim, which then obeys a pause itself.
             claiming = not self.stopping and (check or not self.paused)
             stage = stage and claiming
-            demand = self.topic.parallelism - self.running if claiming else 0
+            demand = self.parallelism - self.running if claiming else 0
             if self._pending or demand > 0 or stage:
                 claimed = await self.flush(demand, stage, check=check)
                 for job in claimed:
@@ -193,6 +196,13 @@ class Producer:
             self.paused = control.paused
             logger.info("topic_%s topic=%s", "paused" if self.paused else "resumed", self.topic.name,
                         extra={"event": "topic_paused" if self.paused else "topic_resumed", "topic": self.topic.name})
+        if control.parallelism != self._scaled:
+            self._scaled = control.parallelism
+            # Plain ``def perform`` threads are bounded by the parallelism too.
+            self.executor.thread_limiter.total_tokens = self.parallelism
+            logger.info("topic_scaled topic=%s parallelism=%s", self.topic.name, self.parallelism,
+                        extra={"event": "topic_scaled", "topic": self.topic.name})
+            self.wakeup.set()  # more slots may be free now
         for job_id in control.cancelled:
             self.cancel_job(job_id)
         for job_id in control.lost:
@@ -204,21 +214,19 @@ class Producer:
         topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
         acks: list[Ack] = [f.ack for f in finished]
-        control: TopicControl | None = None
-        claimed: list[Job]
+        request = ClaimRequest(
+            self.topic.name, demand, self.node, self.clock(), stage, self._running_pairs() if check else None,
+            self.topic.parallelism, self.running, self._limits,
+        )
         try:
-            if check:
-                claimed, control = await self._run_db(
-                    self.store.ack_control_and_claim, acks, self.topic.name, demand, self.node, self.clock(),
-                    stage, self._running_pairs(),
-                )
-            else:
-                claimed = await self._run_db(
-                    self.store.ack_and_claim, acks, self.topic.name, demand, self.node, self.clock(), stage
-                )
+            result = await self._run_db(self.store.cycle, acks, request)
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
+        claimed: list[Job] = result.claimed
+        control: TopicControl | None = result.control
+        if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
+            self._next_stage = min(self._next_stage, result.retry_at)
         tally = self._tally
         for item in finished:
             if item.ack.applied:

@@ -44,9 +44,11 @@ from .dialects import lock_for_transaction, upsert
 from .errors import ConfigError, StorageError
 from .job import ALL_STATES, Job
 from .leases import LeaseVerbs
+from .limits import TopicLimits
 from .maintenance import MaintenanceVerbs, TopicControl, judge_running
 from .payload import decode as _decode, decode_errors
 from .schema import JOB_COLUMNS, jobs, topics
+from .storage.limited import LimitedClaims
 
 _EMPTY_LIST = "[]"
 
@@ -70,6 +72,39 @@ class Ack:
     result: str | None = None
     errors: str | None = None
     applied: bool = field(default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a producer asks of one claim/ack cycle besides writing its acks.
+
+    Claim up to ``limit`` jobs of ``topic`` for ``node`` at ``now``; with ``stage``,
+    first make due scheduled and retryable jobs available; with ``running`` (the
+    producer's (id, attempt) executions), first read the topic's control, and cap the
+    claim to the parallelism in force (scaled, else ``parallelism``) minus ``taken``;
+    with ``limits``, obey the topic's limits across nodes.
+    """
+
+    topic: str
+    limit: int
+    node: str
+    now: float
+    stage: bool = False
+    running: Sequence[tuple[int, int]] | None = None
+    parallelism: int | None = None
+    taken: int = 0
+    limits: TopicLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """What one claim/ack cycle did: the jobs claimed (priority, then FIFO order), the
+    topic's control when it was read, and, when a rate limit held jobs back, the time
+    its window next has room (``retry_at``)."""
+
+    claimed: list[Job]
+    control: TopicControl | None = None
+    retry_at: float | None = None
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
@@ -161,7 +196,7 @@ _STAGE = (
     .values(state="available")
 )
 _INSERT = jobs.insert().returning(*_ALL)
-_PAUSED = select(topics.c.paused).where(topics.c.topic == bindparam("b_topic"))
+_PAUSED = select(topics.c.paused, topics.c.parallelism).where(topics.c.topic == bindparam("b_topic"))
 _LIVE_CHECK = select(jobs.c.id, jobs.c.attempt).where(
     jobs.c.id == bindparam("b_id"), jobs.c.state == "executing"
 )
@@ -328,6 +363,9 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         self._acks = {kind: _Prepared(stmt, dialect) for kind, stmt in _ACK_STATEMENTS.items()}
         self._insert_returning = _Prepared(_INSERT.values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
         self._insert_plain = _Prepared(jobs.insert().values(dict.fromkeys(_INSERT_COLUMNS)), dialect)
+        self._limited = LimitedClaims(
+            lambda statement: _Prepared(statement, dialect), self.serial_writes, claim, _row_to_job, _ALL
+        )
 
     # ------------------------------------------------------------ set-up
 
@@ -524,7 +562,9 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         + 1, stamped with ``now`` and ``node``; they are returned in priority, then
         FIFO, order.
         """
-        return self._cycle(acks, topic, limit, node, now, stage, None)[0]
+        if topic is None:
+            return self.cycle(acks, None).claimed
+        return self.cycle(acks, ClaimRequest(topic, limit, node, now, stage)).claimed
 
     def ack_control_and_claim(
         self,
@@ -543,48 +583,61 @@ class Store(MaintenanceVerbs, LeaseVerbs):
         :meth:`control`). A producer that would both check its control and claim saves
         a round trip this way.
         """
-        claimed, control = self._cycle(acks, topic, limit, node, now, stage, list(running))
-        assert control is not None
-        return claimed, control
+        result = self.cycle(acks, ClaimRequest(topic, limit, node, now, stage, list(running)))
+        assert result.control is not None
+        return result.claimed, result.control
 
-    def _cycle(
-        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float, stage: bool,
-        running: list[tuple[int, int]] | None,
-    ) -> tuple[list[Job], TopicControl | None]:
+    def cycle(self, acks: Sequence[Ack], request: ClaimRequest | None) -> CycleResult:
+        """Record finished executions, then serve ``request``, in one transaction.
+
+        With ``request.running``, the topic's control is read first: a paused topic
+        stages and claims nothing, and the claim is capped to the parallelism in force
+        (the one the topic was scaled to, else ``request.parallelism``) minus
+        ``request.taken``. With ``request.limits``, the claim takes the topic's claim lock
+        and claims only what the limits across nodes let start (:mod:`jobrunner.storage.limited`).
+        """
         try:
-            return self._ack_and_claim(acks, topic, limit, node, now, stage, running, checked=False)
+            return self._ack_and_claim(acks, request, checked=False)
         except _StaleAcks:
-            return self._ack_and_claim(acks, topic, limit, node, now, stage, running, checked=True)
+            return self._ack_and_claim(acks, request, checked=True)
 
-    def _ack_and_claim(
-        self, acks: Sequence[Ack], topic: str | None, limit: int, node: str, now: float,
-        stage: bool, running: list[tuple[int, int]] | None, checked: bool,
-    ) -> tuple[list[Job], TopicControl | None]:
-        def body(cursor: Any) -> tuple[list[Job], TopicControl | None]:
+    def _ack_and_claim(self, acks: Sequence[Ack], request: ClaimRequest | None, checked: bool) -> CycleResult:
+        def body(cursor: Any) -> CycleResult:
             if acks:
                 self._apply_acks(cursor, acks, checked)
-            if topic is None:
-                return [], None
+            if request is None:
+                return CycleResult([])
+            topic, limit, now = request.topic, request.limit, request.now
+            if request.limits is not None:
+                # Before the control read and the staging: every claimer of the topic
+                # takes this lock first, so none waits on rows another one holds.
+                self._limited.serialise(cursor, topic)
             control = None
-            if running is not None:
-                control = self._read_control(cursor, topic, running, node)
+            if request.running is not None:
+                control = self._read_control(cursor, topic, request.running, request.node)
                 if control.paused:
-                    return [], control
-            if stage:
+                    return CycleResult([], control)
+                if request.parallelism is not None:
+                    in_force = request.parallelism if control.parallelism is None else control.parallelism
+                    limit = min(limit, in_force - request.taken)
+            if request.stage:
                 cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
             if limit <= 0:
-                return [], control
+                return CycleResult([], control)
+            if request.limits is not None:
+                claimed, retry_at = self._limited.claim(cursor, topic, request.limits, limit, now, request.node)
+                return CycleResult(claimed, control, retry_at)
             cursor.execute(
                 self._claim.sql,
-                self._claim.params({"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": node}),
+                self._claim.params({"b_topic": topic, "b_limit": limit, "b_now": now, "b_node": request.node}),
             )
-            return [_row_to_job(r) for r in cursor.fetchall()], control
-        claimed, control = self._write(self._transitions, body)
-        claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
-        return claimed, control
+            return CycleResult([_row_to_job(r) for r in cursor.fetchall()], control)
+        result = self._write(self._transitions, body)
+        result.claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        return result
 
     def _read_control(
-        self, cursor: Any, topic: str, running: list[tuple[int, int]], node: str
+        self, cursor: Any, topic: str, running: Sequence[tuple[int, int]], node: str
     ) -> TopicControl:
         """:meth:`control`, inside the caller's transaction (prepared statements, raw cursor)."""
         cursor.execute(self._paused.sql, self._paused.params({"b_topic": topic}))
@@ -601,7 +654,7 @@ class Store(MaintenanceVerbs, LeaseVerbs):
             cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, (job_id, _) in enumerate(running)}))
             rows = cursor.fetchall()
         cancelled, lost = judge_running(running, node, rows)
-        return TopicControl(bool(row and row[0]), cancelled, lost)
+        return TopicControl(bool(row and row[0]), cancelled, lost, None if row is None else row[1])
 
     def stage_due(self, topic: str, now: float) -> int:
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available."""
