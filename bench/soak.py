@@ -48,12 +48,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
+import logging
 import random
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +70,7 @@ from soak_http import HttpWorkers  # noqa: E402
 from soak_reads import ReadFlood  # noqa: E402
 
 from jobrunner import Runner  # noqa: E402
+from tests.daemon_harness import READY_EVENT, DaemonProcess, child_env, free_port, stop_all  # noqa: E402
 from tests import resilience_workers as rw  # noqa: E402
 from tests.resilience_workers import Task  # noqa: E402
 
@@ -102,19 +101,11 @@ def log(message: str) -> None:
 
 
 @dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    output: Path
-    port: int | None = None
-    killed_at: float | None = None
-
-
-@dataclass
 class Soak:
     args: argparse.Namespace
     tmp: Path
-    daemons: list[Daemon] = field(default_factory=list)
-    retired: list[Daemon] = field(default_factory=list)
+    daemons: list[DaemonProcess] = field(default_factory=list)
+    retired: list[DaemonProcess] = field(default_factory=list)
     #: pid → wall-clock time of its SIGKILL
     killed: dict[int, float] = field(default_factory=dict)
     #: job ids left executing by each killed process
@@ -136,8 +127,7 @@ class Soak:
             parallelism=self.args.parallelism, poll=self.args.poll,
         ) + (soak_client.http_config(self.args) if self.http else ""))
         rw.create_log(self.exec_log)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUNNER_")}
-        self.env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.env = child_env()
         self.runner = Runner.from_config(self.cfg)
         self.runner.migrate()
         self.rng = random.Random(self.args.seed)
@@ -154,17 +144,18 @@ class Soak:
 
     # ------------------------------------------------------------ processes
 
-    def start_daemon(self) -> Daemon:
+    def start_daemon(self) -> DaemonProcess:
+        """Start one more daemon (without waiting: the run goes on while it starts)."""
         self.started_count += 1
-        path = self.tmp / f"daemon-{self.started_count}.log"
-        port = soak_client.free_port() if self.http else None
-        with path.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "--log-level", self.args.log_level, "run",
-                 *(["--http-port", str(port)] if port else [])],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp,
-            )
-        daemon = Daemon(proc, path, port)
+        port = free_port() if self.http else None
+        # The ready event is logged at INFO: with a quieter log level, readiness is the API alone.
+        quiet = logging.getLevelName(self.args.log_level.upper()) > logging.INFO
+        daemon = DaemonProcess(
+            self.cfg, log_path=self.tmp / f"daemon-{self.started_count}.log", env=self.env, cwd=self.tmp,
+            options=["--log-level", self.args.log_level], http_port=port,
+            topics={Task.topic, EXT} if port else None, ready_event=None if quiet else READY_EVENT,
+        )
+        daemon.start(wait=False)
         self.daemons.append(daemon)
         if port:
             self.endpoints.add(port)
@@ -172,13 +163,11 @@ class Soak:
 
     def kill_one(self, index: int) -> None:
         victim = self.daemons[index % len(self.daemons)]
-        victim.proc.kill()
-        victim.proc.wait(timeout=60)
+        victim.kill()
         if victim.port:
             self.endpoints.remove(victim.port, killed=True)
-        victim.killed_at = time.time()
-        pid = victim.proc.pid
-        self.killed[pid] = victim.killed_at
+        pid = victim.pid
+        self.killed[pid] = time.time()
         # The process is gone, so its rows are frozen until another node rescues them
         # (rescue_after seconds from now): this is exactly what it left executing.
         left = {r[0] for r in self.query(
@@ -188,21 +177,18 @@ class Soak:
         self.daemons.remove(victim)
         self.retired.append(victim)
         replacement = self.start_daemon()
-        log(f"kill -9 {pid}: it left {len(left)} job(s) executing; started {replacement.proc.pid}")
+        log(f"kill -9 {pid}: it left {len(left)} job(s) executing; started {replacement.pid}")
 
-    def stop_all(self) -> list[int]:
+    def stop_all(self) -> list[int | None]:
         for daemon in self.daemons:
             if daemon.port:
                 self.endpoints.remove(daemon.port)
-            daemon.proc.send_signal(signal.SIGTERM)
-        return [d.proc.wait(timeout=120) for d in self.daemons]
+        return stop_all(self.daemons, timeout=120)
 
     def cleanup(self) -> None:
         self.stop_http_load()
         for daemon in self.daemons:
-            if daemon.proc.poll() is None:
-                daemon.proc.kill()
-                daemon.proc.wait(timeout=60)
+            daemon.kill()
         self.runner.store.close()
 
     # ------------------------------------------------------------ the tables
@@ -250,9 +236,10 @@ class Soak:
 
     def start_http_load(self) -> None:
         args = self.args
-        deadline = time.monotonic() + 60
-        while self.http and self.endpoints.promote() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if self.http:
+            for daemon in self.daemons:
+                daemon.wait_ready(timeout=60)
+            self.endpoints.promote()
         if args.http_workers:
             self.workers = HttpWorkers(self.endpoints, args.http_workers, self.db, args)
             self.workers.start()
@@ -317,9 +304,8 @@ class Soak:
             if len(self.enqueued) == args.jobs and pending == 0:
                 break
             for daemon in self.daemons:
-                if daemon.proc.poll() is not None:
-                    log(f"daemon {daemon.proc.pid} exited with {daemon.proc.returncode}:\n"
-                        f"{daemon.output.read_text(errors='replace')[-3000:]}")
+                if daemon.returncode is not None:
+                    log(f"daemon {daemon.pid} exited with {daemon.returncode}:\n{daemon.output_tail(3000)}")
                     return 1
             if now > deadline:
                 log(f"timed out after {args.timeout}s: {dict(counts)}")
@@ -340,16 +326,16 @@ class Soak:
 
     # ------------------------------------------------------------ invariants
 
-    def check(self, wall: float, codes: list[int], kills_done: int) -> int:
+    def check(self, wall: float, codes: list[int | None], kills_done: int) -> int:
         problems: list[str] = []
         args = self.args
         if codes != [0] * len(codes):
             problems.append(f"daemons exited with {codes}")
         for daemon in [*self.retired, *self.daemons]:
-            text = daemon.output.read_text(errors="replace")
+            text = daemon.output()
             for needle in ("Traceback", "database is locked"):
                 if needle in text:
-                    problems.append(f"{daemon.output.name} (pid {daemon.proc.pid}): {text.count(needle)}x {needle!r}")
+                    problems.append(f"{daemon.log_path.name} (pid {daemon.pid}): {text.count(needle)}x {needle!r}")
 
         rows, ext_rows = {}, {}
         with contextlib.closing(sqlite3.connect(self.db, timeout=60)) as conn:

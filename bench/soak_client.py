@@ -70,13 +70,6 @@ def http_config(args: argparse.Namespace) -> str:
 IDLE = 3.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def epoch(text: str) -> float:
     """The epoch seconds of an ISO 8601 time the API returned."""
     return datetime.fromisoformat(text).timestamp()

@@ -18,7 +18,7 @@ from typing import Any
 from . import commands, config as config_module, daemon
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
-from .job import ALL_STATES, MAX_JOB_ID
+from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
 from .runner import MAX_PARALLELISM
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", "make discarded or cancelled jobs available again")
     retry.add_argument("ids", type=_job_id, nargs="*", metavar="ID", help="job ids (or select with --topic/--state)")
     retry.add_argument("--topic", help="every retryable job of this topic")
-    retry.add_argument("--state", choices=("discarded", "cancelled"), action="append",
+    retry.add_argument("--state", choices=[s.value for s in RETRYABLE_STATES], action="append",
                        help="only jobs in this state (repeatable; default both)")
 
     pause = command("pause", "stop claiming jobs of a topic on every node")

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import config as config_module, payload
 from .errors import UsageError
-from .job import ALL_STATES, Job, iso
+from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
@@ -68,7 +68,7 @@ def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List jobs, newest first."""
     if ns.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {ns.limit}")
-    found = _open(settings).store.list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
+    found = _open(settings).list_jobs(topic=ns.topic, state=ns.state, limit=ns.limit)
     if ns.json:
         print(json.dumps({"jobs": [j.to_dict() for j in found]}))
         return EXIT_OK
@@ -126,7 +126,7 @@ def cmd_retry(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Retry jobs by id or by topic and state."""
     if not ns.ids and ns.topic is None and not ns.state:
         raise UsageError("give job ids, or select jobs with --topic and/or --state")
-    states = ns.state or ("discarded", "cancelled")
+    states = ns.state or RETRYABLE_STATES
     retried = _open(settings).retry_jobs(ns.ids or None, topic=ns.topic, states=states)
     missing = sorted(set(ns.ids) - set(retried))
     print(f"{len(retried)} job(s) retried" + (f": {' '.join(map(str, retried))}" if retried else ""))

@@ -19,12 +19,15 @@ from . import payload
 from .arguments import ArgsSpec
 from .config import Settings, TopicSettings
 from .errors import EnqueueError
-from .job import EARLIEST, LATEST
+from .job import EARLIEST, LATEST, JobState
 from .priority import PriorityError, parse_priority
+from .storage.records import NewJob
 from .worker import Worker, registered_worker, resolve_worker, worker_path
 
 _OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts"}
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
+# Plain strings: the row goes to the database driver as it is.
+_SCHEDULED, _AVAILABLE = JobState.SCHEDULED.value, JobState.AVAILABLE.value
 
 
 def _as_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -129,8 +132,8 @@ def build_row(
     options: Mapping[str, Any] | None,
     now: float,
     defaults: WorkerDefaults | None = None,
-) -> dict[str, Any]:
-    """Validate one job and return its row (column → value, JSON columns encoded).
+) -> NewJob:
+    """Validate one job and return its row (JSON columns encoded).
 
     ``defaults`` (from :func:`job_defaults`) saves resolving the worker again when
     many jobs share it; without them the ``topic`` option chooses the topic.
@@ -179,16 +182,5 @@ def build_row(
     decoded = args if args is not None and plain else _decoder.decode(encoded)
     if spec is not None:
         spec.convert(decoded, name)  # what perform will read must match the type
-    return {
-        "topic": d.topic,
-        "worker": name,
-        "args": encoded,
-        "decoded_args": decoded,
-        "state": "scheduled" if run_at > now else "available",
-        "priority": priority,
-        "attempt": 0,
-        "max_attempts": max_attempts,
-        "errors": "[]",
-        "inserted_at": now,
-        "scheduled_at": run_at,
-    }
+    return NewJob(d.topic, name, encoded, _SCHEDULED if run_at > now else _AVAILABLE, priority, 0, max_attempts,
+                  "[]", now, run_at, decoded)

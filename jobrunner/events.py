@@ -144,6 +144,11 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def signal_named(name: str) -> NamedSignal:
+    """The documented signal called ``name`` (KeyError for any other name)."""
+    return signals[name]
+
+
 def wanted(signal: NamedSignal) -> bool:
     """True when emitting ``signal`` would reach a receiver or a log handler."""
     return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))

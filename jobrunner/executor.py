@@ -26,9 +26,10 @@ from .errors import InvalidArgumentsError, ProcessFailed, UnknownWorkerError
 from .job import LATEST, Job, Unreadable, iso
 from .payload import PayloadError, storable
 from .process import ExternalProcess, as_external_process
-from .store import Ack
+from .storage.records import Ack
 from .threads import ThreadCall
 from .tracebacks import format_job_error
+from .transitions import Transition
 from .worker import Cancel, Snooze, Worker, runnable_worker
 
 logger = logging.getLogger("jobrunner.executor")
@@ -100,7 +101,6 @@ class Finished:
     """
 
     ack: Ack
-    signal: Any
     job: Job
     changes: dict[str, Any]
     payload: dict[str, Any]
@@ -109,20 +109,32 @@ class Finished:
     overrun: ThreadCall | None = None
 
     @property
+    def transition(self) -> Transition:
+        """How the execution ended."""
+        return self.ack.transition
+
+    @property
     def snapshot(self) -> Job:
         """The job as it is after this transition."""
-        return self.job.evolve(**self.changes)
+        return self.job.evolve(state=self.ack.transition.state, **self.changes)
 
     def emit(self) -> None:
         """Send the event (call only after the ack was written)."""
-        if self.signal is None:  # put back at shutdown: no lifecycle transition to announce
+        name = self.ack.transition.event
+        if name is None:  # put back at shutdown: no lifecycle transition to announce
             logger.info(
                 "job_released id=%s topic=%s: put back as available", self.job.id, self.job.topic,
                 extra={"event": "job_released", "topic": self.job.topic, "job_id": self.job.id},
             )
             return
-        if events.wanted(self.signal):
-            events.emit(self.signal, self.job.topic, job=self.snapshot, **self.payload)
+        signal = events.signal_named(name)
+        if events.wanted(signal):
+            events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
+
+
+def released(job: Job) -> Finished:
+    """The execution of ``job`` interrupted by shutdown: the job goes back, unannounced."""
+    return Finished(Ack(Transition.RELEASE, job), job, {}, {})
 
 
 def plan(
@@ -138,19 +150,19 @@ def plan(
     if kind == "completed":
         result = encode_result(outcome.result)
         stored = None if result is None else outcome.result
-        return Finished(Ack("complete", job, at=now, result=result), events.job_completed, job,
-                        {"state": "completed", "completed_at": now, "result": stored},
+        return Finished(Ack(Transition.COMPLETE, job, at=now, result=result), job,
+                        {"completed_at": now, "result": stored},
                         {"duration": duration, "result": stored})
     if kind == "snoozed":
         until = min(now + outcome.seconds, max(now, LATEST))
-        return Finished(Ack("snooze", job, at=until), events.job_snoozed, job,
-                        {"state": "scheduled", "scheduled_at": until, "attempt": job.attempt - 1},
+        return Finished(Ack(Transition.SNOOZE, job, at=until), job,
+                        {"scheduled_at": until, "attempt": job.attempt - 1},
                         {"duration": duration, "seconds": outcome.seconds})
     if kind == "cancelled":
         entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {outcome.reason}", "traceback": None}
         errors = [*job.errors, entry]
-        return Finished(Ack("cancel", job, at=now, errors=json.dumps(errors)), events.job_cancelled, job,
-                        {"state": "cancelled", "cancelled_at": now, "errors": errors},
+        return Finished(Ack(Transition.CANCEL, job, at=now, errors=json.dumps(errors)), job,
+                        {"cancelled_at": now, "errors": errors},
                         {"duration": duration, "reason": outcome.reason})
     # failed or unrunnable
     error = outcome.error
@@ -171,11 +183,11 @@ def plan(
     errors = [*job.errors, entry]
     encoded = json.dumps(errors, default=str)
     if retry_at is not None:
-        return Finished(Ack("retry", job, at=retry_at, errors=encoded), events.job_failed, job,
-                        {"state": "retryable", "scheduled_at": retry_at, "errors": errors},
+        return Finished(Ack(Transition.RETRY, job, at=retry_at, errors=encoded), job,
+                        {"scheduled_at": retry_at, "errors": errors},
                         {"duration": duration, "error": error, "will_retry": True})
-    return Finished(Ack("discard", job, at=now, errors=encoded), events.job_discarded, job,
-                    {"state": "discarded", "discarded_at": now, "errors": errors},
+    return Finished(Ack(Transition.DISCARD, job, at=now, errors=encoded), job,
+                    {"discarded_at": now, "errors": errors},
                     {"duration": duration, "error": error})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -22,11 +22,8 @@ from .config import Settings, TopicSettings
 from .errors import ExternalJobError, LeaseError
 from .executor import Outcome, plan
 from .job import Job, Unreadable
-from .leases import Lease
 from .payload import PayloadError
-from .store import Store
-
-RunDb = Callable[..., Awaitable[Any]]
+from .storage import AsyncStorage, Lease
 
 
 class ExternalTopics:
@@ -39,10 +36,9 @@ class ExternalTopics:
     one lease attempt, however many claims wait.
     """
 
-    def __init__(self, settings: Settings, store: Store, run_db: RunDb, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, storage: AsyncStorage, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.store = store
-        self.run_db = run_db
+        self.storage = storage
         self.clock = clock
         self.topics: dict[str, TopicSettings] = {n: t for n, t in settings.topics.items() if t.external}
         #: Per topic: the waiting claims in arrival order, and a count of wake-ups so a
@@ -89,7 +85,7 @@ class ExternalTopics:
         reason = "its arguments cannot be read; not retried"
         outcome = Outcome("unrunnable", error=PayloadError(leased.job.args), reason=reason)
         finished = plan(leased.job, outcome, settings, self.clock())
-        if await self.run_db(self.store.conclude_lease, finished.ack, leased.token):
+        if await self.storage.conclude_lease(finished.ack, leased.token):
             finished.emit()
 
     async def claim(self, topic: str, holder: str, wait: float, lease: float | None = None) -> Lease | None:
@@ -100,8 +96,8 @@ class ExternalTopics:
         woken = False
         while not self.stopping.is_set():
             seen = self._wakeups[topic]
-            leased: Lease | None = await self.run_db(
-                self.store.lease_job, topic, settings.parallelism, holder, seconds, self.clock()
+            leased = await self.storage.lease_job(
+                topic, settings.parallelism, holder, seconds, self.clock(), settings.limits
             )
             if leased is not None and isinstance(leased.job.args, Unreadable):
                 await self._discard_unreadable(leased, settings)
@@ -140,13 +136,13 @@ class ExternalTopics:
 
     async def extend(self, job_id: int, token: str, seconds: float) -> float:
         """Extend the live lease held under ``token`` to now + ``seconds``; returns the new expiry."""
-        expires: float | None = await self.run_db(self.store.extend_lease, job_id, token, seconds, self.clock())
+        expires = await self.storage.extend_lease(job_id, token, seconds, self.clock())
         if expires is None:
-            raise _lost(job_id, await self.run_db(self.store.get_lease, job_id), token)
+            raise _lost(job_id, await self.storage.get_lease(job_id), token)
         return expires
 
     async def _conclude(self, job_id: int, token: str, outcome: Outcome) -> Job:
-        lease: Lease | None = await self.run_db(self.store.get_lease, job_id)
+        lease = await self.storage.get_lease(job_id)
         if lease is None or lease.job.topic not in self.topics or not _same(lease.token, token):
             raise _lost(job_id, lease, token)
         now = self.clock()
@@ -155,7 +151,7 @@ class ExternalTopics:
         duration = max(0.0, now - started) if started is not None else 0.0
         finished = plan(lease.job, outcome, self.topics[lease.job.topic], now, duration=duration)
         # Fenced by the token: the outcome and the lease's release are one transaction.
-        if not await self.run_db(self.store.conclude_lease, finished.ack, token):
+        if not await self.storage.conclude_lease(finished.ack, token):
             raise _lost(job_id, None, token)
         finished.emit()
         self.notify(lease.job.topic)
@@ -169,7 +165,7 @@ class ExternalTopics:
         interval = min(t.poll_interval for t in self.topics.values())
         next_look = dict.fromkeys(self.topics, 0.0)
         while True:
-            expired: list[Job] = await self.run_db(self.store.expire_leases, self.clock())
+            expired = await self.storage.expire_leases(self.clock())
             for job in expired:
                 events.emit(events.job_rescued, job.topic, job=job)
             now = anyio.current_time()

@@ -14,11 +14,9 @@ from . import events
 from .config import RunnerSettings
 from .heartbeat import Heartbeat
 from .job import Job
-from .store import Store
+from .storage import AsyncStorage
 
 logger = logging.getLogger("jobrunner.housekeeping")
-
-RunDb = Callable[..., Awaitable[Any]]
 
 
 class Housekeeper:
@@ -32,27 +30,25 @@ class Housekeeper:
 
     def __init__(
         self,
-        store: Store,
+        storage: AsyncStorage,
         settings: RunnerSettings,
         node: str,
-        run_db: RunDb,
         on_rescued: Callable[[list[Job]], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.storage = storage
         self.settings = settings
         self.node = node
-        self.run_db = run_db
         self.on_rescued = on_rescued
         self.clock = clock
 
     async def register(self) -> None:
         """First heartbeat: a node is known alive before it claims anything."""
-        await self.run_db(self.store.heartbeat, self.node, self.clock())
+        await self.storage.heartbeat(self.node, self.clock())
 
     async def unregister(self) -> None:
         """Forget this node (clean stop)."""
-        await self.run_db(self.store.remove_node, self.node)
+        await self.storage.remove_node(self.node)
 
     async def run(self) -> None:
         """Loop until cancelled (the heartbeat itself is written by a thread, see :mod:`.heartbeat`)."""
@@ -64,7 +60,8 @@ class Housekeeper:
             await heartbeat.stop()
 
     def _beat(self) -> None:
-        self.store.heartbeat(self.node, self.clock())
+        # The heartbeat thread's own write: it must not wait behind the event loop.
+        self.storage.storage.nodes.heartbeat(self.node, self.clock())
 
     async def _loop(self, heartbeat: Heartbeat) -> None:
         next_beat = next_prune = 0.0
@@ -90,9 +87,7 @@ class Housekeeper:
     async def rescue(self) -> list[Job]:
         """One rescue pass: put back the jobs of nodes silent for ``rescue_after``."""
         now = self.clock()
-        rescued: list[Job] = await self.run_db(
-            self.store.rescue_orphans, now, now - self.settings.rescue_after
-        )
+        rescued = await self.storage.rescue_orphans(now, now - self.settings.rescue_after)
         for job in rescued:
             events.emit(events.job_rescued, job.topic, job=job)
         if rescued:
@@ -104,7 +99,7 @@ class Housekeeper:
         before = self.clock() - self.settings.prune_after
         total = 0
         while True:
-            deleted: int = await self.run_db(self.store.prune, before, self.settings.prune_limit)
+            deleted = await self.storage.prune(before, self.settings.prune_limit)
             total += deleted
             if deleted < self.settings.prune_limit:
                 break

@@ -23,7 +23,9 @@ class JobState(enum.StrEnum):
 
 
 ALL_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
-FINAL_STATES: frozenset[str] = frozenset({"completed", "discarded", "cancelled"})
+FINAL_STATES: frozenset[str] = frozenset({JobState.COMPLETED, JobState.DISCARDED, JobState.CANCELLED})
+#: States an operator can retry a job from.
+RETRYABLE_STATES: tuple[JobState, ...] = (JobState.DISCARDED, JobState.CANCELLED)
 
 TIMESTAMP_FIELDS = (
     "inserted_at",

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, select
 
-from .dialects import migration_lock
 from .errors import MigrationError
-from .schema import schema_versions
+from .storage.dialects import migration_lock
+from .storage.schema import schema_versions
 
 _FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 

@@ -83,7 +83,7 @@ class Node:
         self.loop = EventLoop.current()
         self.producers: dict[str, Producer] = {}
         self.supervisors: dict[str, TopicSupervisor] = {}
-        self.external = ExternalTopics(self.settings, runner.store, runner.run_db, runner.clock)
+        self.external = ExternalTopics(self.settings, runner.storage, runner.clock)
         self._stop_requested = anyio.Event()
         self._finished = anyio.Event()
 
@@ -136,11 +136,10 @@ class Node:
         runner = self.runner
         # Job tasks inherit this context: workers read their topic's options from it.
         settings_token = current_settings.set(self.settings)
-        housekeeper = Housekeeper(
-            runner.store, self.settings.runner, self.id, runner.run_db, self._wake_topics, runner.clock
-        )
+        runner.storage.open()
+        housekeeper = Housekeeper(runner.storage, self.settings.runner, self.id, self._wake_topics, runner.clock)
         try:
-            await runner.run_db(runner.ensure_schema)
+            await runner.storage.run_blocking(runner.ensure_schema)
             import_modules(self.settings)
             await housekeeper.register()
             try:
@@ -203,7 +202,7 @@ class Node:
             if topic.external:
                 continue
             producer = Producer(
-                topic, runner.store, self.id, runner.run_db,
+                topic, runner.storage, self.id,
                 Executor(topic, anyio.CapacityLimiter(topic.parallelism), runner.clock),
                 runner.clock,
             )
@@ -215,7 +214,7 @@ class Node:
     async def _watch_commits(self, scope: anyio.CancelScope) -> None:
         """Wake every producer when another process commits (where the store can tell)."""
         interval = self.settings.database.watch_interval
-        probe = self.runner.store.change_probe() if interval > 0 else None
+        probe = self.runner.store.db.change_probe() if interval > 0 else None
         if probe is None:
             return
         with scope:

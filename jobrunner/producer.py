@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,10 +25,9 @@ from anyio.abc import TaskGroup
 from . import events
 from .config import TopicSettings
 from .context import in_own_context
-from .executor import Executor, Finished
-from .job import Job
-from .maintenance import TopicControl
-from .store import Ack, ClaimRequest, Store
+from .executor import Executor, Finished, released
+from .job import Job, JobState
+from .storage import AsyncStorage, ClaimRequest, CycleResult, TopicControl
 from .summary import new_tally
 from .threads import ThreadCall
 from .wakeup import Wakeup
@@ -51,9 +49,8 @@ class Producer:
     def __init__(
         self,
         topic: TopicSettings,
-        store: Store,
+        storage: AsyncStorage,
         node: str,
-        run_db: Callable[..., Awaitable[Any]],
         executor: Executor,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -61,11 +58,10 @@ class Producer:
         self._limits = topic.limits
         #: The parallelism the topic was scaled to (None: the configured one), as last read.
         self._scaled: int | None = None
-        self.store = store
+        self.storage = storage
         self.node = node
         self.executor = executor
         self.clock = clock
-        self._run_db = run_db
         self.wakeup = Wakeup()
         self.running = 0
         self.stopping = False
@@ -189,7 +185,7 @@ class Producer:
 
     async def _obey_control(self) -> None:
         """Read pause state and cancellations made by other processes; act on them."""
-        self._obey(await self._run_db(self.store.control, self.topic.name, self._running_pairs(), self.node))
+        self._obey(await self.storage.control(self.topic.name, self._running_pairs(), self.node))
 
     def _obey(self, control: TopicControl) -> None:
         if control.paused != self.paused:
@@ -213,34 +209,31 @@ class Producer:
         jobs, all in one transaction. With ``check``, the transaction also reads the
         topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
-        acks: list[Ack] = [f.ack for f in finished]
-        request = ClaimRequest(
-            self.topic.name, demand, self.node, self.clock(), stage, self._running_pairs() if check else None,
-            self.topic.parallelism, self.running, self._limits,
-        )
+        request = ClaimRequest(self.topic.name, demand, self.node, self.clock(), stage,
+                               self._running_pairs() if check else None,
+                               self.topic.parallelism, self.running, self._limits)
+        result: CycleResult
         try:
-            result = await self._run_db(self.store.cycle, acks, request)
+            result = await self.storage.cycle([f.ack for f in finished], request)
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
-        claimed: list[Job] = result.claimed
-        control: TopicControl | None = result.control
         if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
             self._next_stage = min(self._next_stage, result.retry_at)
         tally = self._tally
-        for item in finished:
-            if item.ack.applied:
-                tally[item.ack.kind] += 1
+        for item, applied in zip(finished, result.applied, strict=True):
+            if applied:
+                tally[item.ack.transition] += 1
                 item.emit()
             else:
                 logger.warning(
                     "job_stale id=%s topic=%s: the job left executing before its %s was written; "
-                    "outcome dropped", item.ack.job.id, self.topic.name, item.ack.kind,
+                    "outcome dropped", item.ack.job.id, self.topic.name, item.ack.transition,
                     extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
                 )
-        if control is not None:
-            self._obey(control)
-        return claimed
+        if result.control is not None:
+            self._obey(result.control)
+        return result.claimed
 
     # -------------------------------------------------------------- jobs
 
@@ -340,10 +333,10 @@ class Producer:
                 self._cancelled_elsewhere.discard(job.id)
                 self._tally["cancel"] += 1
                 events.emit(events.job_cancelled, self.topic.name,
-                            job=job.evolve(state="cancelled"), reason="cancelled by request", duration=None)
+                            job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)
             else:
                 if finished is None:  # cancelled by shutdown: put the job back for another run
-                    finished = Finished(Ack("release", job), None, job, {"state": "available"}, {})
+                    finished = released(job)
                 self._pending.append(finished)
         if free_slot:
             self._free_slot()

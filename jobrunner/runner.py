@@ -5,7 +5,6 @@ What runs while :meth:`Runner.run` runs is a :class:`~jobrunner.node.Node`.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -13,16 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from . import config as config_module, events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
 from .errors import JobStateError, MigrationError, ScaleError
-from .job import Job, is_job_id
+from .job import RETRYABLE_STATES, Job, JobState, is_job_id
 from .node import Node, announce_cancelled, default_node_id, import_modules
-from .store import Store
+from .storage import AsyncStorage, NewJob, Storage
 from .supervisor import TopicSupervisor
 from .worker import Worker
 
@@ -34,9 +32,6 @@ EnqueueItem = tuple[type[Worker] | str, Any] | tuple[type[Worker] | str, Any, Ma
 
 #: The highest parallelism a topic can be scaled to.
 MAX_PARALLELISM = 10_000
-
-#: Threads serving read-only user queries (HTTP listings, stats) at once.
-READ_THREADS = 4
 
 
 class Runner:
@@ -51,13 +46,14 @@ class Runner:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.database)
+        #: The storage, for sync callers (its verb groups: jobs, operator, nodes, leases).
+        self.store = Storage(settings.database)
+        #: The typed async storage API the engine uses (the one thread hop).
+        self.storage = AsyncStorage(self.store)
         #: This node's id: its heartbeat row, ``attempted_by`` of the jobs it claims.
         self.node = settings.runner.node or default_node_id()
         #: What runs during :meth:`run` (kept after it ends: its supervisors stay readable).
         self._current: Node | None = None
-        self._db_limiter: anyio.CapacityLimiter | None = None
-        self._read_limiter: anyio.CapacityLimiter | None = None
         #: True once the schema is known to be current (checked once per runner).
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -115,14 +111,14 @@ class Runner:
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
                    "max_attempts": max_attempts, "topic": topic}
         row = build_row(self.settings, worker, args, options, self.clock())
-        return (await self.run_db(self.store_rows, [row]))[0]
+        return (await self.in_thread(lambda: self.store_rows([row])))[0]
 
     async def enqueue_many_async(self, items: Iterable[EnqueueItem]) -> list[Job]:
         """Like :meth:`enqueue_many`, without blocking the event loop."""
         rows = self._rows(items)
-        return await self.run_db(self.store_rows, rows)
+        return await self.in_thread(lambda: self.store_rows(rows))
 
-    def _rows(self, items: Iterable[EnqueueItem]) -> list[dict[str, Any]]:
+    def _rows(self, items: Iterable[EnqueueItem]) -> list[NewJob]:
         now = self.clock()
         rows = []
         resolved: dict[tuple[Any, Any], WorkerDefaults] = {}
@@ -136,14 +132,14 @@ class Runner:
             rows.append(build_row(self.settings, worker, args, options, now, defaults))
         return rows
 
-    def store_rows(self, rows: Sequence[dict[str, Any]]) -> list[Job]:
+    def store_rows(self, rows: Sequence[NewJob]) -> list[Job]:
         """Insert rows made by :func:`jobrunner.enqueue.build_row` in one transaction,
         announce them, and wake the topics that can start them now."""
-        stored = self._storage.insert_jobs(rows)
+        stored = self._storage.jobs.insert(rows)
         if events.wanted(events.job_inserted):
             for job in stored:
                 events.emit(events.job_inserted, job.topic, job=job)
-        for topic in {job.topic for job in stored if job.state == "available"}:
+        for topic in {job.topic for job in stored if job.state == JobState.AVAILABLE}:
             self._wake(topic)
         return stored
 
@@ -157,34 +153,48 @@ class Runner:
         """The job with that id, or None (also for ids no job can have, like 0 or 2**63)."""
         if not is_job_id(job_id):
             return None
-        return self._storage.get_job(job_id)
+        return self._storage.jobs.get(job_id)
+
+    def list_jobs(
+        self, *, topic: str | None = None, state: str | None = None, worker: str | None = None, limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Jobs filtered by topic, state and worker name, newest first unless told otherwise."""
+        return self._storage.jobs.listing(topic, state, limit, worker, newest_first)
+
+    def page_jobs(
+        self, topic: str | None, state: str | None, limit: int, before_id: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """One page of jobs, newest first, and the id to pass as ``before_id`` for the next
+        page (None: this is the last page)."""
+        return self._storage.jobs.page(topic, state, limit, before_id)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per topic and state, every state present for every configured topic."""
-        return self._storage.stats(self.settings.topics)
+        return self._storage.jobs.stats(self.settings.topics)
+
+    # ------------------------------------------------------------ from async code
+
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a call of this runner's sync API that writes: enqueue, cancel,
+        retry, pause...) in the storage writers' thread, without blocking the event loop."""
+        return await self.storage.run_blocking(fn)
+
+    async def in_read_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a read: get_job, list_jobs, page_jobs, stats) in a reader thread;
+        reads never wait behind writes, nor delay the claims and acks of running topics."""
+        return await self.storage.read_blocking(fn)
 
     # ------------------------------------------------------------ running
 
-    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking storage call in a worker thread (SQLite writes queue here, one at a time)."""
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._db_limiter)
-
-    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking read-only storage call (user queries) in a worker thread.
-
-        Reads have threads of their own, so a flood of them never delays the claim/ack
-        path or the heartbeat, and they never wait behind writes.
-        """
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._read_limiter)
-
     def migrate(self) -> list[Any]:
         """Apply pending schema migrations."""
-        applied = self.store.migrate()
+        applied = self.store.db.migrate()
         self._schema_ready = True
         return applied
 
     @property
-    def _storage(self) -> Store:
+    def _storage(self) -> Storage:
         """The store, once the schema is known to be current."""
         if not self._schema_ready:
             self.ensure_schema()
@@ -201,7 +211,7 @@ class Runner:
         with self._schema_lock:
             if self._schema_ready:
                 return
-            pending = self.store.pending_migrations()
+            pending = self.store.db.pending_migrations()
             if pending and not self.settings.database.auto_migrate:
                 names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
                 raise MigrationError(
@@ -209,7 +219,7 @@ class Runner:
                     f"[database] auto_migrate is false: run `python -m jobrunner migrate` first"
                 )
             if pending:
-                self.store.migrate()
+                self.store.db.migrate()
             self._schema_ready = True
 
     @property
@@ -236,9 +246,6 @@ class Runner:
         """
         if self.running:
             raise RuntimeError("this runner is already running")
-        # SQLite takes one writer at a time: queue our own writes here, not on its lock.
-        self._db_limiter = anyio.CapacityLimiter(1 if self.store.serial_writes else 8)
-        self._read_limiter = anyio.CapacityLimiter(READ_THREADS)
         self._current = Node(self)
         await self._current.run(task_status)
 
@@ -250,7 +257,7 @@ class Runner:
         raises JobStateError when the job had already finished."""
         if not is_job_id(job_id):
             return None
-        job, changed = self._storage.cancel_job(job_id, self.clock())
+        job, changed = self._storage.operator.cancel(job_id, self.clock())
         if job is not None and not changed:
             raise JobStateError(f"job {job_id} is already {job.state}")
         if job is not None:
@@ -262,12 +269,12 @@ class Runner:
 
     def retry_jobs(
         self, ids: Iterable[int] | None = None, *, topic: str | None = None,
-        states: Iterable[str] = ("discarded", "cancelled"),
+        states: Iterable[str] = RETRYABLE_STATES,
     ) -> list[int]:
         """Make discarded or cancelled jobs available again (by id, or by topic and state)."""
         if ids is not None:
             ids = [job_id for job_id in ids if is_job_id(job_id)]  # others name no job
-        retried = self._storage.retry_jobs(self.clock(), ids=ids, topic=topic, states=states)
+        retried = self._storage.operator.retry(self.clock(), ids=ids, topic=topic, states=states)
         for name in self.settings.topics:
             self._wake(name)
         return retried
@@ -275,13 +282,13 @@ class Runner:
     def pause(self, topic: str) -> None:
         """Stop claiming jobs of ``topic`` on every node (running jobs finish)."""
         self.settings.topic(topic)
-        self._storage.set_paused(topic, True, self.clock())
+        self._storage.operator.set_paused(topic, True, self.clock())
         self._control_changed(topic)
 
     def resume(self, topic: str) -> None:
         """Claim jobs of ``topic`` again."""
         self.settings.topic(topic)
-        self._storage.set_paused(topic, False, self.clock())
+        self._storage.operator.set_paused(topic, False, self.clock())
         self._control_changed(topic)
 
     def scale(self, topic: str, parallelism: int | None) -> int:
@@ -298,14 +305,14 @@ class Runner:
         ):
             raise ScaleError(f"cannot scale topic {topic!r} to {parallelism!r}: a parallelism is a whole number "
                              f"from 1 to {MAX_PARALLELISM}")
-        self._storage.set_parallelism(topic, parallelism, self.clock())
+        self._storage.operator.set_parallelism(topic, parallelism, self.clock())
         self._control_changed(topic)
         return configured if parallelism is None else parallelism
 
     def parallelism(self, topic: str) -> int:
         """The parallelism of ``topic`` in force: the one it was scaled to, else the configured one."""
         configured = self.settings.topic(topic).parallelism
-        scaled = self._storage.scaled_parallelism(topic)
+        scaled = self._storage.operator.scaled_parallelism(topic)
         return configured if scaled is None else scaled
 
     def _control_changed(self, topic: str) -> None:

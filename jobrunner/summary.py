@@ -16,16 +16,17 @@ from typing import Protocol
 
 import anyio
 
+from .transitions import Transition
+
 logger = logging.getLogger("jobrunner")
 
-#: Ack kinds counted, and how the summary names them.
-OUTCOMES = {"complete": "completed", "retry": "failed", "discard": "discarded", "cancel": "cancelled",
-            "snooze": "snoozed"}
+#: Transitions counted, and how the summary names them (their event's name).
+OUTCOMES = {t.value: t.event.removeprefix("job_") for t in Transition if t.event is not None}
 
 
 def new_tally() -> dict[str, int]:
-    """Zero counts: every ack kind (see :data:`OUTCOMES`), ``release`` and ``start``."""
-    return dict.fromkeys((*OUTCOMES, "release", "start"), 0)
+    """Zero counts: every announced transition (see :data:`OUTCOMES`), ``release`` and ``start``."""
+    return dict.fromkeys((*OUTCOMES, Transition.RELEASE.value, "start"), 0)
 
 
 class Counted(Protocol):

@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,12 @@ from . import events
 from .config import TopicSettings
 from .enqueue import encode_args
 from .executor import Executor
-from .job import Job
+from .job import Job, JobState
 from .priority import parse_priority
 from .producer import Producer
 from .recording import EventRecorder, RecordedEvent, wait_for
 from .runner import Runner
+from .summary import OUTCOMES
 from .worker import Worker, worker_path
 
 # ---------------------------------------------------------------- perform_job
@@ -77,7 +78,7 @@ async def perform_job(
     topic_name = worker.topic or "test"
     now = time.time()
     job = Job(
-        id=job_id, topic=topic_name, worker=name, args=decoded, state="executing",
+        id=job_id, topic=topic_name, worker=name, args=decoded, state=JobState.EXECUTING,
         priority=parse_priority(worker.priority) if worker.priority is not None else 0, attempt=attempt,
         max_attempts=max_attempts or worker.max_attempts, inserted_at=now, scheduled_at=now,
         attempted_at=now,
@@ -111,13 +112,8 @@ class _DirectExecutor(Executor):
 # ---------------------------------------------------------------- drain
 
 
-_OUTCOME_SIGNALS = {
-    "completed": events.job_completed,
-    "failed": events.job_failed,
-    "discarded": events.job_discarded,
-    "cancelled": events.job_cancelled,
-    "snoozed": events.job_snoozed,
-}
+#: The outcome counts drain returns, by name, and the events that count them.
+_OUTCOME_SIGNALS = {name: events.signal_named(f"job_{name}") for name in OUTCOMES.values()}
 
 
 async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> dict[str, int]:
@@ -136,17 +132,16 @@ async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> 
             counts[_name] += 1
         signal.connect(count, sender=topic, weak=False)
         receivers.append((signal, count))
-    run_db = _thread_runner()
     producer = Producer(
-        settings, runner.store, runner.node, run_db,
+        settings, runner.storage, runner.node,
         Executor(settings, anyio.CapacityLimiter(settings.parallelism), runner.clock), runner.clock,
     )
     try:
-        await run_db(runner.store.migrate)
+        await runner.in_thread(runner.migrate)
         async with anyio.create_task_group() as tg:
             while True:
                 if with_scheduled:
-                    await run_db(runner.store.stage_due, topic, math.inf)
+                    await runner.storage.stage_due(topic, math.inf)
                 claimed = await producer.flush(settings.parallelism, stage=True)
                 for job in claimed:
                     producer.start_job(tg, job)
@@ -161,19 +156,10 @@ async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> 
     return counts
 
 
-def _thread_runner() -> Callable[..., Any]:
-    limiter = anyio.CapacityLimiter(1)
-
-    async def run_db(fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=limiter)
-
-    return run_db
-
-
 # ---------------------------------------------------------------- the table
 
 
-_WAITING_STATES = ("available", "scheduled", "retryable")
+_WAITING_STATES = (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RETRYABLE)
 
 
 def all_enqueued(
@@ -192,7 +178,7 @@ def all_enqueued(
     name = worker if isinstance(worker, str) or worker is None else worker_path(worker)
     states = _WAITING_STATES if state is None else ((state,) if isinstance(state, str) else tuple(state))
     found = []
-    for job in runner.store.list_jobs(topic=topic, worker=name, limit=1_000_000, newest_first=False):
+    for job in runner.list_jobs(topic=topic, worker=name, limit=1_000_000, newest_first=False):
         if job.state not in states:
             continue
         if args is not None and not (
@@ -214,7 +200,7 @@ def assert_enqueued(runner: Runner, **filters: Any) -> Job:
     """Assert a job matching ``filters`` (see :func:`all_enqueued`) is stored; return it."""
     found = all_enqueued(runner, **filters)
     if not found:
-        waiting = runner.store.list_jobs(limit=20)
+        waiting = runner.list_jobs(limit=20)
         listing = "\n".join(f"  {j.id} {j.worker} {j.state} {j.args!r}" for j in waiting) or "  (none)"
         raise AssertionError(f"no job enqueued with {_describe_filters(**filters)}; newest jobs:\n{listing}")
     return found[0]

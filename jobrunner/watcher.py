@@ -17,7 +17,7 @@ import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from .loop import EventLoop
-from .store import ChangeProbe
+from .storage.sqlite import ChangeProbe
 
 logger = logging.getLogger("jobrunner.watcher")
 

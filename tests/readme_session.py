@@ -7,12 +7,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from tests.daemon_harness import DaemonProcess, free_port, start_on_free_port, wait_until
 from tests.readme_blocks import REPO, Block
 from tests.readme_toml import merge, toml_text
 
@@ -34,13 +33,6 @@ for _pid in $(jobs -p); do
   wait "$_pid" || { _rc=$?; echo "readme-test: background process $_pid exited with $_rc" >&2; exit 1; }
 done
 """
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -117,7 +109,7 @@ class ReadmeSession:
         self.settings = tomllib.loads((workdir / "config.toml").read_text(encoding="utf-8"))
         # The README's 8630 becomes this port: in the blocks' text and in every config we write.
         self.port = free_port()
-        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon: DaemonProcess | None = None
         self.daemon_log = workdir / "daemon.log"
         self.problems: list[str] = []  # daemons that did not stop cleanly
         self.probes: set[int] = set()  # jobs the harness itself enqueued
@@ -133,49 +125,28 @@ class ReadmeSession:
         """Start the shared daemon (if it is not running) and wait until its API answers."""
         if self.daemon is not None:
             return
-        for attempt in range(3):  # another process may take the free port before the daemon binds it
-            if attempt:
-                self.port = free_port()
-                self._write_config()
-            settings = merge(self.settings, {"http": {"enabled": True, "host": "127.0.0.1", "port": self.port}})
-            cfg = self.workdir / "readme-daemon.toml"
-            cfg.write_text(toml_text(settings), encoding="utf-8")
-            with self.daemon_log.open("ab") as log:
-                self.daemon = subprocess.Popen(
-                    [PYTHON, "-m", "jobrunner", "--config", str(cfg), "run"], cwd=self.workdir, env=self.env,
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )
-            if self._ready():
-                return
-            self.daemon = None
-        raise AssertionError(f"the shared daemon did not start:\n{self.daemon_log.read_text(errors='replace')}")
+        cfg = self.workdir / "readme-daemon.toml"
 
-    def _ready(self, timeout: float = 30.0) -> bool:
-        assert self.daemon is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.daemon.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/topics", timeout=1).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        if self.daemon.poll() is None:
-            self.daemon.kill()
-        self.daemon.wait()
-        return False
+        def make(port: int) -> DaemonProcess:
+            if port != self.port:  # the README's 8630 in later blocks becomes this port
+                self.port = port
+                self._write_config()
+            settings = merge(self.settings, {"http": {"enabled": True, "host": "127.0.0.1", "port": port}})
+            cfg.write_text(toml_text(settings), encoding="utf-8")
+            # Readiness on the API alone: a README block may change the log level or format.
+            return DaemonProcess(cfg, log_path=self.daemon_log, env=self.env, cwd=self.workdir, http_port=port,
+                                 topics=set(settings.get("topics", {})), ready_event=None)
+
+        # The first try on the port the blocks were localized to; on another only when it was taken.
+        ports = iter([self.port])
+        self.daemon = start_on_free_port(lambda fresh: make(next(ports, fresh)))
 
     def stop_daemon(self) -> None:
         """SIGTERM the shared daemon; anything but a clean exit 0 is recorded as a problem."""
         if self.daemon is None:
             return
         daemon, self.daemon = self.daemon, None
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            code = daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            code = daemon.wait()
+        code = daemon.stop(timeout=30)
         if code != 0:
             self.problems.append(f"the shared daemon exited with {code}:\n{self.daemon_output()}")
 
@@ -224,17 +195,20 @@ class ReadmeSession:
         daemon runs them when they are not final yet); external topics' jobs aside."""
         # Jobs of external topics wait for a program that claims them: not ours to finish.
         external = {name for name, topic in self.settings.get("topics", {}).items() if topic.get("external")}
-        deadline = time.monotonic() + timeout
-        while True:
+        waiting: list[tuple[int, str, str]] = []
+
+        def all_final() -> tuple[list[dict[str, Any]]] | None:
             due = [job for job in self.jobs(after) if job["scheduled_at"] <= job["inserted_at"] + 1.0
                    and job["id"] not in self.probes and job["topic"] not in external]
-            waiting = [(job["id"], job["worker"], job["state"]) for job in due if job["state"] not in FINAL_STATES]
-            if not waiting:
-                return due
-            if time.monotonic() > deadline:
-                raise AssertionError(f"jobs not final after {timeout:g}s: {waiting[:20]}")
-            self.start_daemon()
-            time.sleep(0.1)
+            waiting[:] = [(job["id"], job["worker"], job["state"]) for job in due if job["state"] not in FINAL_STATES]
+            if waiting:
+                self.start_daemon()
+                return None
+            return (due,)  # truthy even when nothing is due
+
+        (due,) = wait_until("the jobs of the block to be final", all_final, timeout=timeout,
+                         describe=lambda: f"not final: {waiting[:20]}")
+        return due
 
     # ------------------------------------------------------------ running blocks
     def localize(self, text: str) -> str:

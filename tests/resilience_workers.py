@@ -133,3 +133,23 @@ class Task(Worker):
                 ended = time.time()
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_record_end, log, row, ended, outcome)
+
+
+class SyncTask(Worker):
+    """A plain ``def perform`` (run in a worker thread, which nothing can interrupt), logged
+    like :class:`Task`; it waits for ``args["wait_for"]`` to exist."""
+
+    topic = TOPIC
+    max_attempts = 3
+
+    def perform(self, job: Job) -> Any:
+        log, gate = job.args["log"], job.args["wait_for"]
+        row = _record_start(log, job)
+        outcome = "failed"
+        try:
+            while not os.path.exists(gate):  # a gate another process opens: its file is the signal
+                time.sleep(0.02)
+            outcome = "ok"
+            return {"pid": os.getpid()}
+        finally:
+            _record_end(log, row, time.time(), outcome)

@@ -115,7 +115,7 @@ async def test_run_migrates_too(tmp_path: Path, opened: Any) -> None:
 def test_the_schema_is_checked_once_per_runner(tmp_path: Path, opened: Any) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
     statements: list[str] = []
-    sa.event.listen(runner.store.engine, "before_cursor_execute",
+    sa.event.listen(runner.store.db.engine, "before_cursor_execute",
                     lambda conn, cursor, sql, *rest: statements.append(sql))
     runner.enqueue(Add, {"a": 1, "b": 2})
     assert any("jobrunner_schema" in sql for sql in statements)

@@ -7,12 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from jobrunner.job import ALL_STATES
+from tests.daemon_harness import wait_until
 
 CONFIG = """
 [database]
@@ -54,15 +54,15 @@ def job_state(db: Path, job_id: int) -> str | None:
 
 def wait_state(db: Path, job_id: int, states: set[str], proc: subprocess.Popen[str], timeout: float = 20) -> str:
     """Poll the table (the daemon's only shared state) until the job reaches one of ``states``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = job_state(db, job_id)
-        if state in states:
-            return state
+
+    def reached() -> str | None:
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited early with {proc.returncode}: {proc.communicate()[1]}")
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} stayed {job_state(db, job_id)}, wanted {states}")
+        state = job_state(db, job_id)
+        return state if state in states else None
+
+    return wait_until(f"job {job_id} to be {'/'.join(sorted(states))}", reached, timeout=timeout,
+                      describe=lambda: f"it is {job_state(db, job_id)}")
 
 
 def test_enqueue_prints_the_id_and_show_stats_jobs_report_it(cfg: Path, subprocess_env: dict[str, str]) -> None:

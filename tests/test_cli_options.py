@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 from jobrunner import Runner, cli
 from jobrunner.config import load
 from jobrunner.errors import ConfigError
-from tests.test_http import free_port
+from tests.daemon_harness import DaemonProcess, free_port
 from tests.workers import Noop
 
 CONFIG = """
@@ -227,36 +225,24 @@ def test_run_flags_win_over_environment_and_file(cfg: Path) -> None:
         load(cfg, environ={}, overrides=cli.run_overrides(args))
 
 
-def test_http_port_flag_serves_the_api_there(cfg: Path, subprocess_env: dict[str, str]) -> None:
+def test_http_port_flag_serves_the_api_there(cfg: Path, subprocess_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     env = {**subprocess_env, "JOBRUNNER_HTTP__PORT": str(free_port())}  # the flag wins over this
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "jobrunner", "run", "--config", str(cfg), "--http-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    # Ready means: serving exactly our topics on the --http-port.
+    daemon = DaemonProcess(cfg, log_path=tmp_path / "daemon.log", env=env, http_port=port, topics={"t", "ext"})
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert daemon.poll() is None, daemon.communicate()[1]
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/topics", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the daemon never served on the --http-port"
-                time.sleep(0.05)
-        assert response.status_code == 200 and set(response.json()["topics"]) == {"t", "ext"}
+        daemon.start()
         created = httpx.post(f"http://127.0.0.1:{port}/jobs",
                              json={"worker": "w", "topic": "ext", "priority": "critical"}, timeout=5)
         assert created.status_code == 201 and created.json()["priority"] == 0
-        daemon.send_signal(signal.SIGTERM)
+        daemon.terminate()
         assert daemon.wait(timeout=20) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.communicate(timeout=20)[1]
+        daemon.close()
+    output = daemon.output()
     # Libraries' INFO lines (Hypercorn's "Running on …", httpx requests) stay out of the log.
-    assert "jobrunner.http.server" not in stderr and "hypercorn" not in stderr.lower()
-    assert "Traceback" not in stderr
+    assert "jobrunner.http.server" not in output and "hypercorn" not in output.lower()
+    assert "Traceback" not in output
 
 
 def test_library_loggers_are_quiet_unless_debug() -> None:

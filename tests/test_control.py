@@ -16,9 +16,9 @@ import pytest
 
 from jobrunner import ConfigError, Job, Runner, Worker, events
 from jobrunner.config import DatabaseSettings
-from jobrunner.errors import JobStateError
+from jobrunner.errors import JobStateError, StorageError
 from jobrunner.housekeeping import Housekeeper
-from jobrunner.store import StorageError, Store
+from jobrunner.storage import ClaimRequest, NewJob, Storage
 from jobrunner.testing import EventRecorder, running, wait_for
 from tests.workers import Add, AlwaysFails, Noop, Sleeper
 
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.anyio
 FAST = {"t": {"parallelism": 2, "poll_interval": 0.05}}
 
 
-def other_process_store(runner: Runner) -> Store:
+def other_process_store(runner: Runner) -> Storage:
     """A second, independent connection pool on the same file (what another process has)."""
-    return Store(DatabaseSettings(url=runner.settings.database.url))
+    return Storage(DatabaseSettings(url=runner.settings.database.url))
 
 
 async def test_cancel_an_available_job_never_runs_it(make_runner: Any) -> None:
@@ -68,7 +68,7 @@ async def test_cancel_from_another_process_is_noticed_within_the_poll_interval(m
             job = runner.enqueue(Sleeper, {"seconds": 60})
             await wait_for(events.job_started, lambda p: p["job"].id == job.id)
             waiter = wait_for(events.job_cancelled, lambda p: p["job"].id == job.id, timeout=2)
-            other.cancel_job(job.id, time.time())  # another process's Store
+            other.operator.cancel(job.id, time.time())  # another process's storage
             await waiter
             again = runner.enqueue(Add, {"a": 1, "b": 1})  # the slot was freed
             await wait_for(events.job_completed, lambda p: p["job"].id == again.id)
@@ -92,28 +92,57 @@ async def _drain(runner: Runner) -> None:
     await drain(runner, "t", with_scheduled=True)
 
 
+class ClaimCycles:
+    """Counts a producer's claim cycles (its flushes), so a test waits for cycles to pass
+    instead of guessing how long they take."""
+
+    def __init__(self, producer: Any) -> None:
+        self.count = 0
+        self._changed = anyio.Event()
+        flush = producer.flush
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await flush(*args, **kwargs)
+            finally:
+                self.count += 1
+                self._changed.set()
+                self._changed = anyio.Event()
+
+        producer.flush = counted
+
+    async def wait(self, cycles: int, timeout: float = 5.0) -> None:
+        """Until ``cycles`` more cycles have ended (a cycle under way counts once it ends)."""
+        target = self.count + cycles
+        with anyio.fail_after(timeout):
+            while self.count < target:
+                await self._changed.wait()
+
+
 async def test_paused_topic_claims_nothing_until_resumed_by_another_process(make_runner: Any) -> None:
     runner = make_runner({"t": {"poll_interval": 0.05}, "u": {"poll_interval": 0.05}})
     other = other_process_store(runner)
     try:
         async with running(runner):
-            other.set_paused("t", True, time.time())
+            other.operator.set_paused("t", True, time.time())
             # After a full control check the pause is in force.
             with anyio.fail_after(5):
                 while not runner.supervisor("t").producer.paused:
                     await anyio.sleep(0.01)
+            producer = runner.supervisor("t").producer
+            cycles = ClaimCycles(producer)
             job = runner.enqueue(Add, {"a": 1, "b": 1})
-            # Two more poll cycles pass without a claim.
+            # Two more control checks and claim cycles (begun after the insert) pass without a claim.
             for _ in range(3):
-                runner.supervisor("t").producer.notify_external()
-                await anyio.sleep(0.05)
+                producer.notify_external()
+                await cycles.wait(1)
             assert runner.get_job(job.id).state == "available"
             waiter = wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=5)
-            other.set_paused("t", False, time.time())
+            other.operator.set_paused("t", False, time.time())
             await waiter
     finally:
         other.close()
-    assert other_process_store(runner).paused_topics() == set()
+    assert other_process_store(runner).operator.paused_topics() == set()
 
 
 async def test_retry_discarded_and_cancelled_jobs(make_runner: Any) -> None:
@@ -137,12 +166,12 @@ async def test_jobs_of_a_dead_node_are_rescued_and_run_again(make_runner: Any) -
     runner = make_runner(FAST, runner={"heartbeat_interval": 0.05, "rescue_after": 0.5})
     stored = runner.enqueue_many([(Add, {"a": 1, "b": 1}), (Add, {"a": 2, "b": 2}, {"max_attempts": 1})])
     # A node claims both, then "dies": its heartbeat is older than rescue_after.
-    claimed = runner.store.ack_and_claim([], "t", 10, "dead-node", time.time())
+    claimed = runner.store.jobs.cycle((), ClaimRequest("t", 10, "dead-node", time.time())).claimed
     assert len(claimed) == 2
-    runner.store.heartbeat("dead-node", time.time() - 10)
-    runner.store.heartbeat("live-node", time.time() + 3600)
+    runner.store.nodes.heartbeat("dead-node", time.time() - 10)
+    runner.store.nodes.heartbeat("live-node", time.time() + 3600)
     live = runner.enqueue(Noop, {})
-    runner.store.ack_and_claim([], "t", 1, "live-node", time.time())
+    runner.store.jobs.cycle((), ClaimRequest("t", 1, "live-node", time.time()))
     with EventRecorder("t") as recorder:
         async with running(runner):
             await recorder.wait_count("job_rescued", 2)
@@ -158,8 +187,8 @@ async def test_jobs_of_a_dead_node_are_rescued_and_run_again(make_runner: Any) -
 async def test_node_heartbeat_row_lives_while_running(make_runner: Any) -> None:
     runner = make_runner(FAST)
     async with running(runner):
-        assert runner.node in runner.store.live_nodes(time.time() - 60)
-    assert runner.node not in runner.store.live_nodes(0)
+        assert runner.node in runner.store.nodes.live(time.time() - 60)
+    assert runner.node not in runner.store.nodes.live(0)
 
 
 async def test_pruning_deletes_old_finished_jobs_in_batches(make_runner: Any) -> None:
@@ -169,20 +198,16 @@ async def test_pruning_deletes_old_finished_jobs_in_batches(make_runner: Any) ->
     cancelled = runner.enqueue(Noop, {}, delay=60)
     runner.cancel_job(cancelled.id)
     waiting = runner.enqueue(Noop, {}, delay=60)
-    later = Housekeeper(runner.store, runner.settings.runner, runner.node, _direct, lambda jobs: None,
+    later = Housekeeper(runner.storage, runner.settings.runner, runner.node, lambda jobs: None,
                         clock=lambda: time.time() + 7200)
     assert await later.prune() == 21
     assert runner.get_job(old[0].id) is None and runner.get_job(waiting.id).state == "scheduled"
-    recent = Housekeeper(runner.store, runner.settings.runner, runner.node, _direct, lambda jobs: None)
+    recent = Housekeeper(runner.storage, runner.settings.runner, runner.node, lambda jobs: None)
     fresh = runner.enqueue(Add, {"a": 1, "b": 1})
     await _drain(runner)
     assert await recent.prune() == 0 and runner.get_job(fresh.id).state == "completed"
     again = runner.enqueue(Noop, {})
     assert again.id > fresh.id  # ids are never reused after pruning
-
-
-async def _direct(fn: Any, *args: Any) -> Any:
-    return fn(*args)
 
 
 class SlowThread(Worker):
@@ -202,9 +227,10 @@ async def test_overrunning_sync_perform_times_out_and_keeps_its_slot_until_it_re
             slow = runner.enqueue(SlowThread, {}, max_attempts=1)
             event = await wait_for(events.job_discarded, lambda p: p["job"].id == slow.id, timeout=5)
             assert isinstance(event.payload["error"], TimeoutError)
+            cycles = ClaimCycles(runner.supervisor("t").producer)
             quick = runner.enqueue(Add, {"a": 1, "b": 1})
-            # Deliberately "nothing happens for a while": the thread still holds the only slot.
-            await anyio.sleep(0.3)
+            # Claim cycles begun after the insert pass, and claim nothing: the thread still holds the only slot.
+            await cycles.wait(3)
             assert runner.get_job(quick.id).state == "available"
             completed = wait_for(events.job_completed, lambda p: p["job"].id == quick.id, timeout=5)
             SlowThread.release.set()
@@ -240,11 +266,11 @@ async def test_bad_jobs_fail_alone_and_the_runner_goes_on(make_runner: Any) -> N
         async with running(runner):
             base = runner.enqueue(RaisesBase, {})
             wrong = runner.enqueue(WrongArgs, {"a": 1})
-            gone = runner.store.insert_jobs([{
+            gone = runner.store.jobs.insert([NewJob(**{
                 "topic": "t", "worker": "tests.workers_that_do_not_exist.Job", "args": "{}",
                 "state": "available", "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
                 "inserted_at": time.time(), "scheduled_at": time.time(),
-            }])[0]
+            })])[0]
             await recorder.wait_count("job_discarded", 3)
             good = runner.enqueue(Add, {"a": 1, "b": 1})
             await recorder.wait_for("job_completed", lambda p: p["job"].id == good.id)
@@ -274,7 +300,7 @@ def test_read_only_database_gives_a_clear_error_and_keeps_the_data(make_runner: 
     runner = make_runner(FAST)
     job = runner.enqueue(Add, {"a": 1, "b": 2})
     runner.store.close()
-    path = runner.store.engine.url.database
+    path = runner.store.db.engine.url.database
     if subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
         pytest.skip("this filesystem does not support immutable files")
     try:
@@ -283,13 +309,13 @@ def test_read_only_database_gives_a_clear_error_and_keeps_the_data(make_runner: 
     finally:
         subprocess.run(["chattr", "-i", path], check=True)
     again = Runner(runner.settings)
-    assert again.get_job(job.id) == job and again.store.count() == 1
+    assert again.get_job(job.id) == job and len(again.list_jobs()) == 1
     again.store.close()
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
-        Store(DatabaseSettings(url=f"sqlite:///{tmp_path}/nowhere/jobs.db"))
+        Storage(DatabaseSettings(url=f"sqlite:///{tmp_path}/nowhere/jobs.db"))
 
 
 def test_rescue_after_must_exceed_two_heartbeats(make_settings: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import jobrunner
 from jobrunner import Job, Runner, Worker, events
+from jobrunner.storage import NewJob
 from jobrunner.testing import EventRecorder, drain, running, wait_for
 from tests import workers
 from tests.workers import Add, AlwaysFails, CancelMe, FailTimes, Noop, Sleeper, SnoozeOnce, SyncAdd, SyncChained
@@ -168,7 +169,7 @@ async def test_unknown_worker_is_discarded_not_retried(make_runner: Any) -> None
         "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
     }
-    [job] = runner.store.insert_jobs([row])
+    [job] = runner.store.jobs.insert([NewJob(**row)])
     async with running(runner):
         await wait_for(events.job_discarded, lambda p: p["job"].id == job.id)
     stored = runner.get_job(job.id)
@@ -201,7 +202,7 @@ async def test_crashing_producer_stops_only_its_topic(make_runner: Any) -> None:
         {"bad": {"poll_interval": 0.05}, "t": {"poll_interval": 0.05}},
         runner={"max_restarts": 2},
     )
-    db_path = runner.store.engine.url.database
+    db_path = runner.store.db.engine.url.database
     _fail_updates_of(db_path, "bad")
     runner.enqueue(Bad, {})
     with EventRecorder() as recorder:
@@ -218,7 +219,7 @@ async def test_crashing_producer_stops_only_its_topic(make_runner: Any) -> None:
 
 async def test_crashed_producer_restarts_and_recovers(make_runner: Any) -> None:
     runner = make_runner({"bad": {"poll_interval": 0.05}})
-    db_path = runner.store.engine.url.database
+    db_path = runner.store.db.engine.url.database
     _fail_updates_of(db_path, "bad")
     job = runner.enqueue(Bad, {})
 

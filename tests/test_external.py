@@ -29,7 +29,7 @@ async def test_concluded_external_jobs_report_the_time_since_the_claim(
 ) -> None:
     runner = make_runner({"ext": {"external": True, "backoff": {"strategy": "constant", "base": 0.0}}})
     clock = Clock()
-    external = ExternalTopics(runner.settings, runner.store, runner.run_db, clock)
+    external = ExternalTopics(runner.settings, runner.storage, clock)
     topic = runner.settings.topic("ext")
     rows = [build_row(runner.settings, name, {}, {"max_attempts": 1}, clock(), external_defaults(name, topic))
             for name in ("anything.Ok", "anything.Bad")]

@@ -8,13 +8,11 @@ anyio backends (Hypercorn on asyncio and on trio); auth and bind refusal get the
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import queue
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,30 +23,24 @@ from typing import Any
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from tests.daemon_harness import (
+    PYTHON,
+    REPO,
+    DaemonProcess,
+    child_env,
+    free_port,
+    holds_for,
+    requests_taken_in,
+    start_on_free_port,
+    wait_until,
+)
+
 W = "tests.http_workers"
 
 CONSTANT_0 = '{ strategy = "constant", base = 0.0, max = 1.0, jitter = 0.0 }'
 
 
 # ---------------------------------------------------------------- daemon harness
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Like the ``subprocess_env`` fixture (repo importable, no inherited JOBRUNNER_*), module-scoped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUNNER_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def topic(name: str, **keys: Any) -> str:
@@ -70,8 +62,13 @@ def config_text(db: Path, port: int, topics: str, http: str = "", grace: float =
     )
 
 
+def topic_names(topics: str) -> set[str]:
+    """The names of the ``[topics.NAME]`` tables in ``topics``."""
+    return {line[len("[topics."):-1] for line in topics.splitlines() if line.startswith("[topics.")}
+
+
 class Daemon:
-    """One daemon subprocess with its config, log file and an HTTP client."""
+    """One daemon subprocess (see ``tests/daemon_harness.py``) with its config and HTTP clients."""
 
     def __init__(self, directory: Path, topics: str, *, http: str = "", backend: str = "asyncio",
                  token: str | None = None, env: dict[str, str] | None = None, grace: float = 1) -> None:
@@ -85,7 +82,7 @@ class Daemon:
         self.db = directory / "jobs.db"
         self.cfg = directory / "config.toml"
         self.log = directory / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: DaemonProcess | None = None
         self.port = 0
         self.url = ""
         self.http = httpx.Client(timeout=20)
@@ -93,56 +90,30 @@ class Daemon:
         # the server drops the connection: see test_early_answers_do_not_break_keep_alive).
         self.fresh = httpx.Client(timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
 
+    def _process(self, port: int) -> DaemonProcess:
+        # The port goes into the config too: `jobrunner events` reads it from there.
+        self.cfg.write_text(config_text(self.db, port, self.topics, self.http_extra, self.grace))
+        self.process = DaemonProcess(self.cfg, log_path=self.log, env=self.env, http_port=port,
+                                     run_options=["--backend", self.backend], topics=topic_names(self.topics),
+                                     headers=self.headers)
+        return self.process
+
     def start(self) -> Daemon:
-        for _ in range(3):  # another process may grab the free port before the daemon binds it
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.http.base_url = httpx.URL(self.url)
-            self.http.headers.update(self.headers)
-            self.cfg.write_text(config_text(self.db, self.port, self.topics, self.http_extra, self.grace))
-            with self.log.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [PYTHON, "-m", "jobrunner", "--config", str(self.cfg), "run", "--backend", self.backend],
-                    env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )
-            if self._ready():
-                return self
-            if not any(s in self.log_text() for s in ("cannot listen", "already in use")):
-                break
-        raise AssertionError(f"daemon did not become ready:\n{self.log_text()}")
+        process = start_on_free_port(self._process)
+        self.port = process.port or 0
+        self.url = process.url
+        self.http.base_url = httpx.URL(self.url)
+        self.http.headers.update(self.headers)
+        return self
 
-    def _ready(self, timeout: float = 30.0) -> bool:
-        """Poll GET /topics until it answers, the daemon dies, or the deadline passes."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                response = self.fresh.get(f"{self.url}/topics", headers=self.headers, timeout=1)
-                # Ours (not a stranger that took the port): it serves exactly our topics.
-                if response.status_code == 200 and set(response.json()["topics"]) == self.topic_names():
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        return False
-
-    def topic_names(self) -> set[str]:
-        return {line[len("[topics."):-1] for line in self.topics.splitlines() if line.startswith("[topics.")}
+    @property
+    def proc(self) -> DaemonProcess:
+        """The running daemon process."""
+        assert self.process is not None, "not started"
+        return self.process
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=20)
-        return self.proc.returncode
+        return self.process.stop(timeout=20) if self.process is not None else None
 
     def close(self) -> None:
         self.stop()
@@ -160,7 +131,7 @@ class Daemon:
         return proc
 
     def alive(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, f"daemon died:\n{self.log_text()}"
+        self.proc.assert_alive()
 
     # -- API shortcuts
 
@@ -176,15 +147,14 @@ class Daemon:
 
     def wait_job(self, job_id: int, until: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
         """Poll GET /jobs/{id} until ``until(job)`` holds (deadline ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} never satisfied the condition; last seen {job}")
-            self.alive()
-            time.sleep(0.02)
+        seen: list[dict[str, Any]] = []
+
+        def satisfied() -> dict[str, Any] | None:
+            seen[:] = [self.job(job_id)]
+            return seen[0] if until(seen[0]) else None
+
+        return wait_until(f"job {job_id} to satisfy the condition", satisfied, timeout=timeout,
+                          alive=[self.proc], describe=lambda: f"last seen {seen}")
 
     def once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request on a connection of its own."""
@@ -611,11 +581,11 @@ def test_pause_keeps_jobs_available_and_resume_runs_them(api: Daemon) -> None:
     assert response.status_code == 200 and response.json() == {"topic": "pz", "paused": True}
     try:
         job = api.enqueue({"worker": f"{W}.Pausable"})
+        def still_available() -> None:
+            assert api.job(job["id"])["state"] == "available", "a paused topic ran a job"
+
         # Nothing may start while paused: watch for 10 poll intervals.
-        watch_until = time.monotonic() + 1.0
-        while time.monotonic() < watch_until:
-            assert api.job(job["id"])["state"] == "available"
-            time.sleep(0.05)
+        holds_for("the paused topic's job stays available", still_available, 1.0, alive=[api.proc])
     finally:
         response = api.http.post("/topics/pz/resume")
     assert response.status_code == 200 and response.json() == {"topic": "pz", "paused": False}
@@ -700,35 +670,39 @@ def test_claim_respects_priority(both: Daemon) -> None:
         assert both.http.post(f"/jobs/{job_id}/complete", headers=lease_of(claimed)).status_code == 200
 
 
+def send_claim(daemon: Daemon, topic_name: str, wait: float) -> socket.socket:
+    """POST a long-poll claim on a connection of its own; return once the daemon has read it."""
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+    headers = "".join(f"{key}: {value}\r\n" for key, value in daemon.headers.items())
+    sock.sendall(f"POST /topics/{topic_name}/claim?wait={wait} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                 f"{headers}\r\n".encode())
+    client_port = sock.getsockname()[1]
+    wait_until("the daemon to read the claim", lambda: requests_taken_in(daemon.port, [client_port]),
+               timeout=10, alive=[daemon.proc])
+    return sock
+
+
+def answer_of(sock: socket.socket) -> tuple[int, Any]:
+    """The status and JSON body (None when empty) of the response on ``sock``."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    body = response.read()
+    return response.status, json.loads(body) if body else None
+
+
 def test_long_poll_returns_as_soon_as_a_job_arrives(both: Daemon) -> None:
-    results: dict[str, Any] = {}
-
-    def claim() -> None:
-        started = time.monotonic()
-        try:
-            with httpx.Client(base_url=both.url, timeout=30) as client:
-                results["response"] = client.post("/topics/slow/claim", params={"wait": 10})
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
-            results["error"] = exc
-        results["elapsed"] = time.monotonic() - started
-        results["returned"] = time.monotonic()
-
-    thread = threading.Thread(target=claim)
-    thread.start()
-    # Give the claim time to reach the daemon and start waiting (if it arrived late it
-    # would find the job at once; the bound below holds either way).
-    time.sleep(0.5)
-    job = both.enqueue({"worker": "w", "topic": "slow"})
-    enqueued = time.monotonic()
-    thread.join(timeout=15)
-    assert not thread.is_alive()
-    assert "error" not in results, results
-    response = results["response"]
-    assert response.status_code == 200, response.text
-    assert response.json()["job"]["id"] == job["id"]
-    assert results["returned"] - enqueued < 3.0, results  # woken by the insert, not by the 10 s deadline
-    assert results["elapsed"] < 8.0, results
-    assert both.http.post(f"/jobs/{job['id']}/complete", headers=lease_of(response)).status_code == 200
+    started = time.monotonic()
+    with send_claim(both, "slow", wait=10) as sock:
+        job = both.enqueue({"worker": "w", "topic": "slow"})
+        enqueued = time.monotonic()
+        status, body = answer_of(sock)
+        returned = time.monotonic()
+    assert status == 200, body
+    assert body["job"]["id"] == job["id"]
+    assert returned - enqueued < 3.0, (started, enqueued, returned)  # woken by the insert, not by the 10 s deadline
+    assert returned - started < 8.0, (started, enqueued, returned)
+    token = {"X-Jobrunner-Lease-Token": body["lease_token"]}
+    assert both.http.post(f"/jobs/{job['id']}/complete", headers=token).status_code == 200
 
 
 def test_claim_with_nothing_waits_then_204(both: Daemon) -> None:
@@ -1009,28 +983,19 @@ def test_sigterm_stops_the_daemon_despite_open_streams_and_long_polls(tmp_path: 
         reader = EventReader(daemon, {}, lambda name, data: False)
         reader.start()
         assert reader.connected.wait(10) and reader.status == 200
-        poll: dict[str, Any] = {}
-
-        def long_poll() -> None:
-            try:
-                with httpx.Client(base_url=daemon.url, timeout=30) as client:
-                    poll["response"] = client.post("/topics/slow/claim", params={"wait": 30})
-            except httpx.HTTPError as exc:
-                poll["error"] = exc
-
-        poller = threading.Thread(target=long_poll, daemon=True)
-        poller.start()
-        time.sleep(0.3)  # let the claim reach the daemon (the test holds either way)
-        assert daemon.proc is not None
+        sock = send_claim(daemon, "slow", wait=30)
         started = time.monotonic()
-        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.terminate()
         assert daemon.proc.wait(timeout=20) == 0, daemon.log_text()
         assert time.monotonic() - started < 15
         reader.join(timeout=10)
-        poller.join(timeout=10)
-        assert not reader.is_alive() and not poller.is_alive()
-        # Neither was left hanging (how the long poll ends: the next test).
-        assert "response" in poll or "error" in poll
+        assert not reader.is_alive()
+        # Neither was left hanging (how the long poll ends: the next test): an answer or a closed connection.
+        with sock:
+            try:
+                answer_of(sock)
+            except (OSError, http.client.HTTPException):
+                pass
     finally:
         daemon.close()
 
@@ -1040,28 +1005,11 @@ def test_sigterm_answers_waiting_long_polls(tmp_path: Path, backend: str) -> Non
     daemon = Daemon(tmp_path, EXT_TOPICS, backend=backend, grace=15)
     try:
         daemon.start()
-        poll: dict[str, Any] = {}
-
-        def long_poll() -> None:
-            started = time.monotonic()
-            try:
-                with httpx.Client(base_url=daemon.url, timeout=30) as client:
-                    poll["response"] = client.post("/topics/slow/claim", params={"wait": 30})
-            except httpx.HTTPError as exc:
-                poll["error"] = exc
-            poll["elapsed"] = time.monotonic() - started
-
-        poller = threading.Thread(target=long_poll, daemon=True)
-        poller.start()
-        time.sleep(0.3)  # let the claim reach the daemon and start waiting
-        assert daemon.proc is not None
-        daemon.proc.send_signal(signal.SIGTERM)
-        poller.join(timeout=20)
+        with send_claim(daemon, "slow", wait=30) as sock:
+            daemon.proc.terminate()
+            status, body = answer_of(sock)  # the socket's 30 s timeout bounds this
         assert daemon.proc.wait(timeout=20) == 0
-        assert "error" not in poll, poll
-        response = poll["response"]
-        assert response.status_code == 204 or (response.status_code == 503 and response.json()["error"]), \
-            (response.status_code, response.text)
+        assert status == 204 or (status == 503 and body["error"]), (status, body)
     finally:
         daemon.close()
 
@@ -1222,7 +1170,7 @@ def test_served_routes_match_the_openapi_document(tmp_path: Path) -> None:
                       "topics": {"t": {}, "x": {"external": True}}, "http": {"enabled": True}}, source="test")
     runner = Runner(settings)
     try:
-        app = create_app(runner, ExternalTopics(settings, runner.store, runner.run_db), settings.http)
+        app = create_app(runner, ExternalTopics(settings, runner.storage), settings.http)
         starlette_app = getattr(app, "app", app)  # unwrap the Guard middleware
         served: set[tuple[str, str]] = set()
         for route in starlette_app.routes:

@@ -35,7 +35,7 @@ async def test_a_page_of_jobs_is_encoded_off_the_event_loop(
         return render(self, content)
 
     monkeypatch.setattr(http_module.JSONResponse, "render", recording_render)
-    app = create_app(runner, ExternalTopics(runner.settings, runner.store, runner.run_db), runner.settings.http)
+    app = create_app(runner, ExternalTopics(runner.settings, runner.storage), runner.settings.http)
     loop_thread = threading.get_ident()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         response = await client.get("/jobs", params={"limit": 1000})

@@ -17,113 +17,113 @@ import pytest
 
 from jobrunner import Runner
 from jobrunner.config import DatabaseSettings, parse
-from jobrunner.leases import Lease
-from jobrunner.store import Ack, Store
+from jobrunner.storage import Ack, Lease, Storage
 from jobrunner.testing import EventRecorder, running
-from tests.test_http import free_port
+from jobrunner.transitions import Transition
+from tests.daemon_harness import free_port
 from tests.test_races import NOW, insert, race
 
 
 @pytest.fixture
-def store(any_db_url: str) -> Iterator[Store]:
+def store(any_db_url: str) -> Iterator[Storage]:
     """A migrated store on a fresh database of each engine."""
-    made = Store(DatabaseSettings(url=any_db_url))
-    made.migrate()
+    made = Storage(DatabaseSettings(url=any_db_url))
+    made.db.migrate()
     yield made
     made.close()
 
 
-def lease(store: Store, holder: str = "a", seconds: float = 60.0, now: float = NOW) -> Lease:
+def lease(store: Storage, holder: str = "a", seconds: float = 60.0, now: float = NOW) -> Lease:
     """Lease the next job of topic ``x`` (parallelism 4)."""
-    leased = store.lease_job("x", 4, holder, seconds, now)
+    leased = store.leases.claim("x", 4, holder, seconds, now)
     assert leased is not None
     return leased
 
 
 def completion(leased: Lease, result: str = "1") -> Ack:
-    return Ack("complete", leased.job, at=NOW, result=result)
+    return Ack(Transition.COMPLETE, leased.job, at=NOW, result=result)
 
 
 # ---------------------------------------------------------------- storage verbs
 
 
-def test_every_claim_hands_out_a_new_token(store: Store) -> None:
+def test_every_claim_hands_out_a_new_token(store: Storage) -> None:
     insert(store, "x", 2)
     first, second = lease(store), lease(store, "b")
     assert first.token and second.token and first.token != second.token
     assert len(first.token) >= 20  # unguessable, not a counter
-    found = store.get_lease(first.job.id)
+    found = store.leases.get(first.job.id)
     assert found is not None and found.token == first.token and found.holder == "a"
 
 
-def test_a_wrong_token_concludes_and_extends_nothing(store: Store) -> None:
+def test_a_wrong_token_concludes_and_extends_nothing(store: Storage) -> None:
     insert(store, "x", 1)
     leased = lease(store)
     for token in ("", "made-up", leased.token[:-1]):
         ack = completion(leased)
-        assert store.conclude_lease(ack, token) is False and ack.applied is False
-        assert store.extend_lease(leased.job.id, token, 600.0, NOW) is None
-    still = store.get_lease(leased.job.id)
+        assert store.leases.conclude(ack, token) is False
+        assert store.leases.extend(leased.job.id, token, 600.0, NOW) is None
+    still = store.leases.get(leased.job.id)
     assert still is not None and still.expires_at == leased.expires_at and still.token == leased.token
-    job = store.get_job(leased.job.id)
+    job = store.jobs.get(leased.job.id)
     assert job is not None and job.state == "executing" and job.result is None
 
 
-def test_concluding_writes_the_outcome_and_releases_the_lease_together(store: Store) -> None:
+def test_concluding_writes_the_outcome_and_releases_the_lease_together(store: Storage) -> None:
     insert(store, "x", 1)
     leased = lease(store)
-    assert store.extend_lease(leased.job.id, leased.token, 120.0, NOW + 1) == NOW + 121
-    assert store.conclude_lease(completion(leased, '"done"'), leased.token) is True
-    job = store.get_job(leased.job.id)
+    assert store.leases.extend(leased.job.id, leased.token, 120.0, NOW + 1) == NOW + 121
+    assert store.leases.conclude(completion(leased, '"done"'), leased.token) is True
+    job = store.jobs.get(leased.job.id)
     assert job is not None and job.state == "completed" and job.result == "done"
-    assert store.leased_job_ids() == set() and store.get_lease(leased.job.id) is None
-    assert store.conclude_lease(completion(leased), leased.token) is False  # once only
+    assert store.leases.leased_job_ids() == set() and store.leases.get(leased.job.id) is None
+    assert store.leases.conclude(completion(leased), leased.token) is False  # once only
 
 
-def test_after_expiry_and_a_new_claim_the_old_token_is_stale(store: Store) -> None:
+def test_after_expiry_and_a_new_claim_the_old_token_is_stale(store: Storage) -> None:
     insert(store, "x", 1)
     old = lease(store, "a", seconds=1.0)
-    (back,) = store.expire_leases(NOW + 2)
+    (back,) = store.leases.expire(NOW + 2)
     assert back.id == old.job.id and back.state == "available"
     new = lease(store, "b", now=NOW + 3)
     assert new.job.id == old.job.id and new.job.attempt == 2
-    fail = Ack("retry", old.job, at=NOW + 3, errors="[]")
-    assert store.conclude_lease(fail, old.token) is False
-    assert store.conclude_lease(completion(old), old.token) is False
-    assert store.extend_lease(old.job.id, old.token, 600.0, NOW + 3) is None
-    held = store.get_lease(new.job.id)
+    fail = Ack(Transition.RETRY, old.job, at=NOW + 3, errors="[]")
+    assert store.leases.conclude(fail, old.token) is False
+    assert store.leases.conclude(completion(old), old.token) is False
+    assert store.leases.extend(old.job.id, old.token, 600.0, NOW + 3) is None
+    held = store.leases.get(new.job.id)
     assert held is not None and held.holder == "b" and held.expires_at == new.expires_at
-    assert store.conclude_lease(completion(new), new.token) is True
+    assert store.leases.conclude(completion(new), new.token) is True
 
 
-def test_one_token_concludes_once_under_concurrency(store: Store) -> None:
+def test_one_token_concludes_once_under_concurrency(store: Storage) -> None:
     for _ in range(4):
         insert(store, "x", 1)
         leased = lease(store)
         acks = [completion(leased, str(i)) for i in range(6)]
-        applied = race(*((lambda a=a, t=leased.token: store.conclude_lease(a, t)) for a in acks))
+        applied = race(*((lambda a=a, t=leased.token: store.leases.conclude(a, t)) for a in acks))
         assert sum(applied) == 1
-        job = store.get_job(leased.job.id)
-        assert job is not None and job.state == "completed" and store.get_lease(job.id) is None
+        job = store.jobs.get(leased.job.id)
+        assert job is not None and job.state == "completed" and store.leases.get(job.id) is None
 
 
-def test_extend_racing_expiry_either_extends_or_puts_back(store: Store) -> None:
+def test_extend_racing_expiry_either_extends_or_puts_back(store: Storage) -> None:
     for _ in range(6):
         (job,) = insert(store, "x", 1)
         leased = lease(store, seconds=1.0)
         extended, put_back = race(
-            lambda j=job.id, t=leased.token: store.extend_lease(j, t, 60.0, NOW + 1),
-            lambda: store.expire_leases(NOW + 1.5),
+            lambda j=job.id, t=leased.token: store.leases.extend(j, t, 60.0, NOW + 1),
+            lambda: store.leases.expire(NOW + 1.5),
         )
-        now = store.get_job(job.id)
+        now = store.jobs.get(job.id)
         assert now is not None
         if extended is not None:  # the extension won: the lease lives on
-            assert put_back == [] and now.state == "executing" and store.get_lease(job.id) is not None
-            assert store.conclude_lease(completion(leased), leased.token)
+            assert put_back == [] and now.state == "executing" and store.leases.get(job.id) is not None
+            assert store.leases.conclude(completion(leased), leased.token)
         else:  # the expiry won: the job is back and the lease gone
             assert [j.id for j in put_back] == [job.id] and now.state == "available"
-            assert store.get_lease(job.id) is None
-            store.cancel_job(job.id, NOW)
+            assert store.leases.get(job.id) is None
+            store.operator.cancel(job.id, NOW)
 
 
 # ---------------------------------------------------------------- over HTTP
@@ -193,7 +193,7 @@ async def test_stale_and_foreign_tokens_get_409_and_change_nothing(http_runner: 
             assert extended.status_code == 200
             done = await client.post(f"/jobs/{job['id']}/complete", json={"result": "ok"}, headers=fresh)
             assert done.status_code == 200 and done.json()["state"] == "completed" and done.json()["result"] == "ok"
-            assert http_runner.store.leased_job_ids() == set()
+            assert http_runner.store.leases.leased_job_ids() == set()
             again = await client.post(f"/jobs/{job['id']}/complete", json={"result": "twice"}, headers=fresh)
             assert again.status_code == 409
     assert [e.payload["job"].id for e in recorder.of("job_completed")] == [job["id"]]

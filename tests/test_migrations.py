@@ -17,10 +17,10 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from jobrunner import migrate as migrate_module
 from jobrunner.config import DatabaseSettings
-from jobrunner.errors import ConfigError, MigrationError
+from jobrunner.errors import ConfigError, MigrationError, StorageError
 from jobrunner.migrate import available_migrations
-from jobrunner.schema import jobs, metadata, schema_versions
-from jobrunner.store import StorageError, Store
+from jobrunner.storage.database import Database
+from jobrunner.storage.schema import jobs, metadata, schema_versions
 
 
 def url_for(path: Path) -> str:
@@ -34,7 +34,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> Any:
-    made = Store(DatabaseSettings(url=url_for(db_path)))
+    made = Database(DatabaseSettings(url=url_for(db_path)))
     yield made
     made.close()
 
@@ -61,7 +61,7 @@ def declared_affinity(column: sa.Column[Any]) -> str:
 # ---------------------------------------------------------------- the schema
 
 
-def test_migrations_build_exactly_the_declared_metadata(store: Store) -> None:
+def test_migrations_build_exactly_the_declared_metadata(store: Database) -> None:
     applied = store.migrate()
     assert [m.version for m in applied] == [m.version for m in available_migrations("sqlite")]
 
@@ -102,7 +102,7 @@ def test_migrations_build_exactly_the_declared_metadata(store: Store) -> None:
 
 
 def test_postgresql_migrations_build_exactly_the_declared_metadata(pg_url: str) -> None:
-    made = Store(DatabaseSettings(url=pg_url))
+    made = Database(DatabaseSettings(url=pg_url))
     try:
         assert [m.version for m in made.migrate()] == [m.version for m in available_migrations("postgresql")]
         inspector = sa.inspect(made.engine)
@@ -143,7 +143,7 @@ def test_jobs_table_has_the_documented_minimum_columns() -> None:
     assert required <= set(jobs.c.keys())
 
 
-def test_claim_index_serves_the_claim_query(store: Store) -> None:
+def test_claim_index_serves_the_claim_query(store: Database) -> None:
     store.migrate()
     with store.engine.connect() as conn:
         plan = conn.exec_driver_sql(
@@ -155,7 +155,7 @@ def test_claim_index_serves_the_claim_query(store: Store) -> None:
     assert "TEMP B-TREE" not in details  # no sort step: the index gives the order
 
 
-def test_job_ids_are_never_reused(store: Store) -> None:
+def test_job_ids_are_never_reused(store: Database) -> None:
     store.migrate()
     now = time.time()
     row = {"topic": "t", "worker": "w", "inserted_at": now, "scheduled_at": now}
@@ -166,7 +166,7 @@ def test_job_ids_are_never_reused(store: Store) -> None:
     assert second > first
 
 
-def test_server_defaults_fill_a_minimal_row(store: Store) -> None:
+def test_server_defaults_fill_a_minimal_row(store: Database) -> None:
     store.migrate()
     now = time.time()
     with store.engine.begin() as conn:
@@ -181,11 +181,11 @@ def test_server_defaults_fill_a_minimal_row(store: Store) -> None:
 # ---------------------------------------------------------------- applying
 
 
-def test_migrating_twice_is_a_no_op(store: Store, db_path: Path) -> None:
+def test_migrating_twice_is_a_no_op(store: Database, db_path: Path) -> None:
     assert store.migrate() != []
     assert store.migrate() == []
     assert store.pending_migrations() == []
-    other = Store(DatabaseSettings(url=url_for(db_path)))
+    other = Database(DatabaseSettings(url=url_for(db_path)))
     try:
         assert other.migrate() == []
     finally:
@@ -196,7 +196,7 @@ def test_migrating_twice_is_a_no_op(store: Store, db_path: Path) -> None:
         )
 
 
-def test_versions_are_recorded(store: Store) -> None:
+def test_versions_are_recorded(store: Database) -> None:
     assert [m.version for m in store.pending_migrations()] == [m.version for m in available_migrations("sqlite")]
     before = time.time()
     store.migrate()
@@ -285,7 +285,7 @@ def test_failing_migration_is_rolled_back_and_not_recorded(
     (folder / "0001_good.sql").write_text("-- fine\nCREATE TABLE good (x INTEGER);\n")
     (folder / "0002_bad.sql").write_text("CREATE TABLE half (x INTEGER);\nCREATE TABLE broken (;\n")
     monkeypatch.setattr(migrate_module, "migrations_dir", lambda: tmp_path / "migrations")
-    store = Store(DatabaseSettings(url=url_for(db_path)))
+    store = Database(DatabaseSettings(url=url_for(db_path)))
     try:
         with pytest.raises(MigrationError, match=r"0002_bad\.sql"):
             store.migrate()
@@ -305,7 +305,7 @@ def test_failing_migration_is_rolled_back_and_not_recorded(
 def _migrate_in_child(url: str, barrier: Any, results: Any) -> None:
     """Child process: wait until every sibling is ready, then migrate the same file."""
     try:
-        store = Store(DatabaseSettings(url=url))
+        store = Database(DatabaseSettings(url=url))
         barrier.wait(timeout=30)
         applied = [m.version for m in store.migrate()]
         store.close()
@@ -372,7 +372,7 @@ def test_concurrent_threads_migrate_a_fresh_file_once(tmp_path: Path, round_: in
 
 @pytest.mark.parametrize("level, code", [("OFF", 0), ("NORMAL", 1), ("FULL", 2), ("EXTRA", 3)])
 def test_store_uses_wal_and_the_configured_synchronous_level(db_path: Path, level: str, code: int) -> None:
-    store = Store(DatabaseSettings(url=url_for(db_path), synchronous=level))
+    store = Database(DatabaseSettings(url=url_for(db_path), synchronous=level))
     try:
         store.migrate()
         with store.engine.connect() as conn:
@@ -389,13 +389,13 @@ def test_store_uses_wal_and_the_configured_synchronous_level(db_path: Path, leve
         conn.close()
 
 
-def test_default_durability_is_full(store: Store) -> None:
+def test_default_durability_is_full(store: Database) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
 
 
 def test_busy_timeout_follows_the_settings(db_path: Path) -> None:
-    store = Store(DatabaseSettings(url=url_for(db_path), busy_timeout=0.25))
+    store = Database(DatabaseSettings(url=url_for(db_path), busy_timeout=0.25))
     try:
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
@@ -406,7 +406,7 @@ def test_busy_timeout_follows_the_settings(db_path: Path) -> None:
 def test_store_in_a_missing_directory_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "dir"
     with pytest.raises(StorageError) as info:
-        Store(DatabaseSettings(url=url_for(missing / "jobs.db")))
+        Database(DatabaseSettings(url=url_for(missing / "jobs.db")))
     assert str(missing) in str(info.value)
     assert "does not exist" in str(info.value)
     assert not (tmp_path / "no").exists()
@@ -417,9 +417,9 @@ def test_store_in_a_missing_directory_names_it(tmp_path: Path) -> None:
 )
 def test_in_memory_database_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="in-memory"):
-        Store(DatabaseSettings(url=url))
+        Database(DatabaseSettings(url=url))
 
 
 def test_invalid_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a valid URL"):
-        Store(DatabaseSettings(url="not a url"))
+        Database(DatabaseSettings(url="not a url"))

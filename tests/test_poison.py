@@ -15,6 +15,7 @@ import pytest
 from jobrunner import Job, Worker, events
 from jobrunner.errors import ConfigError
 from jobrunner.runner import import_modules
+from jobrunner.storage import NewJob
 from jobrunner.testing import EventRecorder, running, wait_for
 from tests.workers import Add
 
@@ -59,7 +60,7 @@ async def test_a_worker_module_that_exits_at_import_discards_only_its_job(
         "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
     }
-    [poisoned] = runner.store.insert_jobs([row])
+    [poisoned] = runner.store.jobs.insert([NewJob(**row)])
     good = runner.enqueue(Add, {"a": 1, "b": 2}, priority=9)
     async with running(runner):
         with anyio.fail_after(10):

@@ -18,7 +18,8 @@ import pytest
 from jobrunner.config import DatabaseSettings
 from jobrunner.job import Job
 from jobrunner.migrate import available_migrations
-from jobrunner.store import Ack, Store
+from jobrunner.storage import Ack, ClaimRequest, NewJob, Storage
+from jobrunner.transitions import Transition
 
 T = TypeVar("T")
 
@@ -26,33 +27,32 @@ NOW = 1_000_000.0
 
 
 @pytest.fixture
-def store(any_db_url: str) -> Iterator[Store]:
+def store(any_db_url: str) -> Iterator[Storage]:
     """A migrated store on a fresh database of each engine."""
-    made = Store(DatabaseSettings(url=any_db_url))
-    made.migrate()
+    made = Storage(DatabaseSettings(url=any_db_url))
+    made.db.migrate()
     yield made
     made.close()
 
 
-def insert(store: Store, topic: str, count: int, **over: Any) -> list[Job]:
+def insert(store: Storage, topic: str, count: int, **over: Any) -> list[Job]:
     """``count`` available jobs of ``topic`` (one transaction)."""
     row = {"topic": topic, "worker": "w", "args": "{}", "state": "available", "priority": 0, "attempt": 0,
            "max_attempts": 5, "errors": "[]", "inserted_at": NOW, "scheduled_at": NOW, **over}
-    return store.insert_jobs([dict(row, args=json.dumps({"i": i})) for i in range(count)])
+    return store.jobs.insert([NewJob(**dict(row, args=json.dumps({"i": i}))) for i in range(count)])
 
 
-def claim(store: Store, topic: str, limit: int) -> list[Job]:
+def claim(store: Storage, topic: str, limit: int) -> list[Job]:
     """Claim up to ``limit`` jobs of ``topic`` for node ``n1``."""
-    return store.ack_and_claim([], topic, limit, "n1", NOW)
+    return store.jobs.cycle((), ClaimRequest(topic, limit, "n1", NOW)).claimed
 
 
-def cancel_all(store: Store, topic: str, count: int) -> list[int]:
+def cancel_all(store: Storage, topic: str, count: int) -> list[int]:
     """``count`` jobs of ``topic``, cancelled at NOW (claimed, then cancelled in one batch)."""
     insert(store, topic, count)
     claimed = claim(store, topic, count)
-    acks = [Ack("cancel", job, at=NOW, errors="[]") for job in claimed]
-    store.ack_and_claim(acks)
-    assert all(ack.applied for ack in acks)
+    acks = [Ack(Transition.CANCEL, job, at=NOW, errors="[]") for job in claimed]
+    assert all(store.jobs.cycle(acks).applied)
     return sorted(job.id for job in claimed)
 
 
@@ -81,11 +81,11 @@ def race(*calls: Callable[[], T]) -> list[T]:
     return results
 
 
-def states(store: Store, ids: list[int]) -> dict[int, str]:
+def states(store: Storage, ids: list[int]) -> dict[int, str]:
     """The state of each of ``ids`` that still exists."""
     found = {}
     for job_id in ids:
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         if job is not None:
             found[job_id] = job.state
     return found
@@ -96,20 +96,20 @@ def states(store: Store, ids: list[int]) -> dict[int, str]:
 
 def test_concurrent_lease_claims_never_exceed_parallelism(any_db_url: str) -> None:
     # Two daemons (stores) on one database, 40 claims at once on a topic of parallelism 2.
-    stores = [Store(DatabaseSettings(url=any_db_url)) for _ in range(2)]
+    stores = [Storage(DatabaseSettings(url=any_db_url)) for _ in range(2)]
     try:
-        stores[0].migrate()
+        stores[0].db.migrate()
         insert(stores[0], "x", 20)
         held: set[int] = set()
         for parallelism in (2, 3, 4):  # each round allows one more
             leased = race(*(
-                (lambda s=stores[i % 2], i=i, p=parallelism: s.lease_job("x", p, f"w{i}", 60.0, NOW))
+                (lambda s=stores[i % 2], i=i, p=parallelism: s.leases.claim("x", p, f"w{i}", 60.0, NOW))
                 for i in range(40)
             ))
             granted = {lease.job.id for lease in leased if lease is not None}
             assert not granted & held
             held |= granted
-            executing = stores[0].count("x", ["executing"])
+            executing = stores[0].jobs.stats(["x"])["x"]["executing"]
             assert executing == len(held) == parallelism, (parallelism, executing, len(granted))
     finally:
         for made in stores:
@@ -119,13 +119,13 @@ def test_concurrent_lease_claims_never_exceed_parallelism(any_db_url: str) -> No
 # ---------------------------------------------------------------- retry and prune
 
 
-def test_prune_racing_a_bulk_retry_deletes_only_final_jobs(store: Store) -> None:
+def test_prune_racing_a_bulk_retry_deletes_only_final_jobs(store: Storage) -> None:
     for round_ in range(4):
         topic = f"r{round_}"
         ids = cancel_all(store, topic, 200)
         retried, pruned = race(
-            lambda t=topic: store.retry_jobs(NOW + 1, topic=t),
-            lambda: store.prune(NOW + 1, 1000),
+            lambda t=topic: store.operator.retry(NOW + 1, topic=t),
+            lambda: store.operator.prune(NOW + 1, 1000),
         )
         left = states(store, ids)
         # Every retried job survived the pruner and is available; everything else was pruned.
@@ -134,13 +134,13 @@ def test_prune_racing_a_bulk_retry_deletes_only_final_jobs(store: Store) -> None
         assert len(retried) + pruned == len(ids), (len(retried), pruned)
 
 
-def test_two_bulk_retries_and_two_prunes_at_once(store: Store) -> None:
+def test_two_bulk_retries_and_two_prunes_at_once(store: Storage) -> None:
     ids = cancel_all(store, "r", 400)
     first, second, pruned_a, pruned_b = race(
-        lambda: store.retry_jobs(NOW + 1, topic="r"),
-        lambda: store.retry_jobs(NOW + 1, topic="r"),
-        lambda: store.prune(NOW + 1, 1000),
-        lambda: store.prune(NOW + 1, 1000),
+        lambda: store.operator.retry(NOW + 1, topic="r"),
+        lambda: store.operator.retry(NOW + 1, topic="r"),
+        lambda: store.operator.prune(NOW + 1, 1000),
+        lambda: store.operator.prune(NOW + 1, 1000),
     )
     assert not set(first) & set(second)  # each job is reported by the retry that changed it
     left = states(store, ids)
@@ -151,65 +151,68 @@ def test_two_bulk_retries_and_two_prunes_at_once(store: Store) -> None:
 # ---------------------------------------------------------------- operator actions
 
 
-def test_cancel_racing_a_completion_reports_what_happened(store: Store) -> None:
+def test_cancel_racing_a_completion_reports_what_happened(store: Storage) -> None:
     for _ in range(15):
         (job,) = insert(store, "c", 1)
         (running,) = claim(store, "c", 1)
-        ack = Ack("complete", running, at=NOW, result="1")
-        _, (after, cancelled) = race(lambda a=ack: store.ack_and_claim([a]), lambda j=job.id: store.cancel_job(j, NOW))
-        final = store.get_job(job.id)
+        ack = Ack(Transition.COMPLETE, running, at=NOW, result="1")
+        acked, (after, cancelled) = race(
+            lambda a=ack: store.jobs.cycle([a]), lambda j=job.id: store.operator.cancel(j, NOW)
+        )
+        (applied,) = acked.applied
+        final = store.jobs.get(job.id)
         assert final is not None and after is not None
-        assert ack.applied != cancelled, (ack.applied, cancelled)  # exactly one of them changed the job
+        assert applied != cancelled, (applied, cancelled)  # exactly one of them changed the job
         assert final.state == ("cancelled" if cancelled else "completed") == after.state
 
 
-def test_concurrent_cancels_of_one_job_succeed_once(store: Store) -> None:
+def test_concurrent_cancels_of_one_job_succeed_once(store: Storage) -> None:
     for _ in range(5):
         (job,) = insert(store, "c", 1)
-        outcomes = race(*[lambda j=job.id: store.cancel_job(j, NOW)] * 6)
+        outcomes = race(*[lambda j=job.id: store.operator.cancel(j, NOW)] * 6)
         assert sum(changed for _, changed in outcomes) == 1
         assert all(after is not None and after.state == "cancelled" for after, _ in outcomes)
-        final = store.get_job(job.id)
+        final = store.jobs.get(job.id)
         assert final is not None and len(final.errors) == 1
 
 
-def test_concurrent_retries_of_one_job_succeed_once(store: Store) -> None:
+def test_concurrent_retries_of_one_job_succeed_once(store: Storage) -> None:
     for _ in range(5):
         (job_id,) = cancel_all(store, "c", 1)
-        outcomes = race(*[lambda j=job_id: store.retry_jobs(NOW + 1, ids=[j])] * 6)
+        outcomes = race(*[lambda j=job_id: store.operator.retry(NOW + 1, ids=[j])] * 6)
         assert sorted(outcomes) == [[]] * 5 + [[job_id]]
         assert states(store, [job_id]) == {job_id: "available"}
 
 
-def test_concurrent_first_pauses_and_resumes_are_idempotent(store: Store) -> None:
+def test_concurrent_first_pauses_and_resumes_are_idempotent(store: Storage) -> None:
     for round_ in range(4):
         topic = f"p{round_}"
-        race(*[lambda t=topic: store.set_paused(t, True, NOW)] * 8)
-        assert topic in store.paused_topics()
+        race(*[lambda t=topic: store.operator.set_paused(t, True, NOW)] * 8)
+        assert topic in store.operator.paused_topics()
         other = f"q{round_}"
-        race(*[lambda t=topic: store.set_paused(t, False, NOW)] * 4,
-             *[lambda t=other: store.set_paused(t, False, NOW)] * 4)
-        assert not {topic, other} & store.paused_topics()
+        race(*[lambda t=topic: store.operator.set_paused(t, False, NOW)] * 4,
+             *[lambda t=other: store.operator.set_paused(t, False, NOW)] * 4)
+        assert not {topic, other} & store.operator.paused_topics()
 
 
-def test_concurrent_first_heartbeats_register_the_node_once(store: Store) -> None:
+def test_concurrent_first_heartbeats_register_the_node_once(store: Storage) -> None:
     for round_ in range(4):
         node = f"node-{round_}"
-        race(*[lambda n=node: store.heartbeat(n, NOW)] * 8)
-        assert store.live_nodes(NOW).count(node) == 1
+        race(*[lambda n=node: store.nodes.heartbeat(n, NOW)] * 8)
+        assert store.nodes.live(NOW).count(node) == 1
 
 
 # ---------------------------------------------------------------- migrations
 
 
 def test_concurrent_first_migrations_apply_each_version_once(any_db_url: str) -> None:
-    stores = [Store(DatabaseSettings(url=any_db_url)) for _ in range(16)]
+    stores = [Storage(DatabaseSettings(url=any_db_url)) for _ in range(16)]
     try:
-        applied = race(*(made.migrate for made in stores))
+        applied = race(*(made.db.migrate for made in stores))
         versions = sorted(m.version for batch in applied for m in batch)
-        expected = [m.version for m in available_migrations(stores[0].dialect)]
+        expected = [m.version for m in available_migrations(stores[0].db.dialect.name)]
         assert versions == expected  # every version applied by exactly one of them
-        assert all(made.pending_migrations() == [] for made in stores)
+        assert all(made.db.pending_migrations() == [] for made in stores)
         insert(stores[0], "m", 1)  # the schema works
     finally:
         for made in stores:

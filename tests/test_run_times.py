@@ -122,7 +122,7 @@ async def test_a_backoff_that_is_not_seconds_falls_back_to_the_topic(one_second_
 
 def test_stored_times_beyond_the_range_still_render(runner: Runner) -> None:
     job = runner.enqueue(LongSnooze, {})
-    with sqlite3.connect(runner.store.engine.url.database) as conn:
+    with sqlite3.connect(runner.store.db.engine.url.database) as conn:
         conn.execute("UPDATE jobrunner_jobs SET scheduled_at = ?, attempted_at = ? WHERE id = ?",
                      (1e14, -1e14, job.id))
     data = renders(runner.get_job(job.id))

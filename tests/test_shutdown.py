@@ -26,6 +26,7 @@ from jobrunner import Job, Worker
 from jobrunner.config import TopicSettings
 from jobrunner.executor import Executor, Finished
 from jobrunner.threads import performs_in_threads
+from tests.daemon_harness import DaemonProcess, wait_until
 
 CONFIG = """
 [database]
@@ -44,7 +45,8 @@ BACKENDS = ["asyncio", "trio"]
 
 
 class Daemon:
-    """``python -m jobrunner run`` on a fresh SQLite file; output goes to a log file."""
+    """``python -m jobrunner run`` on a fresh SQLite file (``tests/daemon_harness.py``), started
+    and ready; output goes to a log file."""
 
     def __init__(self, tmp: Path, env: dict[str, str], backend: str, grace: float) -> None:
         self.tmp = tmp
@@ -53,11 +55,8 @@ class Daemon:
         self.cfg = tmp / "config.toml"
         self.cfg.write_text(CONFIG.format(db=self.db, grace=grace))
         self.log = tmp / "daemon.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "run", "--backend", backend],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
+        self.process = DaemonProcess(self.cfg, log_path=self.log, env=env, run_options=["--backend", backend])
+        self.proc = self.process.start().proc
 
     def enqueue(self, worker: str, args: str) -> int:
         out = subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "enqueue", worker,
@@ -74,17 +73,11 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
     def wait_until(self, what: str, predicate: Callable[[], Any], timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (value := predicate()):
-            assert self.proc.poll() is None, f"daemon exited waiting for {what}:\n{self.output()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.output()}"
-            time.sleep(0.02)
-        return value
+        return wait_until(what, predicate, timeout=timeout, alive=[self.process],
+                          describe=lambda: f"output:\n{self.process.output_tail()}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
+        self.process.kill()
 
 
 @pytest.fixture

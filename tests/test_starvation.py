@@ -9,7 +9,6 @@ declare it dead and put its running job back (a double execution).
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ import pytest
 
 from jobrunner import Runner
 from jobrunner.config import parse
-from tests.test_http import PYTHON, child_env, free_port
+from jobrunner.storage import NewJob
+from tests.daemon_harness import DaemonProcess, holds_for, start_on_free_port, wait_until
 
 RESCUE_AFTER = 1.0
 CONFIG = """
@@ -54,30 +54,19 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
          "priority": 2, "attempt": 0, "max_attempts": 1, "errors": "[]", "inserted_at": 0.0, "scheduled_at": 0.0}
         for _ in range(3000)
     ]
-    observer.store.insert_jobs(rows)
-    port = free_port()
+    observer.store.jobs.insert([NewJob(**row) for row in rows])
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(db=db, port=port, rescue_after=RESCUE_AFTER))
-    log = (tmp_path / "daemon.log").open("wb")
-    proc = subprocess.Popen([PYTHON, "-m", "jobrunner", "--config", str(config), "run"],
-                            env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
-        try:
-            if httpx.get(f"{url}/topics", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "daemon did not start"
-        time.sleep(0.05)
+
+    def make(port: int) -> DaemonProcess:
+        config.write_text(CONFIG.format(db=db, port=port, rescue_after=RESCUE_AFTER))
+        # No topics check: GET /topics also lists the unserved topic of the rows above.
+        return DaemonProcess(config, log_path=tmp_path / "daemon.log", http_port=port)
+
+    process = start_on_free_port(make)
     try:
-        yield url, observer
+        yield process.url, observer
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        process.stop()
         observer.store.close()
 
 
@@ -85,10 +74,7 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
     url, observer = daemon
     sleep = {"worker": "tests.http_workers.Sleep", "args": {"seconds": 60}}
     job_id = httpx.post(f"{url}/jobs", json=sleep).json()["id"]
-    deadline = time.monotonic() + 15
-    while observer.get_job(job_id).state != "executing":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(f"job {job_id} to be executing", lambda: observer.get_job(job_id).state == "executing", timeout=15)
 
     stop = threading.Event()
     served = [0]
@@ -105,11 +91,11 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
     rescued = []
     try:
         # Act as a second node: rescue pass after rescue pass while the flood runs.
-        end = time.monotonic() + 4 * RESCUE_AFTER
-        while time.monotonic() < end:
+        def rescue_pass() -> None:
             now = time.time()
-            rescued += observer.store.rescue_orphans(now, now - RESCUE_AFTER)
-            time.sleep(0.05)
+            rescued.extend(observer.store.nodes.rescue_orphans(now, now - RESCUE_AFTER))
+
+        holds_for("the flood runs", rescue_pass, 4 * RESCUE_AFTER, interval=0.05)
     finally:
         stop.set()
         for reader in readers:

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from jobrunner import EnqueueError, InvalidArgumentsError, Job, Runner, Worker
+from jobrunner.storage import NewJob
 from jobrunner.testing import drain, perform_job
 from tests import typed_workers
 from tests.typed_workers import Greet, Order, Plot, Point, TakeOrder, Untyped
@@ -28,7 +29,7 @@ def _forget_seen() -> None:
 
 
 def table_is_empty(runner: Runner) -> bool:
-    return runner.store.list_jobs(limit=10) == []
+    return runner.list_jobs(limit=10) == []
 
 
 BAD_ARGS = [
@@ -108,7 +109,7 @@ async def test_a_stored_job_whose_arguments_no_longer_match_is_discarded_at_once
         "state": "available", "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
     }
-    [job] = runner.store.insert_jobs([row])
+    [job] = runner.store.jobs.insert([NewJob(**row)])
     assert await drain(runner, "t", with_scheduled=True) == {
         "completed": 0, "failed": 0, "discarded": 1, "cancelled": 0, "snoozed": 0,
     }

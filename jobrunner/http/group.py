@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute
@@ -33,9 +32,6 @@ class RouteGroup:
         """The routes of this group, bound to its handlers."""
         raise NotImplementedError
 
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.runner.run_db(fn, *args)
-
     def _topic(self, request: Request) -> str:
         """The configured topic named in the path; 404 otherwise."""
         topic: str = request.path_params["topic"]
@@ -45,7 +41,7 @@ class RouteGroup:
 
     async def _known(self, job_id: int) -> None:
         """404 unless a job ``job_id`` exists."""
-        if await self.runner.run_read(self.runner.store.get_job, job_id) is None:
+        if await self.runner.in_read_thread(lambda: self.runner.get_job(job_id)) is None:
             raise ApiError(404, f"no job with id {job_id}")
 
 

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 from ..enqueue import WorkerDefaults, build_row, job_defaults
 from ..errors import ConfigError, EnqueueError, JobStateError, UnknownWorkerError
 from ..job import ALL_STATES, MAX_JOB_ID
+from ..storage.records import NewJob
 from .group import RouteGroup
 from .parsing import MAX_PAGE, as_object, loaded_worker, path_id, query_int, read_body
 from .responses import ApiError, JSONResponse
@@ -32,7 +33,7 @@ class JobRoutes(RouteGroup):
             Route("/jobs/{id}/cancel", self.cancel, methods=["POST"]),
         ]
 
-    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> dict[str, Any]:
+    def _row(self, item: Any, now: float, cache: dict[tuple[str, str | None], WorkerDefaults]) -> NewJob:
         if not isinstance(item, dict):
             raise ApiError(400, "each job must be a JSON object")
         unknown = set(item) - self._ENQUEUE_KEYS
@@ -75,7 +76,7 @@ class JobRoutes(RouteGroup):
             rows = [self._row(item, now, cache) for item in items]
         except (EnqueueError, UnknownWorkerError, ConfigError) as exc:
             raise ApiError(400, str(exc)) from None
-        stored = await self._db(self.runner.store_rows, rows)
+        stored = await self.runner.in_thread(lambda: self.runner.store_rows(rows))
         return JSONResponse([j.to_dict() for j in stored] if isinstance(body, list) else stored[0].to_dict(), 201)
 
     async def jobs(self, request: Request) -> Response:
@@ -85,7 +86,7 @@ class JobRoutes(RouteGroup):
     async def get_job(self, request: Request) -> Response:
         """``GET /jobs/{id}``."""
         job_id = path_id(request)
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
+        job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         return JSONResponse(job.to_dict())
@@ -98,19 +99,20 @@ class JobRoutes(RouteGroup):
         topic = request.query_params.get("topic") or None
         limit = query_int(request, "limit", 100, 1, MAX_PAGE)
         after = query_int(request, "after", None, 1, MAX_JOB_ID)
-        return await self.runner.run_read(self._page, topic, state, limit, after)
+        assert limit is not None  # it has a default
+        return await self.runner.in_read_thread(lambda: self._page(topic, state, limit, after))
 
     def _page(self, topic: str | None, state: str | None, limit: int, after: int | None) -> Response:
         """One page of jobs, encoded in the read thread: turning up to 1000 jobs into
         JSON on the event loop would stall claims, acks and heartbeats meanwhile."""
-        page, cursor = self.runner.store.page_jobs(topic, state, limit, after)
+        page, cursor = self.runner.page_jobs(topic, state, limit, after)
         return JSONResponse({"jobs": [j.to_dict() for j in page], "next": cursor})
 
     async def retry(self, request: Request) -> Response:
         """``POST /jobs/{id}/retry``: a discarded or cancelled job becomes available."""
         job_id = path_id(request)
-        retried = await self._db(self.runner.retry_jobs, [job_id])
-        job = await self.runner.run_read(self.runner.store.get_job, job_id)
+        retried = await self.runner.in_thread(lambda: self.runner.retry_jobs([job_id]))
+        job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
         if not retried:
@@ -121,7 +123,7 @@ class JobRoutes(RouteGroup):
         """``POST /jobs/{id}/cancel``: 409 when the job had already finished."""
         job_id = path_id(request)
         try:
-            job = await self._db(self.runner.cancel_job, job_id)
+            job = await self.runner.in_thread(lambda: self.runner.cancel_job(job_id))
         except JobStateError as exc:
             raise ApiError(409, str(exc)) from None
         if job is None:

@@ -26,18 +26,18 @@ class TopicRoutes(RouteGroup):
 
     async def topics(self, request: Request) -> Response:
         """``GET /topics``: counts per topic and state."""
-        return JSONResponse({"topics": await self.runner.run_read(self.runner.stats)})
+        return JSONResponse({"topics": await self.runner.in_read_thread(self.runner.stats)})
 
     async def pause(self, request: Request) -> Response:
         """``POST /topics/{topic}/pause``."""
         topic = self._topic(request)
-        await self._db(self.runner.pause, topic)
+        await self.runner.in_thread(lambda: self.runner.pause(topic))
         return JSONResponse({"topic": topic, "paused": True})
 
     async def resume(self, request: Request) -> Response:
         """``POST /topics/{topic}/resume``: waiting external claims look again at once."""
         topic = self._topic(request)
-        await self._db(self.runner.resume, topic)
+        await self.runner.in_thread(lambda: self.runner.resume(topic))
         self.external.notify(topic)
         return JSONResponse({"topic": topic, "paused": False})
 
@@ -51,9 +51,10 @@ class TopicRoutes(RouteGroup):
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: parallelism)" if unknown
                            else "field 'parallelism' is required (a whole number, or null to reset)")
         try:
-            now = await self._db(self.runner.scale, topic, body["parallelism"])
+            now = await self.runner.in_thread(lambda: self.runner.scale(topic, body["parallelism"]))
         except ScaleError as exc:
             raise ApiError(400, str(exc)) from None
+        self.external.notify(topic)  # a waiting external claim may fit now
         configured = self.runner.settings.topic(topic).parallelism
         return JSONResponse({"topic": topic, "parallelism": now, "configured": configured,
                              "scaled": body["parallelism"] is not None})

@@ -18,110 +18,33 @@ Topics without limits never come here: their claim takes no lock and counts noth
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, delete, func, select, tuple_, update
-from sqlalchemy.sql.dml import Update
-
-from ..dialects import LOCK_NAMESPACE
-from ..job import Job, JobState
+from ..job import Job
 from ..limits import Capacity, TopicLimits, partition_key
 from ..payload import decode
-from ..schema import jobs, starts
-
-# ---------------------------------------------------------------- limits across nodes (see .limited)
-
-#: The claim lock of one topic, b_key = "claim:<topic>" (PostgreSQL: an advisory lock
-#: held until the transaction ends). Producers of limited topics and lease claims take it.
-CLAIM_LOCK = select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, func.hashtext(bindparam("b_key"))))
-#: How many jobs of b_topic are executing (on every node).
-EXECUTING_COUNT = select(func.count()).select_from(jobs).where(
-    jobs.c.topic == bindparam("b_topic"), jobs.c.state == JobState.EXECUTING
-)
-#: The args of the executing jobs of b_topic (to count them per partition).
-EXECUTING_ARGS = select(jobs.c.args).where(
-    jobs.c.topic == bindparam("b_topic"), jobs.c.state == JobState.EXECUTING
-)
-#: Forget the starts of b_topic at or before b_before (out of every window from now on).
-FORGET_STARTS = delete(starts).where(
-    starts.c.topic == bindparam("b_topic"), starts.c.started_at <= bindparam("b_before")
-)
-#: Starts of b_topic after b_after, per partition: (partition_key, count, earliest).
-STARTED_COUNTS = (
-    select(starts.c.partition_key, func.count(), func.min(starts.c.started_at))
-    .where(starts.c.topic == bindparam("b_topic"), starts.c.started_at > bindparam("b_after"))
-    .group_by(starts.c.partition_key)
-)
-#: One start of a job of b_topic in partition b_partition at b_now.
-RECORD_START = starts.insert().values(
-    topic=bindparam("b_topic"), partition_key=bindparam("b_partition"), started_at=bindparam("b_now")
-)
-
-
-def candidates(after: bool) -> Select[Any]:
-    """(id, args, priority, scheduled_at) of up to b_limit available jobs of b_topic in
-    claim order; with ``after``, those following (b_priority, b_scheduled_at, b_id)."""
-    query = select(jobs.c.id, jobs.c.args, jobs.c.priority, jobs.c.scheduled_at).where(
-        jobs.c.topic == bindparam("b_topic"), jobs.c.state == JobState.AVAILABLE
-    )
-    if after:
-        query = query.where(tuple_(jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
-                            > tuple_(bindparam("b_priority"), bindparam("b_scheduled_at"), bindparam("b_id")))
-    return query.order_by(jobs.c.priority, jobs.c.scheduled_at, jobs.c.id).limit(bindparam("b_limit"))
-
-
-def claim_ids(count: int, columns: Sequence[Any]) -> Update:
-    """Claim the available jobs b_id0 .. b_id<count-1> for b_node at b_now; returns their rows."""
-    ids: list[BindParameter[Any]] = [bindparam(f"b_id{i}") for i in range(count)]
-    return (
-        update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.state == JobState.AVAILABLE)
-        .values(
-            state=JobState.EXECUTING, attempt=jobs.c.attempt + 1, attempted_at=bindparam("b_now"),
-            attempted_by=bindparam("b_node"),
-        )
-        .returning(*columns)
-    )
-
+from . import statements as sql
+from .database import Database, Prepared
 
 #: Available jobs read per batch while choosing jobs of partitions that are not full.
 CANDIDATE_BATCH = 200
 
 
-class Prepared(Protocol):
-    """A statement compiled once, run on a raw DBAPI cursor (the storage layer's)."""
-
-    sql: str
-
-    def params(self, values: dict[str, Any]) -> Any:
-        """DBAPI parameters for ``values``."""
-
-
 class LimitedClaims:
-    """Serialise, count and claim for topics with limits (runs inside the caller's transaction).
+    """Serialise, count and claim for topics with limits (runs inside the caller's transaction)."""
 
-    ``prepare`` compiles a statement for this database; ``serial_writes``: a write
-    transaction already excludes every other writer (SQLite); ``claim`` is the
-    producers' claim statement; ``row_to_job`` reads the rows it returns (``columns``).
-    """
-
-    def __init__(
-        self, prepare: Callable[[Any], Prepared], serial_writes: bool, claim: Any,
-        row_to_job: Callable[[Sequence[Any]], Job], columns: Sequence[Any],
-    ) -> None:
-        self.prepare = prepare
-        self._row_to_job = row_to_job
-        self._columns = columns
-        self._lock = None if serial_writes else prepare(CLAIM_LOCK)
-        self._claim = prepare(claim)
-        self._executing = prepare(EXECUTING_COUNT)
-        self._executing_args = prepare(EXECUTING_ARGS)
-        self._forget = prepare(FORGET_STARTS)
-        self._started = prepare(STARTED_COUNTS)
-        self._record = prepare(RECORD_START)
-        self._first = prepare(candidates(after=False))
-        self._next = prepare(candidates(after=True))
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = None if db.dialect.serial_writes else db.prepare(sql.CLAIM_LOCK)
+        self._claim = db.prepare(sql.claim(db.dialect))
+        self._executing = db.prepare(sql.RUNNING_COUNT)
+        self._executing_args = db.prepare(sql.EXECUTING_ARGS)
+        self._forget = db.prepare(sql.FORGET_STARTS)
+        self._started = db.prepare(sql.STARTED_COUNTS)
+        self._record = db.prepare(sql.RECORD_START)
+        self._first = db.prepare(sql.candidates(after=False))
+        self._next = db.prepare(sql.candidates(after=True))
         #: Prepared "claim these n ids" statements, by n.
         self._claim_ids: dict[int, Prepared] = {}
 
@@ -181,7 +104,7 @@ class LimitedClaims:
         cursor.execute(self._claim.sql, self._claim.params(
             {"b_topic": topic, "b_limit": room, "b_now": now, "b_node": node}
         ))
-        return [self._row_to_job(r) for r in cursor.fetchall()]
+        return [sql.row_to_job(r) for r in cursor.fetchall()]
 
     def _claim_partitioned(self, cursor: Any, topic: str, capacity: Capacity, now: float, node: str) -> list[Job]:
         chosen: list[int] = []
@@ -209,11 +132,11 @@ class LimitedClaims:
             return []
         statement = self._claim_ids.get(len(chosen))
         if statement is None:
-            statement = self._claim_ids[len(chosen)] = self.prepare(claim_ids(len(chosen), self._columns))
+            statement = self._claim_ids[len(chosen)] = self.db.prepare(sql.claim_ids(len(chosen)))
         cursor.execute(statement.sql, statement.params(
             {"b_now": now, "b_node": node, **{f"b_id{i}": job_id for i, job_id in enumerate(chosen)}}
         ))
-        return [self._row_to_job(r) for r in cursor.fetchall()]
+        return [sql.row_to_job(r) for r in cursor.fetchall()]
 
 
 __all__ = ["CANDIDATE_BATCH", "LimitedClaims"]

@@ -1,7 +1,10 @@
-"""The few statements whose SQL differs between SQLite and PostgreSQL, beyond Core's reach.
+"""Every difference between SQLite and PostgreSQL that the storage layer has to know.
 
-Used only by the storage layer (:mod:`jobrunner.store` and its verb mixins) and by
-:mod:`jobrunner.migrate`; nothing above storage knows the dialect.
+:class:`Dialect` holds the capability flags (one writer at a time, consecutive ids, how a
+write transaction begins, whether the claim locks and skips rows); the functions build
+the few statements whose SQL differs beyond SQLAlchemy Core's reach. Used only by
+:mod:`jobrunner.storage` and :mod:`jobrunner.migrate`; nothing above storage knows the
+dialect.
 
 PostgreSQL advisory locks take two 32-bit keys: a namespace of ours and a number for
 the thing locked (``hashtext`` of its name). Two names that hash alike only serialise
@@ -12,10 +15,42 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.sql.dml import Insert
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What one database engine can do, as flags the storage layer branches on."""
+
+    #: SQLAlchemy's name of the dialect (``sqlite`` or ``postgresql``).
+    name: str
+    #: The database takes one writer at a time (SQLite): callers serialise their own
+    #: writes instead of queueing on the lock, and a write transaction already excludes
+    #: every other writer (no advisory lock needed).
+    serial_writes: bool
+    #: Ids of rows inserted in one transaction are consecutive (SQLite AUTOINCREMENT
+    #: under the write lock), so a bulk insert needs no RETURNING.
+    sequential_ids: bool
+    #: The statement that opens a write transaction on a raw connection (None: the driver's own).
+    begin_sql: str | None
+    #: The claim must lock the rows it picks and skip those others hold (PostgreSQL).
+    locking_claim: bool
+    #: Commits by other processes can be noticed on the database file (SQLite WAL).
+    file_probe: bool
+
+    @classmethod
+    def named(cls, name: str) -> Dialect:
+        """The flags of the dialect SQLAlchemy calls ``name``."""
+        if name == "sqlite":
+            return cls(name, serial_writes=True, sequential_ids=True, begin_sql="BEGIN IMMEDIATE",
+                       locking_claim=False, file_probe=True)
+        return cls(name, serial_writes=False, sequential_ids=False, begin_sql=None,
+                   locking_claim=True, file_probe=False)
+
 
 #: Advisory-lock namespace of transaction-scoped locks (per topic, per action).
 LOCK_NAMESPACE = 0x6A72_0001
@@ -64,4 +99,4 @@ def upsert(
     raise ValueError(f"no upsert for database dialect {dialect!r}")  # pragma: no cover - two dialects only
 
 
-__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "lock_for_transaction", "migration_lock", "upsert"]
+__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "Dialect", "lock_for_transaction", "migration_lock", "upsert"]

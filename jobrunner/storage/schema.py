@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Table, Text
 
+from ..job import JobState
+
 metadata = MetaData()
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
@@ -22,7 +24,7 @@ jobs = Table(
     Column("topic", Text, nullable=False),
     Column("worker", Text, nullable=False),
     Column("args", Text, nullable=False, server_default="{}"),
-    Column("state", Text, nullable=False, server_default="available"),
+    Column("state", Text, nullable=False, server_default=JobState.AVAILABLE.value),
     Column("priority", Integer, nullable=False, server_default="0"),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("max_attempts", Integer, nullable=False, server_default="50"),
@@ -47,10 +49,10 @@ def _partial(name: str, column: Column[Any], state: str) -> Index:
     return Index(name, column, sqlite_where=where, postgresql_where=where)
 
 
-_partial("ix_jobrunner_jobs_attempted_by", jobs.c.attempted_by, "executing")
-_partial("ix_jobrunner_jobs_completed", jobs.c.completed_at, "completed")
-_partial("ix_jobrunner_jobs_cancelled", jobs.c.cancelled_at, "cancelled")
-_partial("ix_jobrunner_jobs_discarded", jobs.c.discarded_at, "discarded")
+_partial("ix_jobrunner_jobs_attempted_by", jobs.c.attempted_by, JobState.EXECUTING)
+_partial("ix_jobrunner_jobs_completed", jobs.c.completed_at, JobState.COMPLETED)
+_partial("ix_jobrunner_jobs_cancelled", jobs.c.cancelled_at, JobState.CANCELLED)
+_partial("ix_jobrunner_jobs_discarded", jobs.c.discarded_at, JobState.DISCARDED)
 
 nodes = Table(
     "jobrunner_nodes",

@@ -1,0 +1,211 @@
+"""Jobs and the claim/ack cycle: insert, stage, ack and claim, and the reads of jobs.
+
+The hot path: its statements are compiled once per database and run on raw cursors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import StorageError
+from ..job import ALL_STATES, Job
+from ..transitions import Transition
+from . import statements as sql
+from .database import Database, Prepared
+from .limited import LimitedClaims
+from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
+from .schema import jobs as jobs_table
+
+
+class _StaleAcks(Exception):
+    """Internal: a batch of acks touched fewer rows than expected; redo it checking each."""
+
+
+class JobVerbs:
+    """Insert jobs, run the claim/ack cycle, and read jobs back."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._claim = db.prepare(sql.claim(db.dialect))
+        self._stage = db.prepare(sql.STAGE)
+        self._paused = db.prepare(sql.PAUSED)
+        self._acks = {transition: db.prepare(statement) for transition, statement in sql.ACKS.items()}
+        self._live_check = db.prepare(sql.LIVE_CHECK)
+        self._insert_returning = db.prepare(sql.INSERT_RETURNING, NewJob._fields)
+        self._insert_plain = db.prepare(sql.INSERT, NewJob._fields)
+        #: Prepared "rows of these n running jobs" statements, by n.
+        self._running_rows: dict[int, Prepared] = {}
+        self._limited = LimitedClaims(db)
+
+    # ------------------------------------------------------------ writes
+
+    def insert(self, rows: Sequence[NewJob]) -> list[Job]:
+        """Insert ``rows`` in one transaction; returns the stored jobs in the order given."""
+        if not rows:
+            return []
+        if len(rows) == 1 or not self.db.dialect.sequential_ids:
+            def insert_returning(cursor: Any) -> list[Job]:
+                stored = []
+                for row in rows:
+                    cursor.execute(self._insert_returning.sql, self._insert_returning.params_of(row))
+                    stored.append(sql.row_to_job(cursor.fetchone()))
+                return stored
+            return self.db.write(insert_returning, durable=True)
+
+        def insert_many(cursor: Any) -> int:
+            cursor.executemany(self._insert_plain.sql, [self._insert_plain.params_of(r) for r in rows])
+            last_id: int = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return last_id
+        first = self.db.write(insert_many, durable=True) - len(rows) + 1
+        # Positional arguments in Job's field order (checked against the columns at import).
+        return [
+            Job.of(first + i, topic, worker, decoded if decoded is not None else json.loads(args),
+                   state, priority, attempt, max_attempts, [], None, inserted_at, scheduled_at)
+            for i, (topic, worker, args, state, priority, attempt, max_attempts, _, inserted_at, scheduled_at, decoded)
+            in enumerate(rows)
+        ]
+
+    def cycle(self, acks: Sequence[Ack] = (), request: ClaimRequest | None = None) -> CycleResult:
+        """Record finished executions, then serve ``request``, in one transaction.
+
+        Each ack applies only while its row is still executing at that attempt. With a
+        request: read the topic's control first when ``request.running`` is given (a
+        paused topic then stages and claims nothing; with ``request.parallelism`` the
+        claim is capped to the parallelism in force minus ``request.taken``), stage due
+        jobs when asked, and claim up to ``request.limit`` jobs: they become
+        ``executing`` with ``attempt`` + 1, stamped with ``now`` and ``node``. With
+        ``request.limits``, the topic's claim lock is taken first and only what the
+        limits across nodes let start is claimed (:mod:`.limited`).
+        """
+        try:
+            return self._cycle(acks, request, checked=False)
+        except _StaleAcks:
+            return self._cycle(acks, request, checked=True)
+
+    def _cycle(self, acks: Sequence[Ack], request: ClaimRequest | None, checked: bool) -> CycleResult:
+        def body(cursor: Any) -> CycleResult:
+            applied = self._apply_acks(cursor, acks, checked) if acks else ()
+            if request is None:
+                return CycleResult(applied, [])
+            limit = request.limit
+            if request.limits is not None:
+                # Before the control read and the staging: every claimer of the topic takes
+                # this lock before touching its rows, so none waits on rows another holds.
+                self._limited.serialise(cursor, request.topic)
+            control = None
+            if request.running is not None:
+                control = self._read_control(cursor, request.topic, request.running, request.node)
+                if control.paused:
+                    return CycleResult(applied, [], control)
+                if request.parallelism is not None:
+                    in_force = request.parallelism if control.parallelism is None else control.parallelism
+                    limit = min(limit, in_force - request.taken)
+            if request.stage:
+                cursor.execute(self._stage.sql, self._stage.params({"b_topic": request.topic, "b_now": request.now}))
+            if limit <= 0:
+                return CycleResult(applied, [], control)
+            if request.limits is not None:
+                claimed, retry_at = self._limited.claim(
+                    cursor, request.topic, request.limits, limit, request.now, request.node
+                )
+                return CycleResult(applied, claimed, control, retry_at)
+            cursor.execute(self._claim.sql, self._claim.params(
+                {"b_topic": request.topic, "b_limit": limit, "b_now": request.now, "b_node": request.node}
+            ))
+            return CycleResult(applied, [sql.row_to_job(r) for r in cursor.fetchall()], control)
+        result = self.db.write(body)
+        result.claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        return result
+
+    def _apply_acks(self, cursor: Any, acks: Sequence[Ack], checked: bool) -> tuple[bool, ...]:
+        live: set[tuple[int, int]] | None = None
+        if checked:
+            live = set()
+            for ack in acks:
+                cursor.execute(self._live_check.sql, self._live_check.params({"b_id": ack.job.id}))
+                row = cursor.fetchone()
+                if row is not None:
+                    live.add((row[0], row[1]))
+        applied = (True,) * len(acks) if live is None else tuple((a.job.id, a.job.attempt) in live for a in acks)
+        by_transition: dict[Transition, list[Any]] = {}
+        for ack, applies in zip(acks, applied, strict=True):
+            if not applies:
+                continue
+            job = ack.job
+            # Each transition's statement takes the subset it binds; the other keys are ignored.
+            params = {"b_id": job.id, "b_attempt": job.attempt, "b_at": ack.at, "b_result": ack.result,
+                      "b_errors": ack.errors}
+            by_transition.setdefault(ack.transition, []).append(self._acks[ack.transition].params(params))
+        for transition, params_list in by_transition.items():
+            cursor.executemany(self._acks[transition].sql, params_list)
+            if cursor.rowcount != len(params_list):
+                if checked:
+                    raise StorageError(f"ack of {transition} touched {cursor.rowcount} of {len(params_list)} rows")
+                raise _StaleAcks()
+        return applied
+
+    def _read_control(self, cursor: Any, topic: str, running: Sequence[tuple[int, int]], node: str) -> TopicControl:
+        """The topic's control, inside the caller's transaction (prepared statements, raw cursor)."""
+        cursor.execute(self._paused.sql, self._paused.params({"b_topic": topic}))
+        row = cursor.fetchone()
+        rows: list[Any] = []
+        if running:
+            check = self._running_rows.get(len(running))
+            if check is None:
+                check = self._running_rows[len(running)] = self.db.prepare(sql.running_rows(len(running)))
+            cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, (job_id, _) in enumerate(running)}))
+            rows = cursor.fetchall()
+        cancelled, lost = judge_running(running, node, rows)
+        return TopicControl(bool(row and row[0]), cancelled, lost, None if row is None else row[1])
+
+    def stage_due(self, topic: str, now: float) -> int:
+        """Make scheduled and retryable jobs of ``topic`` due by ``now`` available; returns how many."""
+        def body(cursor: Any) -> int:
+            cursor.execute(self._stage.sql, self._stage.params({"b_topic": topic, "b_now": now}))
+            staged: int = cursor.rowcount
+            return staged
+        return self.db.write(body)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, job_id: int) -> Job | None:
+        """The job with that id, or None."""
+        with self.db.read() as conn, conn.begin():
+            row = conn.execute(sql.job_by_id(job_id)).first()
+        return None if row is None else sql.row_to_job(row)
+
+    def listing(
+        self, topic: str | None = None, state: str | None = None, limit: int = 100, worker: str | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        """Jobs filtered by topic, state and worker, newest first by default."""
+        order = jobs_table.c.id.desc() if newest_first else jobs_table.c.id.asc()
+        query = sql.job_listing(topic, state, worker).order_by(order).limit(limit)
+        with self.db.read() as conn, conn.begin():
+            return [sql.row_to_job(r) for r in conn.execute(query)]
+
+    def page(
+        self, topic: str | None, state: str | None, limit: int, before_id: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """One page of jobs, newest first, and the cursor of the next page (None: last page)."""
+        query = sql.job_listing(topic, state).order_by(jobs_table.c.id.desc()).limit(limit + 1)
+        if before_id is not None:
+            query = query.where(jobs_table.c.id < before_id)
+        with self.db.read() as conn, conn.begin():
+            found = [sql.row_to_job(r) for r in conn.execute(query)]
+        if len(found) > limit:
+            return found[:limit], found[limit - 1].id
+        return found, None
+
+    def stats(self, topics: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+        """Job counts per topic and state; every state is present for every topic named."""
+        counts: dict[str, dict[str, int]] = {t: dict.fromkeys(ALL_STATES, 0) for t in topics}
+        with self.db.read() as conn, conn.begin():
+            for topic, state, count in conn.execute(sql.COUNTS):
+                counts.setdefault(topic, dict.fromkeys(ALL_STATES, 0))[state] = count
+        return counts
+
+
+__all__ = ["JobVerbs"]

@@ -1,0 +1,77 @@
+"""Nodes and rescue: heartbeats, and putting back the jobs of nodes that died.
+
+Rescue is by heartbeat, never by job age: a job runs as long as its node keeps beating.
+Heartbeats are upserts, so the first ones of a node never race.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete
+
+from ..job import Job, JobState, iso
+from . import statements as sql
+from .database import Database
+from .schema import nodes
+
+
+def put_back(conn: Connection, job: Job, now: float, reason: str) -> Job | None:
+    """Return an ``executing`` job whose executor vanished to the queue, in ``conn``'s
+    transaction: the attempt stays counted, ``reason`` joins its ``errors``, and it
+    becomes ``available`` (``discarded`` after its last attempt). Returns the job as it
+    is now, or None when it had already left ``executing`` at that attempt."""
+    errors = [*job.errors, {"attempt": job.attempt, "at": iso(now), "error": reason, "traceback": None}]
+    values: dict[str, Any] = {"errors": json.dumps(errors)}
+    if job.attempt >= job.max_attempts:
+        values.update(state=JobState.DISCARDED, discarded_at=now)
+    else:
+        values.update(state=JobState.AVAILABLE, scheduled_at=now)
+    moved = conn.execute(sql.put_back(job, values))
+    return job.evolve(**{**values, "errors": errors}) if moved.rowcount else None
+
+
+class NodeVerbs:
+    """Register nodes, keep them alive, and rescue the jobs of dead ones."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def heartbeat(self, node: str, now: float) -> None:
+        """Record that ``node`` is alive at ``now`` (registering it the first time)."""
+        self.db.transaction(lambda conn: self.db.upsert(
+            conn, nodes, {"node": node, "started_at": now, "heartbeat_at": now}, ["node"], ["heartbeat_at"]
+        ))
+
+    def remove(self, node: str) -> None:
+        """Forget ``node`` (it stopped cleanly)."""
+        self.db.transaction(lambda conn: conn.execute(delete(nodes).where(nodes.c.node == node)))
+
+    def live(self, alive_since: float) -> list[str]:
+        """Nodes whose last heartbeat is at or after ``alive_since``."""
+        with self.db.read() as conn, conn.begin():
+            return list(conn.scalars(sql.live_nodes(alive_since)))
+
+    def rescue_orphans(self, now: float, alive_since: float) -> list[Job]:
+        """Put back the jobs left ``executing`` by nodes silent since before ``alive_since``.
+
+        Each rescued job keeps its counted attempt and gains an ``errors`` entry saying
+        its node died; it becomes ``available`` again, or ``discarded`` when that was its
+        last attempt. Dead nodes' rows are deleted. Jobs held under a lease are left to
+        lease expiry. Returns the rescued jobs as they are now.
+        """
+        def body(conn: Connection) -> list[Job]:
+            rescued = []
+            for row in conn.execute(sql.orphans(alive_since)).all():
+                job = sql.row_to_job(row)
+                reason = f"node {job.attempted_by} died while the job was executing (no heartbeat)"
+                moved = put_back(conn, job, now, reason)
+                if moved is not None:
+                    rescued.append(moved)
+            conn.execute(sql.forget_nodes(alive_since))
+            return rescued
+        return self.db.transaction(body)
+
+
+__all__ = ["NodeVerbs", "put_back"]
