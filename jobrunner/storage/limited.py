@@ -73,8 +73,11 @@ class LimitedClaims:
             cursor.executemany(self._record.sql, [self._record.params(
                 {"b_topic": topic, "b_partition": partition_key(job.args, rate.partition), "b_now": now}
             ) for job in jobs])
-        held_back = rate is not None and len(jobs) < limit and oldest is not None
-        return jobs, (oldest + rate.period if held_back and rate is not None and oldest is not None else None)
+        if rate is None or len(jobs) >= limit:
+            return jobs, None
+        # Some may have been held back: the window has room again when its oldest start leaves it.
+        first = now if jobs and (oldest is None or now < oldest) else oldest
+        return jobs, None if first is None else first + rate.period
 
     def _count(
         self, cursor: Any, topic: str, limits: TopicLimits, limit: int, now: float
