@@ -6,6 +6,7 @@ Run from the repository root::
     python bench/bench.py --quick      # small counts: a smoke run of every workload
     python bench/bench.py --full       # standard counts plus the 100,000-job memory check
     python bench/bench.py --backend trio --json results.json
+    python bench/bench.py --only daemon,drain,enqueue   # some workloads only
 
 Workloads (each on a fresh SQLite file in its own temporary directory):
 
@@ -13,9 +14,14 @@ Workloads (each on a fresh SQLite file in its own temporary directory):
   the other figures can be read as ratios on a noisy machine;
 * W1: enqueue jobs one per call (``runner.enqueue``) and in one bulk call
   (``runner.enqueue_many``);
-* W2: drain pre-enqueued no-op jobs, one topic at parallelism 10, timed from the start of
-  ``runner.run`` until a ``job_completed`` subscriber has seen every job; peak RSS; with
-  ``--memory`` also drain 100,000 jobs and sample RSS every 10,000 completions;
+* W2 daemon: drain 20,000 pre-enqueued no-op jobs the way users run it: ``python -m
+  jobrunner run`` started as a process, with its default logging (INFO lines on stderr,
+  written to a file), one topic at parallelism 10; the rate comes from the table (jobs
+  / (last ``completed_at`` − first ``attempted_at``)), so start-up is not counted;
+* W2 in-process: drain pre-enqueued no-op jobs in this process (no log handler), one
+  topic at parallelism 10, timed from the start of ``runner.run`` until a
+  ``job_completed`` subscriber has seen every job; peak RSS; with ``--memory`` also
+  drain 100,000 jobs and sample RSS every 10,000 completions;
 * W3: enqueue → perform-start latency of sequential jobs, (a) enqueued in-process with
   ``enqueue_async``, (b) enqueued by a child process (noticed via ``PRAGMA data_version``);
 * idle: CPU used by a runner with one topic and no jobs.
@@ -34,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -76,6 +83,7 @@ class Scale:
 
     enqueue: int
     drain: int
+    daemon: int
     latency: int
     memory: int
     idle_seconds: float
@@ -84,8 +92,8 @@ class Scale:
     def choose(cls, quick: bool) -> Scale:
         """The small smoke-run counts, or the standard ones."""
         if quick:
-            return cls(enqueue=1_000, drain=2_000, latency=50, memory=20_000, idle_seconds=2.0)
-        return cls(enqueue=10_000, drain=10_000, latency=200, memory=100_000, idle_seconds=5.0)
+            return cls(enqueue=1_000, drain=2_000, daemon=2_000, latency=50, memory=20_000, idle_seconds=2.0)
+        return cls(enqueue=10_000, drain=10_000, daemon=20_000, latency=200, memory=100_000, idle_seconds=5.0)
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,8 @@ def format_value(value: float | None, unit: str) -> str:
         return "—"
     if unit in ("jobs/s", "tx/s"):
         return f"{value:,.0f} {unit}"
+    if unit == "µs":
+        return f"{value:.0f} µs"
     if unit == "ms":
         return f"{value:.2f} ms"
     if unit == "%":
@@ -392,6 +402,97 @@ def record_memory(report: Report, backend: str, count: int) -> None:
                           target=Target("<", 16.0)))
 
 
+# ------------------------------------------------------------------ W2: the daemon
+
+
+def daemon_config_text(db_path: Path) -> str:
+    """config.toml of the daemon workload: the bench topic, otherwise defaults."""
+    return (f'[database]\nurl = "sqlite:///{db_path}"\n\n[runner]\nmodules = ["bench_workers"]\n\n'
+            f"[topics.{TOPIC}]\nparallelism = {PARALLELISM}\n")
+
+
+def table_progress(db_path: Path) -> tuple[int, float | None, float | None]:
+    """Completed jobs, the first ``attempted_at`` and the last ``completed_at`` in the table."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        count, last = conn.execute("SELECT count(*), max(completed_at) FROM jobrunner_jobs WHERE state = 'completed'").fetchone()
+        first = conn.execute("SELECT min(attempted_at) FROM jobrunner_jobs").fetchone()[0]
+        return int(count), first, last
+    finally:
+        conn.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) used so far by process ``pid`` (Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class DaemonResult:
+    """The daemon's drain rate, and its CPU time per job (less sensitive to a busy machine)."""
+
+    jobs_per_second: float
+    cpu_us_per_job: float | None
+
+
+def daemon_drain(count: int, backend: str) -> DaemonResult:
+    """Jobs/s of ``python -m jobrunner run`` (a child process, default logging to a file)
+    draining ``count`` pre-enqueued no-op jobs, measured from the table; and the CPU the
+    daemon used per job between the first and the last poll that saw progress."""
+    with tempfile.TemporaryDirectory(prefix="jobrunner-bench-") as tmp:
+        db_path = Path(tmp) / "bench.db"
+        config_path = Path(tmp) / "config.toml"
+        config_path.write_text(daemon_config_text(db_path), encoding="utf-8")
+        runner = jobrunner.Runner(parse(bench_config(db_path), source="<bench>"))
+        runner.migrate()
+        enqueue_noops(runner, count)
+        runner.store.close()
+        command = [sys.executable, "-m", "jobrunner", "--config", str(config_path), "run", "--backend", backend]
+        log_path = Path(tmp) / "daemon.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=tmp, env=child_environment(), stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=log)
+            try:
+                deadline = time.monotonic() + max(60.0, count / 200)
+                start_mark: tuple[int, float] | None = None
+                end_mark: tuple[int, float] | None = None
+                while True:
+                    try:
+                        cpu = process_cpu_seconds(process.pid)
+                    except (OSError, IndexError, ValueError):
+                        cpu = None
+                    done, first, last = table_progress(db_path)
+                    if cpu is not None and 0 < done < count and start_mark is None:
+                        start_mark = (done, cpu)
+                    if cpu is not None and done > 0:
+                        end_mark = (done, cpu)
+                    if done >= count:
+                        break
+                    if process.poll() is not None:
+                        raise RuntimeError(f"the daemon exited with {process.returncode}: "
+                                           f"{log_path.read_text(errors='replace')[-2000:]}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{done} of {count} jobs completed before the deadline")
+                    time.sleep(0.1)  # polling the table: the measurement itself reads the timestamps
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        lines = log_path.read_text(errors="replace").count("\n")
+        progress(f"  (daemon log: {lines:,} lines)")
+    if first is None or last is None or last <= first:
+        raise RuntimeError("the table holds no usable timestamps")
+    cpu_per_job = None
+    if start_mark and end_mark and end_mark[0] > start_mark[0]:
+        cpu_per_job = 1e6 * (end_mark[1] - start_mark[1]) / (end_mark[0] - start_mark[0])
+    return DaemonResult(count / (last - first), cpu_per_job)
+
+
 # ------------------------------------------------------------------ W3: latency
 
 
@@ -616,6 +717,17 @@ def write_json(report: Report, destination: str) -> None:
 # ------------------------------------------------------------------ main
 
 
+WORKLOADS = ("baseline", "enqueue", "daemon", "drain", "latency", "idle")
+
+
+def _workloads(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -625,6 +737,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="drain 100,000 jobs sampling RSS (default: on with --full)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--only", type=_workloads, default=WORKLOADS, metavar="W[,W...]",
+                        help=f"run only these workloads (of {', '.join(WORKLOADS)})")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
                         help="dump results as JSON to PATH (or stdout, instead of the table)")
     args = parser.parse_args(argv)
@@ -633,41 +747,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _keep(box: list[DaemonResult], result: DaemonResult) -> DaemonResult:
+    box.append(result)
+    return result
+
+
 def run_benchmarks(args: argparse.Namespace) -> Report:
     """Every workload, in order, each on its own database."""
     scale = Scale.choose(args.quick)
     backend = args.backend
     report = Report(machine_info(backend))
 
-    progress(f"baseline: raw sqlite3, {scale.enqueue:,} single-row transactions")
-    measure(report, "sqlite_baseline_tps", "raw sqlite3 INSERT tx/s (WAL, synchronous=FULL)", "tx/s",
-            lambda: sqlite_baseline(scale.enqueue))
+    only = set(args.only)
+    if "baseline" in only:
+        progress(f"baseline: raw sqlite3, {scale.enqueue:,} single-row transactions")
+        measure(report, "sqlite_baseline_tps", "raw sqlite3 INSERT tx/s (WAL, synchronous=FULL)", "tx/s",
+                lambda: sqlite_baseline(scale.enqueue))
 
-    progress(f"W1: enqueue {scale.enqueue:,} jobs")
-    measure(report, "w1_single_jps", f"W1 enqueue {scale.enqueue:,}, one per call", "jobs/s",
-            lambda: enqueue_single(scale.enqueue), target=Target(">=", 4_000), vs_baseline=True)
-    measure(report, "w1_bulk_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call", "jobs/s",
-            lambda: enqueue_bulk(scale.enqueue), target=Target(">=", 150_000), vs_baseline=True)
-    measure(report, "w1_bulk_typed_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call, typed args", "jobs/s",
-            lambda: enqueue_bulk(scale.enqueue, TypedNoop), vs_baseline=True)
+    if "enqueue" in only:
+        progress(f"W1: enqueue {scale.enqueue:,} jobs")
+        measure(report, "w1_single_jps", f"W1 enqueue {scale.enqueue:,}, one per call", "jobs/s",
+                lambda: enqueue_single(scale.enqueue), target=Target(">=", 4_000), vs_baseline=True)
+        measure(report, "w1_bulk_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call", "jobs/s",
+                lambda: enqueue_bulk(scale.enqueue), target=Target(">=", 150_000), vs_baseline=True)
+        measure(report, "w1_bulk_typed_jps", f"W1 enqueue {scale.enqueue:,}, one bulk call, typed args", "jobs/s",
+                lambda: enqueue_bulk(scale.enqueue, TypedNoop), vs_baseline=True)
 
-    progress(f"W2: drain {scale.drain:,} no-op jobs at parallelism {PARALLELISM}")
-    measure(report, "w2_drain_jps", f"W2 drain {scale.drain:,} no-op jobs", "jobs/s",
-            lambda: drain_workload(backend, scale.drain).jobs_per_second,
-            target=Target(">=", 10_000, goal=20_000), vs_baseline=True)
-    measure(report, "w2_peak_rss", "peak RSS of the bench process after W2", "MiB", peak_rss_mib)
+    if "daemon" in only:
+        progress(f"W2 daemon: `python -m jobrunner run` drains {scale.daemon:,} no-op jobs at parallelism "
+                 f"{PARALLELISM}")
+        daemon_runs: list[DaemonResult] = []
+        measure(report, "w2_daemon_jps", f"W2 daemon drain {scale.daemon:,} no-op jobs", "jobs/s",
+                lambda: _keep(daemon_runs, daemon_drain(scale.daemon, backend)).jobs_per_second,
+                target=Target(">=", 10_000, goal=20_000), vs_baseline=True)
+        if daemon_runs:
+            report.add(Metric("w2_daemon_cpu_us", "W2 daemon CPU per job (every thread)",
+                              daemon_runs[0].cpu_us_per_job, "µs"))
+    if "drain" in only:
+        progress(f"W2: drain {scale.drain:,} no-op jobs at parallelism {PARALLELISM} in this process")
+        measure(report, "w2_drain_jps", f"W2 in-process drain {scale.drain:,} no-op jobs", "jobs/s",
+                lambda: drain_workload(backend, scale.drain).jobs_per_second,
+                target=Target(">=", 10_000, goal=20_000), vs_baseline=True)
+        measure(report, "w2_peak_rss", "peak RSS of the bench process after W2", "MiB", peak_rss_mib)
 
-    if args.memory:
+    if args.memory and "drain" in only:
         progress(f"W2 memory: drain {scale.memory:,} jobs, RSS every {scale.memory // MEMORY_SAMPLES:,}")
         record_memory(report, backend, scale.memory)
 
-    progress(f"W3: enqueue → start latency, {scale.latency} sequential jobs")
-    record_latency(report, backend, scale.latency, cross_process=False)
-    record_latency(report, backend, scale.latency, cross_process=True)
+    if "latency" in only:
+        progress(f"W3: enqueue → start latency, {scale.latency} sequential jobs")
+        record_latency(report, backend, scale.latency, cross_process=False)
+        record_latency(report, backend, scale.latency, cross_process=True)
 
-    progress(f"idle: one topic, no jobs, {scale.idle_seconds:g} s")
-    measure(report, "idle_cpu", f"idle runner CPU ({scale.idle_seconds:g} s window)", "%",
-            lambda: idle_workload(backend, scale.idle_seconds), target=Target("<", 2.0))
+    if "idle" in only:
+        progress(f"idle: one topic, no jobs, {scale.idle_seconds:g} s")
+        measure(report, "idle_cpu", f"idle runner CPU ({scale.idle_seconds:g} s window)", "%",
+                lambda: idle_workload(backend, scale.idle_seconds), target=Target("<", 2.0))
     return report
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import commands, config as config_module, daemon
+from . import commands, config as config_module, daemon, logs
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
 from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
@@ -244,10 +244,7 @@ def log_level(ns: argparse.Namespace) -> int:
 
 def configure_logging(level: int) -> None:
     """One readable line per record on stderr; libraries' INFO lines only at DEBUG."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logs.configure(level, sys.stderr)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING))
 

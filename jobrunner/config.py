@@ -108,6 +108,8 @@ class RunnerSettings:
     ``prune_interval`` seconds it deletes finished jobs older than ``prune_after``
     seconds (0: keep them forever), ``prune_limit`` rows per transaction. Every
     ``summary_interval`` seconds (0: never) each active topic's throughput is logged.
+    ``log_jobs`` false leaves out the log lines of jobs that went well (completed,
+    snoozed); their events are still sent, and every other event is still logged.
     """
 
     modules: tuple[str, ...] = ()
@@ -121,6 +123,7 @@ class RunnerSettings:
     prune_interval: float = 60.0
     prune_limit: int = 10_000
     summary_interval: float = 60.0
+    log_jobs: bool = True
 
 
 ENV_HTTP_TOKEN = "JOBRUNNER_HTTP_TOKEN"
@@ -392,6 +395,7 @@ def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
         "prune_interval": float,
         "prune_limit": int,
         "summary_interval": float,
+        "log_jobs": bool,
     }
     _reject_unknown(where, raw, set(kinds) | {"modules"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}

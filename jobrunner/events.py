@@ -127,12 +127,11 @@ def _text(value: Any) -> str:
 
 
 def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
-    parts = [name, f"node={sender}" if name.startswith("runner_") else f"topic={sender}"]
     job = payload.get("job")
     if job is not None:
-        parts.insert(1, f"id={job.id}")
-        parts.append(f"worker={job.worker}")
-        parts.append(f"attempt={job.attempt}/{job.max_attempts}")
+        parts = [f"{name} id={job.id} topic={sender} worker={job.worker} attempt={job.attempt}/{job.max_attempts}"]
+    else:
+        parts = [name, f"node={sender}" if name.startswith("runner_") else f"topic={sender}"]
     for key, value in payload.items():
         if key == "job":
             continue
@@ -142,6 +141,21 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
             value = _text(value)
         parts.append(f"{key}={value}")
     return " ".join(parts)
+
+
+class _Description:
+    """An event's log text, built only when a handler formats the record."""
+
+    __slots__ = ("name", "payload", "sender")
+
+    def __init__(self, name: str, sender: Any, payload: dict[str, Any]) -> None:
+        self.name, self.sender, self.payload = name, sender, payload
+
+    def __str__(self) -> str:
+        return _describe(self.name, self.sender, self.payload)
+
+
+_LINE = 0  # set below: the line of emit() that logs, for the record's lineno
 
 
 def signal_named(name: str) -> NamedSignal:
@@ -154,16 +168,34 @@ def wanted(signal: NamedSignal) -> bool:
     return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
 
 
+def logged(signal: NamedSignal) -> bool:
+    """True when emitting ``signal`` would write a log record."""
+    return logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+
+
+#: Events of jobs that went well: ``[runner] log_jobs = false`` leaves out their lines.
+SUCCESSES: frozenset[str] = frozenset({"job_completed", "job_snoozed"})
+
+
 def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     """Log one line for the event, then send it to every receiver, each isolated."""
     name = signal.name
     level = _LEVELS.get(name, logging.INFO)
     if logger.isEnabledFor(level):
         job = payload.get("job")
-        extra = {"event": name, "topic": sender, "job_id": getattr(job, "id", None)}
-        logger.log(level, "%s", _describe(name, sender, payload), extra=extra)
+        # makeRecord + handle: what logger.log does, minus the search of the stack for
+        # the caller (always this line) that costs as much as the rest of the record.
+        record = logger.makeRecord(logger.name, level, __file__, _LINE, "%s", (_Description(name, sender, payload),),
+                                   None, "emit", {"event": name, "topic": sender, "job_id": getattr(job, "id", None)})
+        logger.handle(record)
+    send(signal, sender, **payload)
+
+
+def send(signal: NamedSignal, sender: Any, **payload: Any) -> None:
+    """Send the event to every receiver, each isolated, without a log line."""
     if not signal.receivers:
         return
+    name = signal.name
     for receiver in signal.receivers_for(sender):
         try:
             outcome = receiver(sender, **payload)
@@ -182,3 +214,6 @@ def _drop(awaitable: Awaitable[Any], what: str, why: str) -> None:
     if inspect.iscoroutine(awaitable):
         awaitable.close()
     logger.warning("async receiver %s dropped: %s", what, why, extra={"event": "receiver_error"})
+
+
+_LINE = emit.__code__.co_firstlineno

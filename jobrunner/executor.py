@@ -118,8 +118,9 @@ class Finished:
         """The job as it is after this transition."""
         return self.job.evolve(state=self.ack.transition.state, **self.changes)
 
-    def emit(self) -> None:
-        """Send the event (call only after the ack was written)."""
+    def emit(self, log_success: bool = True) -> None:
+        """Send the event (call only after the ack was written); ``log_success=False``
+        leaves out the log line of a job that went well (see ``[runner] log_jobs``)."""
         name = self.ack.transition.event
         if name is None:  # put back at shutdown: no lifecycle transition to announce
             logger.info(
@@ -128,8 +129,16 @@ class Finished:
             )
             return
         signal = events.signal_named(name)
-        if events.wanted(signal):
+        if not log_success and name in events.SUCCESSES:
+            if signal.receivers:
+                events.send(signal, self.job.topic, job=self.snapshot, **self.payload)
+        elif signal.receivers:
             events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
+        elif events.logged(signal):
+            # Only the log line: it names the job's id, worker and attempt, which the
+            # job before the transition already has unless the attempt changed.
+            job = self.snapshot if "attempt" in self.changes else self.job
+            events.emit(signal, self.job.topic, job=job, **self.payload)
 
 
 def released(job: Job) -> Finished:

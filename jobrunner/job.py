@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -100,16 +101,10 @@ class Job:
 
     @classmethod
     def of(cls, *values: Any) -> Job:
-        """A Job from its field values in order (a fast path for bulk inserts: the frozen
-        ``__init__`` costs several microseconds a job). Fields not given take their defaults."""
-        if len(values) < _REQUIRED_FIELDS or len(values) > len(_SLOT_SETTERS):
-            raise TypeError(f"Job.of takes {_REQUIRED_FIELDS} to {len(_SLOT_SETTERS)} values, got {len(values)}")
-        new = _new_job(Job)
-        for set_slot, value in zip(_SLOT_SETTERS, values, strict=False):  # the rest take defaults
-            set_slot(new, value)
-        for set_slot, default, factory in _TRAILING_DEFAULTS[len(values):]:
-            set_slot(new, factory() if factory is not None else default)
-        return new
+        """A Job from its field values in order (a fast path for claims and bulk inserts:
+        the frozen ``__init__`` costs several microseconds a job). Fields not given take
+        their defaults."""
+        return _job_of(*values)
 
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied, like ``dataclasses.replace`` but about three
@@ -152,12 +147,34 @@ _SLOT_SETTERS = tuple(Job.__dict__[name].__set__ for name in _FIELD_NAMES)
 _all_values = operator.attrgetter(*_FIELD_NAMES)
 _new_job = object.__new__
 _set_attribute = object.__setattr__
-_REQUIRED_FIELDS = sum(1 for f in fields(Job) if f.default is MISSING and f.default_factory is MISSING)
-_TRAILING_DEFAULTS = tuple(
-    (setter, None if f.default is MISSING else f.default,
-     None if f.default_factory is MISSING else f.default_factory)
-    for setter, f in zip(_SLOT_SETTERS, fields(Job), strict=True)
-)
+
+
+def _compile_job_of() -> Callable[..., Job]:
+    """``Job.of`` as straight-line code, generated once (as dataclasses builds ``__init__``):
+    a loop over the slots costs twice as much, and every claimed or inserted job pays it."""
+    names: list[str] = []
+    scope: dict[str, Any] = {"_new": _new_job, "_Job": Job, "_MISSING": MISSING}
+    for i, f in enumerate(fields(Job)):
+        scope[f"_set{i}"] = _SLOT_SETTERS[i]
+        if f.default_factory is not MISSING:
+            scope[f"_factory{i}"] = f.default_factory
+            names.append(f"{f.name}=_MISSING")
+        elif f.default is not MISSING:
+            scope[f"_default{i}"] = f.default
+            names.append(f"{f.name}=_default{i}")
+        else:
+            names.append(f.name)
+    lines = [f"def job_of({', '.join(names)}):", "    new = _new(_Job)"]
+    for i, f in enumerate(fields(Job)):
+        value = f"(_factory{i}() if {f.name} is _MISSING else {f.name})" if f.default_factory is not MISSING else f.name
+        lines.append(f"    _set{i}(new, {value})")
+    lines.append("    return new")
+    exec("\n".join(lines), scope)  # the source is built above from Job's own fields
+    job_of: Callable[..., Job] = scope["job_of"]
+    return job_of
+
+
+_job_of = _compile_job_of()
 
 
 #: The largest job id (ids are signed 64-bit integers in both databases).

@@ -71,13 +71,15 @@ class Capacity:
 
     Built from what the database counted under the topic's claim lock: jobs executing
     (per concurrency partition) and jobs started within the rate window (per rate
-    partition). :meth:`take` books one job and says whether it fits.
+    partition). :meth:`take` books one job and says whether it fits; ``rate_bound``
+    becomes True when the rate limit (not the others) kept some job from starting.
     """
 
     limits: TopicLimits
     total: int
     executing: dict[str, int]
     started: dict[str, int]
+    rate_bound: bool = False
 
     def take(self, args: Any) -> bool:
         """Book one job with ``args`` if every limit lets it start now; True when booked."""
@@ -91,6 +93,7 @@ class Capacity:
         if rate is not None:
             rkey = partition_key(args, rate.partition)
             if self.started.get(rkey, 0) >= rate.allowed:
+                self.rate_bound = True
                 return False
             self.started[rkey] = self.started.get(rkey, 0) + 1
         if concurrency is not None:
@@ -104,7 +107,9 @@ class Capacity:
         if self.limits.global_parallelism is not None:
             room = min(room, self.limits.global_parallelism.allowed - self.executing.get("", 0))
         if self.limits.rate_limit is not None:
-            room = min(room, self.limits.rate_limit.allowed - self.started.get("", 0))
+            rate_room = self.limits.rate_limit.allowed - self.started.get("", 0)
+            self.rate_bound = rate_room < room
+            room = min(room, rate_room)
         return max(0, room)
 
 

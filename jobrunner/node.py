@@ -204,7 +204,7 @@ class Node:
             producer = Producer(
                 topic, runner.storage, self.id,
                 Executor(topic, anyio.CapacityLimiter(topic.parallelism), runner.clock),
-                runner.clock,
+                runner.clock, log_jobs=self.settings.runner.log_jobs,
             )
             supervisor = TopicSupervisor(producer, self.settings.runner)
             self.producers[name] = producer

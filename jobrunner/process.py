@@ -136,12 +136,17 @@ class ExternalProcess:
             await _wait_pid(self.process)
 
 
+_PLAIN = frozenset({dict, list, str, int, float, bool, tuple})
+
+
 def as_external_process(value: Any) -> ExternalProcess | None:
     """The process a ``perform`` return value stands for, or None for an ordinary result.
 
     ``ExternalProcess`` as it is; a bare ``anyio.abc.Process`` or ``subprocess.Popen``
     wrapped with the defaults. A bare ``int`` stays a plain result (wrap a pid to mean one).
     """
+    if value is None or type(value) in _PLAIN:
+        return None  # the common case, without the abstract-class check below
     if isinstance(value, ExternalProcess):
         return value
     if isinstance(value, (anyio.abc.Process, subprocess.Popen)):

@@ -1,15 +1,13 @@
-"""The producer of one topic: claims due jobs up to its free slots and records outcomes.
+"""The claim loop of one topic: claims due jobs into free slots and writes outcomes.
 
 One database round trip both writes the outcomes of finished jobs (acks) and claims new
 ones, so a busy topic costs one transaction per batch, not two per job; a check of the
 topic's control (pause, cancellations by other processes) rides along with it. Events
 are sent after that write.
 
-Claimed jobs run in long-lived job tasks, at most one per slot: a task that finishes a
-job waits for the next one instead of ending, which costs far less than a new task per
-job. Each job still runs in a context of its own (:mod:`jobrunner.context`) and can be
-cancelled on its own (the task's cancel scope serves one job; cancelling it retires the
-task).
+What the loop does when it wakes is decided by a pure function
+(:func:`jobrunner.decision.decide`); the running jobs live in :class:`~jobrunner.slots.JobSlots`,
+one :class:`~jobrunner.slots.Execution` record each.
 """
 
 from __future__ import annotations
@@ -17,19 +15,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-import anyio
 from anyio.abc import TaskGroup
 
 from . import events
 from .config import TopicSettings
-from .context import in_own_context
+from .decision import LoopState, decide
 from .executor import Executor, Finished, released
 from .job import Job, JobState
+from .slots import Execution, JobSlots
 from .storage import AsyncStorage, ClaimRequest, CycleResult, TopicControl
 from .summary import new_tally
-from .threads import ThreadCall
 from .wakeup import Wakeup
 
 logger = logging.getLogger("jobrunner.producer")
@@ -53,72 +50,49 @@ class Producer:
         node: str,
         executor: Executor,
         clock: Callable[[], float] = time.time,
+        *,
+        log_jobs: bool = True,
     ) -> None:
         self.topic = topic
         self._limits = topic.limits
         #: The parallelism the topic was scaled to (None: the configured one), as last read.
         self._scaled: int | None = None
+        #: False: no log line for jobs that went well (``[runner] log_jobs``).
+        self.log_jobs = log_jobs
         self.storage = storage
         self.node = node
         self.executor = executor
         self.clock = clock
         self.wakeup = Wakeup()
-        self.running = 0
         self.stopping = False
         self.paused = False
+        self.slots = JobSlots(topic.name, executor.execute, self._ended, self.wakeup.set)
         self._pending: list[Finished] = []
-        self._scopes: dict[int, anyio.CancelScope] = {}
-        #: Attempt of the execution each running job id belongs to.
-        self._attempts: dict[int, int] = {}
-        #: Executions (id, attempt) that lost their job: stop them, write and announce nothing.
-        self._superseded: set[tuple[int, int]] = set()
-        self._jobs_tg: TaskGroup | None = None
-        self._idle_tasks: list[_Handoff] = []
-        self._idle = anyio.Event()
-        self._idle.set()
         self._next_stage = 0.0
-        self._check_control = True
-        self._cancelled_elsewhere: set[int] = set()
+        self._check_requested = True
         #: Jobs started and outcomes written since the last throughput summary.
         self._tally = new_tally()
 
     # -------------------------------------------------------------- control
 
+    @property
+    def running(self) -> int:
+        """Slots taken (running jobs, and timed-out ones whose thread runs on)."""
+        return self.slots.taken
+
     def notify(self) -> None:
         """Something may be claimable now (an insert in this process)."""
-        if self.running < self.parallelism or self._pending:
+        if self.slots.taken < self.parallelism or self._pending:
             self.wakeup.set()
 
     def notify_external(self) -> None:
         """Another process committed: maybe an insert, a pause, or a cancel of our job."""
-        self._check_control = True
+        self._check_requested = True
         self.wakeup.set()
 
     def cancel_job(self, job_id: int) -> bool:
         """Cancel ``job_id`` if it runs here (it was marked cancelled in the table)."""
-        scope = self._scopes.get(job_id)
-        if scope is None:
-            return False
-        self._cancelled_elsewhere.add(job_id)
-        scope.cancel()
-        return True
-
-    def _abandon(self, job_id: int) -> None:
-        """Stop our execution of a job that is no longer ours (rescued, retried, re-claimed)."""
-        scope = self._scopes.get(job_id)
-        if scope is None:
-            return
-        attempt = self._attempts[job_id]
-        self._superseded.add((job_id, attempt))
-        logger.warning(
-            "job_lost id=%s topic=%s attempt=%s: the job left this node's hands (rescued, retried or "
-            "claimed again); stopping this execution", job_id, self.topic.name, attempt,
-            extra={"event": "job_lost", "topic": self.topic.name, "job_id": job_id},
-        )
-        scope.cancel()
-
-    def _running_pairs(self) -> list[tuple[int, int]]:
-        return [(job_id, self._attempts[job_id]) for job_id in self._scopes]
+        return self.slots.cancel(job_id)
 
     def stop_claiming(self) -> None:
         """Claim nothing more; running jobs go on and their outcomes are still written."""
@@ -127,12 +101,11 @@ class Producer:
 
     def cancel_running(self) -> None:
         """Cancel every running job: each is put back in the table as available."""
-        for scope in list(self._scopes.values()):
-            scope.cancel()
+        self.slots.cancel_all()
 
     async def wait_idle(self) -> None:
         """Wait until no job of this topic is running."""
-        await self._idle.wait()
+        await self.slots.wait_idle()
 
     @property
     def parallelism(self) -> int:
@@ -151,41 +124,63 @@ class Producer:
 
     # -------------------------------------------------------------- the loop
 
+    def state(self) -> LoopState:
+        """What the loop knows now (the input of :func:`~jobrunner.decision.decide`)."""
+        return LoopState(
+            now=self.clock(), next_stage=self._next_stage, poll_interval=self.topic.poll_interval,
+            stopping=self.stopping, paused=self.paused, check_requested=self._check_requested,
+            running=self.slots.taken, parallelism=self.parallelism, pending=len(self._pending),
+        )
+
     async def run(self, jobs_tg: TaskGroup) -> None:
-        """Claim and spawn jobs into ``jobs_tg`` until stopped and drained. May raise."""
-        poll = self.topic.poll_interval
+        """Claim and start jobs in ``jobs_tg`` until stopped and drained. May raise."""
         while True:
-            now = self.clock()
-            stage = not self.stopping and now >= self._next_stage
-            if stage:
-                self._next_stage = now + poll
-            check = (stage or self._check_control) and not self.stopping
-            if check:
-                self._check_control = False
-            # A control check rides along with the claim, which then obeys a pause itself.
-            claiming = not self.stopping and (check or not self.paused)
-            stage = stage and claiming
-            demand = self.parallelism - self.running if claiming else 0
-            if self._pending or demand > 0 or stage:
-                claimed = await self.flush(demand, stage, check=check)
-                for job in claimed:
-                    self.start_job(jobs_tg, job)
-            elif check:
+            decision = decide(self.state())
+            if decision.done:
+                return
+            self._next_stage = decision.next_stage
+            self._check_requested = decision.check_requested
+            if decision.transaction:
+                await self.cycle(jobs_tg, decision.claim, decision.stage, check=decision.check)
+            elif decision.defer_check:
                 # Every slot is busy. A job that ends within a moment gives the check a
-                # flush to ride along with; else it is a read of its own.
-                self._check_control = True
+                # transaction to ride along with; else it is a read of its own.
                 await self.wakeup.wait(CHECK_DELAY)
-                if not self._pending and self._check_control:
-                    self._check_control = False
+                if not self._pending and self._check_requested:
+                    self._check_requested = False
                     await self._obey_control()
                 continue
-            if self.stopping and self.running == 0 and not self._pending:
+            if self.stopping and self.slots.taken == 0 and not self._pending:
                 return
             await self.wakeup.wait(math.inf if self.stopping else max(0.0, self._next_stage - self.clock()))
 
+    async def drain(self, jobs_tg: TaskGroup, *, with_scheduled: bool = False) -> None:
+        """Claim and run jobs in ``jobs_tg`` until none is claimable, and write every outcome.
+
+        Due scheduled and retryable jobs are staged before each claim; ``with_scheduled``
+        stages them all, due or not. For tests (:func:`jobrunner.testing.drain`): do not
+        drain a topic that :meth:`run` runs.
+        """
+        while True:
+            if with_scheduled:
+                await self.storage.stage_due(self.topic.name, math.inf)
+            if not await self.cycle(jobs_tg, self.parallelism - self.slots.taken, stage=True):
+                break
+            await self.wait_idle()
+        await self.cycle(jobs_tg, 0)
+
+    async def cycle(self, jobs_tg: TaskGroup, claim: int, stage: bool = False, *, check: bool = False) -> int:
+        """One transaction: write pending outcomes, then claim up to ``claim`` jobs and
+        start them in ``jobs_tg``; returns how many were claimed. ``stage`` first makes
+        due jobs available; ``check`` reads the topic's control, which is then obeyed."""
+        claimed = await self.flush(claim, stage, check=check)
+        for job in claimed:
+            self.start_job(jobs_tg, job)
+        return len(claimed)
+
     async def _obey_control(self) -> None:
         """Read pause state and cancellations made by other processes; act on them."""
-        self._obey(await self.storage.control(self.topic.name, self._running_pairs(), self.node))
+        self._obey(await self.storage.control(self.topic.name, self.slots.running(), self.node))
 
     def _obey(self, control: TopicControl) -> None:
         if control.paused != self.paused:
@@ -200,9 +195,9 @@ class Producer:
                         extra={"event": "topic_scaled", "topic": self.topic.name})
             self.wakeup.set()  # more slots may be free now
         for job_id in control.cancelled:
-            self.cancel_job(job_id)
+            self.slots.cancel(job_id)
         for job_id in control.lost:
-            self._abandon(job_id)
+            self.slots.abandon(job_id)
 
     async def flush(self, demand: int = 0, stage: bool = False, *, check: bool = False) -> list[Job]:
         """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
@@ -210,8 +205,8 @@ class Producer:
         topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
         request = ClaimRequest(self.topic.name, demand, self.node, self.clock(), stage,
-                               self._running_pairs() if check else None,
-                               self.topic.parallelism, self.running, self._limits)
+                               self.slots.running() if check else None,
+                               self.topic.parallelism, self.slots.taken, self._limits)
         result: CycleResult
         try:
             result = await self.storage.cycle([f.ack for f in finished], request)
@@ -220,147 +215,47 @@ class Producer:
             raise
         if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
             self._next_stage = min(self._next_stage, result.retry_at)
+        self._announce(finished, result.applied)
+        if result.control is not None:
+            self._obey(result.control)
+        return result.claimed
+
+    def _announce(self, finished: list[Finished], applied: Sequence[bool]) -> None:
+        """Count and announce the outcomes just written; warn about those that were stale."""
         tally = self._tally
-        for item, applied in zip(finished, result.applied, strict=True):
-            if applied:
+        for item, written in zip(finished, applied, strict=True):
+            if written:
                 tally[item.ack.transition] += 1
-                item.emit()
+                item.emit(self.log_jobs)
             else:
                 logger.warning(
                     "job_stale id=%s topic=%s: the job left executing before its %s was written; "
                     "outcome dropped", item.ack.job.id, self.topic.name, item.ack.transition,
                     extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
                 )
-        if result.control is not None:
-            self._obey(result.control)
-        return result.claimed
 
     # -------------------------------------------------------------- jobs
 
     def start_job(self, jobs_tg: TaskGroup, job: Job) -> None:
-        """Run a claimed job in ``jobs_tg``; its outcome joins the pending acks.
-
-        The job goes to a job task of ``jobs_tg`` that is idle, else to a new one. Idle
-        job tasks wait for their next job until ``jobs_tg`` is cancelled: cancel it once
-        :meth:`wait_idle` returns.
-        """
-        self.running += 1
-        if self.running == 1:
-            self._idle = anyio.Event()
-        if jobs_tg is not self._jobs_tg:
-            self._jobs_tg, self._idle_tasks = jobs_tg, []
-        if job.id in self._scopes:
-            # Claimed again while an older execution still runs here: that one lost the job.
-            self._abandon(job.id)
-        self._attempts[job.id] = job.attempt
-        # The job's scope is known from now on, so cancel_job works before the job starts
-        # (even from a job_started receiver).
-        if self._idle_tasks:
-            handoff = self._idle_tasks.pop()
-            self._scopes[job.id] = handoff.scope
-            handoff.give(job)
-        else:
-            scope = self._scopes[job.id] = anyio.CancelScope()
-            jobs_tg.start_soon(self._job_task, job, scope, self._idle_tasks)
+        """Run a claimed job in a slot (a job task of ``jobs_tg``); its outcome joins the
+        pending acks. Cancel ``jobs_tg`` once :meth:`wait_idle` returns: idle job tasks
+        wait there for their next job."""
+        self.slots.start(jobs_tg, job)
         self._tally["start"] += 1
-        events.emit(events.job_started, self.topic.name, job=job)
+        if events.wanted(events.job_started):
+            events.emit(events.job_started, self.topic.name, job=job)
 
-    async def _job_task(self, job: Job, scope: anyio.CancelScope, idle_tasks: list[_Handoff]) -> None:
-        """Run ``job``, then each job handed over, until cancelled.
-
-        ``scope`` is this task's and is cancelled only to cancel the job it is running
-        (or was handed): that ends the task, and a later job gets a new one.
-        """
-        with scope:
-            while True:
-                await in_own_context(self._run_job(job))
-                if scope.cancel_called:
-                    return  # the job ended before its cancellation reached it
-                handoff = _Handoff(scope)
-                idle_tasks.append(handoff)
-                try:
-                    await handoff.event.wait()
-                except BaseException:  # cancelled while idle (or just handed a job)
-                    if handoff.job is None:
-                        idle_tasks.remove(handoff)
-                    else:  # handed over but never started
-                        self._done(handoff.job, None)
-                    raise
-                assert handoff.job is not None  # give() sets the job before the event
-                job = handoff.job
-
-    async def _run_job(self, job: Job) -> None:
-        finished: Finished | None = None
-        try:
-            finished = await self.executor.execute(job)
-        finally:
-            overrun = finished.overrun if finished is not None else None
-            self._done(job, finished, free_slot=overrun is None)
-        if overrun is not None:
-            await self._hold_slot(job, overrun)
-
-    async def _hold_slot(self, job: Job, overrun: ThreadCall) -> None:
-        """Keep the slot of a timed-out job whose thread runs on, until the thread ends.
-
-        The job's failure is already on its way to the table; only the slot waits, so a
-        topic never has more threads running than its parallelism.
-        """
-        logger.warning(
-            "job_overrunning id=%s topic=%s: perform timed out but its thread runs on; its slot stays "
-            "taken until it returns", job.id, self.topic.name,
-            extra={"event": "job_overrunning", "topic": self.topic.name, "job_id": job.id},
-        )
-        try:
-            await overrun.wait_done()
-        finally:
-            self._free_slot()
-
-    def _done(self, job: Job, finished: Finished | None, *, free_slot: bool = True) -> None:
-        """Book the end of one execution (``None``: it was cancelled before an outcome);
-        ``free_slot=False`` keeps its slot taken (see :meth:`_hold_slot`)."""
-        key = (job.id, job.attempt)
-        if key in self._superseded:
-            # The job is no longer this execution's: write and announce nothing.
-            self._superseded.discard(key)
-            if self._attempts.get(job.id) == job.attempt:  # no newer execution took its place
-                del self._scopes[job.id]
-                del self._attempts[job.id]
-        else:
-            del self._scopes[job.id]
-            del self._attempts[job.id]
-            if job.id in self._cancelled_elsewhere:
-                # Already cancelled in the table: nothing to write, only to announce.
-                self._cancelled_elsewhere.discard(job.id)
-                self._tally["cancel"] += 1
-                events.emit(events.job_cancelled, self.topic.name,
-                            job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)
-            else:
-                if finished is None:  # cancelled by shutdown: put the job back for another run
-                    finished = released(job)
-                self._pending.append(finished)
-        if free_slot:
-            self._free_slot()
-        else:
-            self.wakeup.set()  # the outcome is pending: write it
-
-    def _free_slot(self) -> None:
-        self.running -= 1
-        if self.running == 0:
-            self._idle.set()
-        self.wakeup.set()
-
-
-class _Handoff:
-    """How an idle job task receives its next job; ``scope`` is the task's cancel scope."""
-
-    __slots__ = ("event", "job", "scope")
-
-    def __init__(self, scope: anyio.CancelScope) -> None:
-        self.event = anyio.Event()
-        self.job: Job | None = None
-        self.scope = scope
-
-    def give(self, job: Job) -> None:
-        """Hand ``job`` over and wake the task."""
-        self.job = job
-        self.event.set()
+    def _ended(self, execution: Execution, finished: Finished | None) -> None:
+        """Book the end of one execution (``None``: cancelled before an outcome)."""
+        if execution.lost:
+            return  # the job is no longer this execution's: write and announce nothing
+        job = execution.job
+        if execution.cancelled:
+            # Already cancelled in the table: nothing to write, only to announce.
+            self._tally["cancel"] += 1
+            events.emit(events.job_cancelled, self.topic.name,
+                        job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)
+            return
+        if finished is None:  # cancelled by shutdown: put the job back for another run
+            finished = released(job)
+        self._pending.append(finished)  # JobSlots wakes the loop to write it

@@ -32,7 +32,10 @@ def new_tally() -> dict[str, int]:
 class Counted(Protocol):
     """What the summary needs from a topic's producer."""
 
-    running: int
+    @property
+    def running(self) -> int:  # pragma: no cover - protocol
+        """Slots taken now."""
+        ...
 
     @property
     def parallelism(self) -> int:  # pragma: no cover - protocol

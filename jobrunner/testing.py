@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -139,17 +138,8 @@ async def drain(runner: Runner, topic: str, *, with_scheduled: bool = False) -> 
     try:
         await runner.in_thread(runner.migrate)
         async with anyio.create_task_group() as tg:
-            while True:
-                if with_scheduled:
-                    await runner.storage.stage_due(topic, math.inf)
-                claimed = await producer.flush(settings.parallelism, stage=True)
-                for job in claimed:
-                    producer.start_job(tg, job)
-                if not claimed:
-                    break
-                await producer.wait_idle()
+            await producer.drain(tg, with_scheduled=with_scheduled)
             tg.cancel_scope.cancel()  # the job tasks, all idle now
-        await producer.flush(0)
     finally:
         for signal, receiver in receivers:
             signal.disconnect(receiver)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import anyio
 
@@ -17,6 +18,8 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        # The backend's own Event class: anyio.Event() looks the backend up on every call.
+        self._new_event: Callable[[], anyio.Event] = type(self._event)
         self._loop = EventLoop.current()
 
     def set(self) -> None:
@@ -31,5 +34,5 @@ class Wakeup:
                 await self._event.wait()
         was_set = self._event.is_set()
         if was_set:
-            self._event = anyio.Event()
+            self._event = self._new_event()
         return was_set

@@ -132,3 +132,20 @@ def test_every_event_is_one_log_line_with_job_id_and_topic(runner: Runner, caplo
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "job_inserted"]
     assert record.job_id == job.id and record.topic == "t"
     assert f"id={job.id}" in record.getMessage() and "topic=t" in record.getMessage()
+
+
+async def test_log_jobs_false_leaves_out_the_lines_of_jobs_that_went_well(
+    make_runner: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(FAST, runner={"log_jobs": False})
+    caplog.set_level(logging.INFO, logger="jobrunner.events")
+    with EventRecorder("t") as recorder:
+        async with running(runner):
+            ok = runner.enqueue(Add, {"a": 1, "b": 1})
+            bad = runner.enqueue(AlwaysFails, {}, max_attempts=1)
+            await recorder.wait_for("job_completed", lambda p: p["job"].id == ok.id)
+            await recorder.wait_for("job_discarded", lambda p: p["job"].id == bad.id)
+    logged = {getattr(r, "event", None) for r in caplog.records}
+    assert "job_completed" not in logged  # the event was sent, its line left out
+    assert {"job_discarded", "topic_started"} <= logged
+    assert recorder.of("job_completed")[0].job.state == "completed"

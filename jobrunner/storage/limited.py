@@ -73,7 +73,7 @@ class LimitedClaims:
             cursor.executemany(self._record.sql, [self._record.params(
                 {"b_topic": topic, "b_partition": partition_key(job.args, rate.partition), "b_now": now}
             ) for job in jobs])
-        if rate is None or len(jobs) >= limit:
+        if rate is None or not capacity.rate_bound:
             return jobs, None
         # Some may have been held back: the window has room again when its oldest start leaves it.
         first = now if jobs and (oldest is None or now < oldest) else oldest

@@ -53,7 +53,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
      attempted_by) = row
     # Positional: the field order of Job is the column order of the table (checked above).
     # Decoding never raises: one unreadable row must not fail a claim or a listing.
-    return Job(
+    return Job.of(
         id_, topic, worker, decode(args, "args"), state, priority, attempt, max_attempts,
         [] if errors == _EMPTY_LIST else decode_errors(errors), None if result is None else decode(result, "result"),
         inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at, attempted_by,
