@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from jobrunner import Runner, events
-from jobrunner.errors import ScaleError
+from jobrunner import ScaleError
 from jobrunner.testing import running, wait_for
 from tests.limits_cluster import Cluster, make_cluster_fixture
 from tests.workers import Sleeper
