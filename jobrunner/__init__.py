@@ -12,6 +12,7 @@ from .errors import (
     EnqueueError,
     ExternalJobError,
     InvalidArgumentsError,
+    JobNotFoundError,
     JobrunnerError,
     JobStateError,
     LeaseError,
@@ -20,24 +21,29 @@ from .errors import (
     PriorityError,
     ProcessFailed,
     ScaleError,
+    ScheduleError,
     StartupError,
     StorageError,
     UnknownWorkerError,
     UsageError,
+    WaitTimeoutError,
 )
 from .job import Job, JobState
 from .process import ExternalProcess, ProcessOutcome
 from .runner import Runner
+from .schedule import Cron
 from .worker import Cancel, Snooze, Worker
 
 __all__ = [
     "Cancel",
     "ConfigError",
+    "Cron",
     "EnqueueError",
     "ExternalJobError",
     "ExternalProcess",
     "InvalidArgumentsError",
     "Job",
+    "JobNotFoundError",
     "JobState",
     "JobStateError",
     "JobrunnerError",
@@ -49,12 +55,14 @@ __all__ = [
     "ProcessOutcome",
     "Runner",
     "ScaleError",
+    "ScheduleError",
     "Settings",
     "Snooze",
     "StartupError",
     "StorageError",
     "UnknownWorkerError",
     "UsageError",
+    "WaitTimeoutError",
     "Worker",
     "events",
     "load_config",

@@ -1,7 +1,7 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, scale, events. The global options may also follow the command. Errors go to stderr;
+resume, scale, events, wait, cron. The global options may also follow the command. Errors go to stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -168,9 +168,41 @@ def build_parser() -> argparse.ArgumentParser:
                        help="jobs of TOPIC each node runs at once (1 to 10000)")
     scale.add_argument("--reset", action="store_true", help="go back to the configured parallelism")
 
+    wait = command("wait", "wait until a job is final and print it; exit 0 completed, 3 discarded, "
+                           "4 cancelled, 124 timed out, 1 unknown id")
+    wait.add_argument("id", type=_job_id, metavar="ID")
+    wait.add_argument("--timeout", type=_finite, metavar="S", help="give up after S seconds (default: no limit)")
+    wait.add_argument("--json", action="store_true", help="the final job as one JSON document")
+
+    schedules = command("cron", "list cron schedules: next runs and the last job each inserted")
+    schedules.add_argument("--next", type=int, default=3, metavar="N", help="how many next runs to show (default 3)")
+    schedules.add_argument("--json", action="store_true", help="one JSON document")
+
     tail = command("events", "print the running daemon's events as they happen (needs [http])")
     tail.add_argument("--topic", help="only this topic's events")
+
+    top = command("top", "a live per-topic table in the terminal, read from the database (q or Ctrl-C quits)")
+    top.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
     return parser
+
+
+def _interval(text: str) -> float:
+    value = _finite(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 seconds, got {text!r}")
+    return value
+
+
+_interval.__name__ = "interval"
+
+
+def cmd_top(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """The live per-topic table (rich is loaded only for this command)."""
+    from .top import cmd_top as show_top
+
+    return show_top(settings, ns)
 
 
 # ---------------------------------------------------------------- run
@@ -227,6 +259,9 @@ COMMANDS = {
     "resume": commands.cmd_resume,
     "scale": commands.cmd_scale,
     "events": commands.cmd_events,
+    "top": cmd_top,
+    "wait": commands.cmd_wait,
+    "cron": commands.cmd_cron,
 }
 
 

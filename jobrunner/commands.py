@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
-from . import config as config_module, payload
-from .errors import UsageError
+from . import config as config_module, cron, payload
+from .errors import JobNotFoundError, UsageError, WaitTimeoutError
 from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
 from .runner import Runner, import_modules
 
@@ -84,10 +84,15 @@ def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     if job is None:
         print(f"error: no job with id {ns.id}", file=sys.stderr)
         return EXIT_FAILURE
+    _print_job(job, ns.json)
+    return EXIT_OK
+
+
+def _print_job(job: Job, as_json: bool) -> None:
     data = job.to_dict()
-    if ns.json:
+    if as_json:
         print(json.dumps(data))
-        return EXIT_OK
+        return
     for key, value in data.items():
         if key == "errors":
             continue
@@ -98,6 +103,54 @@ def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
             print(f"   note: {entry['note']}")
         if entry.get("traceback"):
             print(entry["traceback"].rstrip())
+
+
+#: Exit codes of ``wait`` by the job's final state (completed: 0), and when it timed out.
+EXIT_WAIT = {"completed": EXIT_OK, "discarded": 3, "cancelled": 4}
+EXIT_TIMEOUT = 124
+
+
+def cmd_wait(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Wait until a job is final, print it, and exit by its state."""
+    if ns.timeout is not None and ns.timeout < 0:
+        raise UsageError(f"--timeout must be a number of seconds >= 0, got {ns.timeout:g}")
+    runner = _open(settings)
+    try:
+        job = runner.wait(ns.id, timeout=ns.timeout)
+    except JobNotFoundError:
+        print(f"error: no job with id {ns.id}", file=sys.stderr)
+        return EXIT_FAILURE
+    except WaitTimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    _print_job(job, ns.json)
+    return EXIT_WAIT[job.state]
+
+
+def cmd_cron(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """List the cron schedules with their next runs and the last job each inserted."""
+    if ns.next < 1:
+        raise UsageError(f"--next must be at least 1, got {ns.next}")
+    import_modules(settings)
+    entries = cron.schedules(settings)
+    runner = _open(settings)
+    described = cron.describe(entries, runner.store, runner.clock(), ns.next)
+    if ns.json:
+        print(json.dumps({"schedules": described}))
+        return EXIT_OK
+    if not described:
+        print("no cron schedules (add [[cron]] entries to the configuration, or `cron` to a Worker)")
+    for entry in described:
+        last = entry["last"]
+        print(f"{entry['name']}")
+        print(f"  worker:   {entry['worker']} {json.dumps(entry['args'])}")
+        print(f"  schedule: {entry['schedule']} ({entry['timezone']}, missed = {entry['missed']})")
+        print(f"  next:     {', '.join(entry['next']) or 'never'}")
+        if last is None:
+            print("  last:     none yet")
+        else:
+            job = f"job {last['job_id']} ({last['state']})" if last["job_id"] is not None else "job pruned"
+            print(f"  last:     {last['slot']}: {job}")
     return EXIT_OK
 
 

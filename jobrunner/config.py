@@ -19,10 +19,12 @@ from types import MappingProxyType
 from typing import Any
 
 from . import overrides as overrides_module
+from .cron_config import parse_entries as parse_cron
 from .errors import ConfigError
 from .limits import PARTITION_FORM, GlobalParallelism, RateLimit, TopicLimits
 from .overrides import Origins, Override
 from .priority import PriorityError, parse_priority
+from .schedule import Cron
 
 DEFAULT_CONFIG_FILE = "config.toml"
 ENV_CONFIG = "JOBRUNNER_CONFIG"
@@ -136,7 +138,7 @@ class HttpSettings:
 
     ``token`` (or env ``JOBRUNNER_HTTP_TOKEN``) is required as ``Authorization: Bearer``
     on every request when set; binding a non-loopback host without one is refused.
-    ``max_body`` bounds request bodies (bytes), ``max_wait`` the long-poll of a claim
+    ``max_body`` bounds request bodies (bytes), ``max_wait`` the long-poll of a claim or a job read
     (seconds), ``lease`` the default lease an external worker gets on a job (seconds).
     """
 
@@ -157,6 +159,8 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     topics: Mapping[str, TopicSettings] = field(default_factory=dict)
     http: HttpSettings = field(default_factory=HttpSettings)
+    #: The ``[[cron]]`` entries (periodic jobs), in file order.
+    cron: tuple[Cron, ...] = ()
     source: str = NO_FILE
     base_dir: Path | None = None
 
@@ -469,14 +473,15 @@ def parse(
         data, [*overrides_module.from_environ(env), *overrides], source
     )
     root = _Where(source, origins)
-    _reject_unknown(root, document, {"database", "runner", "topics", "http"})
+    _reject_unknown(root, document, {"database", "runner", "topics", "http", "cron"})
     database = _parse_database(root, _table(root, "database", document.get("database", {})))
     runner = _parse_runner(root, _table(root, "runner", document.get("runner", {})))
     topics_raw = _table(root, "topics", document.get("topics", {}))
     topics = {name: _parse_topic(root, name, raw) for name, raw in topics_raw.items()}
     http = _parse_http(root, _table(root, "http", document.get("http", {})))
+    cron = parse_cron(document.get("cron", []), root.at)
     return Settings(
-        database=database, runner=runner, topics=MappingProxyType(topics), http=http, source=source,
+        database=database, runner=runner, topics=MappingProxyType(topics), http=http, cron=cron, source=source,
         base_dir=base_dir,
     )
 

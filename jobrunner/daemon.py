@@ -17,6 +17,7 @@ import socket
 import anyio
 
 from .config import HttpSettings, Settings
+from .cron import schedules as cron_schedules
 from .errors import ConfigError, JobrunnerError, StartupError
 from .runner import Runner, import_modules
 
@@ -59,6 +60,7 @@ def prepare(settings: Settings, backend: str) -> Runner:
     modules``, the database (opened and migrated) and the HTTP port."""
     check_backend(backend)
     import_modules(settings)
+    cron_schedules(settings)  # a bad [[cron]] entry (or Worker.cron) stops the start, naming it
     try:
         runner = Runner(settings)
     except ConfigError:

@@ -68,6 +68,23 @@ class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
 
 
+class ScheduleError(ConfigError):
+    """A cron schedule is invalid: its expression, time zone or missed policy (the message says which)."""
+
+
+class JobNotFoundError(JobrunnerError):
+    """No job has that id (raised by ``Runner.wait``: the job is unknown, or was pruned meanwhile)."""
+
+
+class WaitTimeoutError(JobrunnerError, TimeoutError):
+    """The job did not reach a final state (completed, discarded, cancelled) in time."""
+
+    def __init__(self, message: str | None = None, job: object = None) -> None:
+        super().__init__(message)
+        #: The job as it was last read (a :class:`~jobrunner.Job`), or None.
+        self.job = job
+
+
 class LeaseError(JobrunnerError):
     """The job holds no live lease under the token presented (never claimed, already
     concluded, its lease expired, or it was claimed again by another worker)."""
@@ -88,7 +105,7 @@ class ProcessFailed(Exception):
 
 
 __all__ = [
-    "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobStateError", "JobrunnerError",
-    "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed", "StartupError",
-    "StorageError", "UnknownWorkerError", "UsageError",
+    "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError", "JobStateError",
+    "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
+    "ScheduleError", "StartupError", "StorageError", "UnknownWorkerError", "UsageError", "WaitTimeoutError",
 ]

@@ -29,7 +29,9 @@ logger = logging.getLogger("jobrunner.events")
 
 signals = Namespace()
 
-job_inserted = signals.signal("job_inserted", doc="A job was stored. Payload: job.")
+job_inserted = signals.signal(
+    "job_inserted", doc="A job was stored. Payload: job; schedule (its name) when a cron schedule inserted it."
+)
 job_started = signals.signal("job_started", doc="A job was claimed and perform begins. Payload: job.")
 job_completed = signals.signal(
     "job_completed", doc="perform returned a value. Payload: job, duration, result."
@@ -143,6 +145,22 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+#: In-process observers of every event (metrics, the dashboard): called directly, with no
+#: blinker dispatch, since they see every event of a busy runner (see :func:`tap`).
+_taps: list[Callable[[str, Any, dict[str, Any]], None]] = []
+
+
+def tap(observer: Callable[[str, Any, dict[str, Any]], None]) -> Callable[[], None]:
+    """Call ``observer(name, sender, payload)`` for every event, before its receivers (an
+    exception is logged, never raised); returns the function that removes it.
+
+    For the runner's own observers, which must stay cheap per event: a blinker dispatch
+    costs more than counting the event does. Users subscribe to the signals.
+    """
+    _taps.append(observer)
+    return lambda: _taps.remove(observer)
+
+
 class _Description:
     """An event's log text, built only when a handler formats the record."""
 
@@ -164,8 +182,13 @@ def signal_named(name: str) -> NamedSignal:
 
 
 def wanted(signal: NamedSignal) -> bool:
-    """True when emitting ``signal`` would reach a receiver or a log handler."""
-    return bool(signal.receivers) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+    """True when emitting ``signal`` would reach a receiver, an observer or a log handler."""
+    return bool(signal.receivers) or bool(_taps) or logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
+
+
+def observed(signal: NamedSignal) -> bool:
+    """True when sending ``signal`` would reach a receiver or an observer (:func:`tap`)."""
+    return bool(signal.receivers) or bool(_taps)
 
 
 def logged(signal: NamedSignal) -> bool:
@@ -192,10 +215,15 @@ def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
 
 
 def send(signal: NamedSignal, sender: Any, **payload: Any) -> None:
-    """Send the event to every receiver, each isolated, without a log line."""
+    """Send the event to every observer (:func:`tap`) and receiver, each isolated, without a log line."""
+    name = signal.name
+    for observer in _taps:
+        try:
+            observer(name, sender, payload)
+        except Exception:
+            logger.exception("observer %r of %s raised", observer, name, extra={"event": "receiver_error"})
     if not signal.receivers:
         return
-    name = signal.name
     for receiver in signal.receivers_for(sender):
         try:
             outcome = receiver(sender, **payload)

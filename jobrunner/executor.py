@@ -130,9 +130,9 @@ class Finished:
             return
         signal = events.signal_named(name)
         if not log_success and name in events.SUCCESSES:
-            if signal.receivers:
+            if events.observed(signal):
                 events.send(signal, self.job.topic, job=self.snapshot, **self.payload)
-        elif signal.receivers:
+        elif events.observed(signal):
             events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
         elif events.logged(signal):
             # Only the log line: it names the job's id, worker and attempt, which the

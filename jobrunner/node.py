@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import events
 from .config import Settings
+from .cron import CronScheduler, schedules as cron_schedules
 from .errors import ConfigError
 from .executor import Executor
 from .external import ExternalTopics
@@ -141,9 +142,11 @@ class Node:
         try:
             await runner.storage.run_blocking(runner.ensure_schema)
             import_modules(self.settings)
+            cron = CronScheduler(cron_schedules(self.settings), self.settings, runner.store, runner.in_thread,
+                                 runner.clock, self._cron_inserted)
             await housekeeper.register()
             try:
-                await self._supervise(task_status, housekeeper)
+                await self._supervise(task_status, housekeeper, cron)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     try:
@@ -155,7 +158,7 @@ class Node:
             self.producers.clear()
             self._finished.set()
 
-    async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper) -> None:
+    async def _supervise(self, task_status: TaskStatus[None], housekeeper: Housekeeper, cron: CronScheduler) -> None:
         topics = list(self.settings.topics)
         async with anyio.create_task_group() as outer:
             uninstall = events.install_async_host(events.AsyncReceiverHost(outer))
@@ -164,6 +167,9 @@ class Node:
                 outer.start_soon(self._watch_commits, watcher)
                 outer.start_soon(_run_in_scope, keeper, housekeeper.run)
                 outer.start_soon(_run_in_scope, serving, self.external.run)
+                scheduling = anyio.CancelScope()
+                if cron.entries:
+                    outer.start_soon(_run_in_scope, scheduling, cron.run)
                 summarising = anyio.CancelScope()
                 if self.settings.runner.summary_interval > 0:
                     outer.start_soon(_run_in_scope, summarising, functools.partial(
@@ -187,6 +193,7 @@ class Node:
                 watcher.cancel()
                 keeper.cancel()
                 serving.cancel()
+                scheduling.cancel()
                 summarising.cancel()
                 http_stop.set()
                 # Give async receivers still running a bounded time to finish.
@@ -221,9 +228,17 @@ class Node:
             await CommitWatcher(probe, interval, self._notify_all).run()
 
     def _notify_all(self) -> None:
+        for listener in list(self.runner.change_listeners):
+            listener()  # waiters (jobrunner.waiting) read their job again
         for producer in self.producers.values():
             producer.notify_external()
         self.external.notify()
+
+    def _cron_inserted(self, schedule: str, jobs: list[Job]) -> None:
+        """Announce the jobs a cron schedule inserted (``job_inserted`` names the schedule)."""
+        for job in jobs:
+            events.emit(events.job_inserted, job.topic, job=job, schedule=schedule)
+        self._wake_topics(jobs)
 
     def _wake_topics(self, jobs: list[Job]) -> None:
         for topic in {job.topic for job in jobs}:

@@ -17,11 +17,12 @@ from anyio.abc import TaskStatus
 from . import config as config_module, events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
-from .errors import JobStateError, MigrationError, ScaleError
+from .errors import JobNotFoundError, JobStateError, MigrationError, ScaleError
 from .job import RETRYABLE_STATES, Job, JobState, is_job_id
 from .node import Node, announce_cancelled, default_node_id, import_modules
 from .storage import AsyncStorage, NewJob, Storage
 from .supervisor import TopicSupervisor
+from .waiting import wait_for_job
 from .worker import Worker
 
 T = TypeVar("T")
@@ -57,6 +58,8 @@ class Runner:
         #: True once the schema is known to be current (checked once per runner).
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        #: Called (on the loop's thread) when another process may have changed jobs: waiters re-read.
+        self.change_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Runner:
@@ -147,6 +150,31 @@ class Runner:
         if self._current is not None:
             self._current.wake(topic)
 
+    # ------------------------------------------------------------ waiting
+
+    def wait(self, job: Job | int, timeout: float | None = None) -> Job:
+        """Block until the job is final (completed, discarded or cancelled) and return it.
+
+        Raises WaitTimeoutError (its ``job`` is the last state read) after ``timeout``
+        seconds (None: no limit), JobNotFoundError when no job has that id. From
+        async code use :meth:`wait_async`; see :mod:`jobrunner.waiting` for how it
+        wakes without polling the table in a loop.
+        """
+        if self._current is not None and self._current.running and self._current.loop.is_current_thread():
+            raise RuntimeError("runner.wait() would block the runner's event loop: use await runner.wait_async()")
+        return anyio.run(lambda: self.wait_async(job, timeout=timeout))
+
+    async def wait_async(self, job: Job | int, timeout: float | None = None) -> Job:
+        """Like :meth:`wait`, without blocking the event loop."""
+        job_id = job.id if isinstance(job, Job) else job
+        if not is_job_id(job_id):
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return await wait_for_job(self, job_id, timeout, self._on_change)
+
+    def _on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self.change_listeners.append(listener)
+        return lambda: self.change_listeners.remove(listener)
+
     # ------------------------------------------------------------ queries
 
     def get_job(self, job_id: int) -> Job | None:
@@ -184,6 +212,11 @@ class Runner:
         """Run ``fn`` (a read: get_job, list_jobs, page_jobs, stats) in a reader thread;
         reads never wait behind writes, nor delay the claims and acks of running topics."""
         return await self.storage.read_blocking(fn)
+
+    def slots(self) -> dict[str, tuple[int, int]]:
+        """Per topic run by this node's own workers: jobs running here and its parallelism."""
+        producers = self._current.producers if self._current is not None else {}
+        return {name: (producer.running, producer.parallelism) for name, producer in list(producers.items())}
 
     # ------------------------------------------------------------ running
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,7 @@ from .arguments import ArgsSpec
 from .errors import UnknownWorkerError
 from .job import Job
 from .priority import ACCEPTED, PriorityError, parse_priority
+from .schedule import Cron, ScheduleError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -56,7 +58,9 @@ class Worker:
     ``"high"``, ``"normal"``, ``"low"``; None: the topic's default), ``timeout``
     (seconds, None: no limit), ``args_type`` (None: any JSON; else a ``msgspec.Struct``,
     dataclass or ``TypedDict`` the arguments must match, read in ``perform`` with
-    :meth:`args_of`).
+    :meth:`args_of`), ``cron`` (periodic jobs of this worker: an expression such as
+    ``"*/5 * * * *"``, a :class:`~jobrunner.Cron`, or a list or tuple of them; used by daemons
+    whose ``[runner] modules`` include the worker's module).
     """
 
     topic: ClassVar[str | None] = None
@@ -64,6 +68,10 @@ class Worker:
     priority: ClassVar[int | str | None] = None
     timeout: ClassVar[float | None] = None
     args_type: ClassVar[Any] = None
+    cron: ClassVar[str | Cron | Sequence[str | Cron] | None] = None
+
+    #: ``cron`` checked, one :class:`~jobrunner.Cron` per schedule (set for every subclass).
+    cron_schedules: ClassVar[tuple[Cron, ...]] = ()
 
     #: ``args_type`` checked and compiled (set for every subclass; None when untyped).
     args_spec: ClassVar[ArgsSpec | None] = None
@@ -90,6 +98,7 @@ class Worker:
             raise TypeError(f"{name}.timeout must be None or a number > 0, got {cls.timeout!r}")
         cls.args_spec = None if cls.args_type is None else ArgsSpec.compile(cls.args_type, name)
         cls.perform_is_async = inspect.iscoroutinefunction(cls.perform)
+        cls.cron_schedules = _cron_schedules(cls, name)
         _registered[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     async def perform(self, job: Job) -> Any:
@@ -137,6 +146,26 @@ class Worker:
         return topic.options if topic is not None else {}
 
 
+def _cron_schedules(cls: type[Worker], name: str) -> tuple[Cron, ...]:
+    """``cls.cron`` as schedules of ``cls``; TypeError naming the class when it is invalid."""
+    declared = cls.cron
+    if declared is None:
+        return ()
+    items = [declared] if isinstance(declared, (str, Cron)) else declared
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{name}.cron must be a cron expression, a jobrunner.Cron or a list of them, got {declared!r}")
+    schedules = []
+    for item in items:
+        try:
+            spec = Cron(item) if isinstance(item, str) else item
+            if not isinstance(spec, Cron):
+                raise ScheduleError(f"expected a cron expression or a jobrunner.Cron, got {item!r}")
+            schedules.append(dataclasses.replace(spec, worker=name))
+        except ScheduleError as exc:
+            raise TypeError(f"{name}.cron: {exc}") from None
+    return tuple(schedules)
+
+
 #: The configuration of the runner executing jobs in this context (set by Runner.run).
 current_settings: ContextVar[Settings] = ContextVar("jobrunner_settings")
 
@@ -148,6 +177,11 @@ def worker_path(worker: type[Worker]) -> str:
 
 _resolved: dict[str, type[Worker]] = {}
 _registered: dict[str, type[Worker]] = {}
+
+
+def registered_workers() -> list[type[Worker]]:
+    """Every Worker class defined so far (in modules already imported)."""
+    return list(_registered.values())
 
 
 def registered_worker(path: str) -> type[Worker] | None:

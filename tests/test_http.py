@@ -1171,7 +1171,9 @@ def test_served_routes_match_the_openapi_document(tmp_path: Path) -> None:
     runner = Runner(settings)
     try:
         app = create_app(runner, ExternalTopics(settings, runner.storage), settings.http)
-        starlette_app = getattr(app, "app", app)  # unwrap the Guard middleware
+        starlette_app = app
+        while not hasattr(starlette_app, "routes"):  # unwrap the dashboard's shell and the Guard middleware
+            starlette_app = starlette_app.app
         served: set[tuple[str, str]] = set()
         for route in starlette_app.routes:
             assert isinstance(route, Route), route
@@ -1195,7 +1197,7 @@ def test_every_documented_operation_is_answered_by_its_handler(api: Daemon) -> N
     document = api.http.get("/openapi.json").json()
     for path, method in sorted(documented_operations(document)):
         url = path.replace("{id}", "987654").replace("{topic}", "no-such-topic")
-        if path == "/events":
+        if path in ("/events", "/dashboard/api/stream"):
             with api.http.stream(method, url) as response:
                 assert response.status_code == 200
             continue

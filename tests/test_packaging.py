@@ -57,6 +57,9 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "jobrunner/migrations/postgresql/0001_create_jobs.sql" in names
     assert "jobrunner/py.typed" in names
     assert "jobrunner/__main__.py" in names
+    # The dashboard's files ship (nothing is built or fetched when it runs).
+    for static in (REPO / "jobrunner" / "web" / "static").iterdir():
+        assert f"jobrunner/web/static/{static.name}" in names
     # Every migration of the checkout ships, for every dialect.
     for sql in (REPO / "migrations").rglob("*.sql"):
         assert f"jobrunner/migrations/{sql.relative_to(REPO / 'migrations').as_posix()}" in names
@@ -65,7 +68,7 @@ def test_wheel_contents(wheel: Path) -> None:
     assert top_level == {"jobrunner", metadata_name.split("/", 1)[0]}, top_level
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     requires = [line.lower() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    for dep in ("sqlalchemy", "anyio", "blinker"):
+    for dep in ("sqlalchemy", "anyio", "blinker", "prometheus-client", "rich"):
         assert any(dep in line for line in requires), (dep, requires)
 
 

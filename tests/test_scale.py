@@ -10,8 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from jobrunner import Runner, events
-from jobrunner import ScaleError
+from jobrunner import Runner, ScaleError, events
 from jobrunner.testing import running, wait_for
 from tests.limits_cluster import Cluster, make_cluster_fixture
 from tests.workers import Sleeper

@@ -84,12 +84,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(runner: Runner, external: ExternalTopics, settings: HttpSettings) -> ASGIApp:
     """The ASGI application of the API: every route of :data:`ROUTE_GROUPS`, behind the token."""
+    from ..web import WebViews  # the dashboard and /metrics: their page is served outside the guard
+
+    web = WebViews(runner, external.stopping)
     routes = [route for group in ROUTE_GROUPS for route in group(runner, external, settings).routes()]
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *web.routes()],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        lifespan=web.lifespan,
     )
-    return Guard(app, settings.token)
+    return web.shell(Guard(app, settings.token))
 
 
 __all__ = ["ROUTE_GROUPS", "DocumentRoutes", "create_app", "openapi_document"]

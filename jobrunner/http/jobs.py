@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..enqueue import WorkerDefaults, build_row, job_defaults
-from ..errors import ConfigError, EnqueueError, JobStateError, UnknownWorkerError
-from ..job import ALL_STATES, MAX_JOB_ID
+from ..errors import ConfigError, EnqueueError, JobNotFoundError, JobStateError, UnknownWorkerError
+from ..job import ALL_STATES, FINAL_STATES, MAX_JOB_ID, Job
 from ..storage.records import NewJob
 from .group import RouteGroup
-from .parsing import MAX_PAGE, as_object, loaded_worker, path_id, query_int, read_body
+from .parsing import MAX_PAGE, as_object, loaded_worker, path_id, query_int, query_number, read_body
 from .responses import ApiError, JSONResponse
 
 
@@ -84,12 +85,41 @@ class JobRoutes(RouteGroup):
         return await (self.enqueue(request) if request.method == "POST" else self.list_jobs(request))
 
     async def get_job(self, request: Request) -> Response:
-        """``GET /jobs/{id}``."""
+        """``GET /jobs/{id}``; with ``?wait=S``, once the job is final or S seconds passed."""
         job_id = path_id(request)
+        wait = query_number(request, "wait", 0.0, 0.0, self.settings.max_wait)
         job = await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
         if job is None:
             raise ApiError(404, f"no job with id {job_id}")
+        if wait > 0 and job.state not in FINAL_STATES:
+            job = await self._wait(job_id, wait)
         return JSONResponse(job.to_dict())
+
+    async def _wait(self, job_id: int, seconds: float) -> Job:
+        """The job once final, else as it is after ``seconds`` (or when the daemon stops)."""
+        final: Job | None = None
+        failure: Exception | None = None
+
+        async def cancel_when_stopping(scope: anyio.CancelScope) -> None:
+            await self.external.stopping.wait()
+            scope.cancel()
+
+        with anyio.move_on_after(seconds):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(cancel_when_stopping, tasks.cancel_scope)
+                try:
+                    final = await self.runner.wait_async(job_id)
+                except JobNotFoundError:
+                    pass  # deleted meanwhile: the read below answers 404
+                except Exception as exc:  # noqa: BLE001 - re-raised outside the task group
+                    failure = exc
+                tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        current = final or await self.runner.in_read_thread(lambda: self.runner.get_job(job_id))
+        if current is None:
+            raise ApiError(404, f"no job with id {job_id}")
+        return current
 
     async def list_jobs(self, request: Request) -> Response:
         """``GET /jobs``: one page, filtered by topic and state, after a cursor."""

@@ -4,7 +4,7 @@ Built by composition: one :class:`~.database.Database` (engines, transactions, b
 retries, kept connections) shared by four verb groups — :class:`~.jobs.JobVerbs` (insert,
 the claim/ack cycle, reads), :class:`~.operator.OperatorVerbs` (cancel, retry, pause,
 prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue) and
-:class:`~.leases.LeaseVerbs` (external workers). The statements are in
+:class:`~.leases.LeaseVerbs` (external workers), and :class:`~.cron.CronVerbs` (cron slots). The statements are in
 :mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
 :class:`~.client.AsyncStorage`; sync code uses :class:`Storage` directly.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..config import DatabaseSettings
 from ..errors import StorageError
 from .client import AsyncStorage
+from .cron import CronVerbs
 from .database import Database
 from .jobs import JobVerbs
 from .leases import LeaseVerbs
@@ -25,7 +26,7 @@ from .sqlite import ChangeProbe
 
 
 class Storage:
-    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``."""
+    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.db = Database(settings)
@@ -33,6 +34,7 @@ class Storage:
         self.operator = OperatorVerbs(self.db)
         self.nodes = NodeVerbs(self.db)
         self.leases = LeaseVerbs(self.db)
+        self.cron = CronVerbs(self.db)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -40,6 +42,6 @@ class Storage:
 
 
 __all__ = [
-    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CycleResult", "Database", "Lease", "NewJob",
+    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult", "Database", "Lease", "NewJob",
     "Storage", "StorageError", "TopicControl",
 ]

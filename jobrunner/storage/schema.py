@@ -102,3 +102,12 @@ starts = Table(
 Index("ix_jobrunner_starts_window", starts.c.topic, starts.c.started_at)
 
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)
+
+cron_slots = Table(
+    "jobrunner_cron_slots",
+    metadata,
+    Column("schedule", Text, primary_key=True),
+    # POSIX seconds of the slot (whole numbers: cron slots fall on whole seconds).
+    Column("slot", BigInteger, primary_key=True, autoincrement=False),
+    Column("job_id", _id_type, nullable=True),
+)

@@ -1,5 +1,5 @@
--- jobrunner schema version 8 (numbered 0005 until 0005-0007 land): runtime scaling and
--- limits across nodes.
+-- jobrunner schema version 8 (numbered 0006 until the pgscale and uniquedeps migrations
+-- land): runtime scaling and limits across nodes.
 -- A topic's parallelism set at run time (scale), overriding the configured one on
 -- every node until reset (NULL: the configured value).
 ALTER TABLE jobrunner_topics ADD COLUMN parallelism INTEGER;
@@ -11,7 +11,7 @@ ALTER TABLE jobrunner_topics ADD COLUMN parallelism INTEGER;
 CREATE TABLE jobrunner_starts (
     topic TEXT NOT NULL,
     partition_key TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL
+    started_at DOUBLE PRECISION NOT NULL
 );
 
 CREATE INDEX ix_jobrunner_starts_window ON jobrunner_starts (topic, started_at);

@@ -1,0 +1,250 @@
+"""The dashboard's live feed: events aggregated on the server, deltas pushed once a second.
+
+Lifecycle events only touch memory here (a bucket increment, a job summary kept by id);
+nothing is read from the database per event or per client. Once a second, while at
+least one dashboard is open, one of the open streams (whichever gets there first) turns
+what changed into one delta message that every stream then sends: the jobs that changed,
+the outcome buckets that moved, and the topic table (counts from the shared census,
+refreshed when events say something changed; see :mod:`jobrunner.census`). With no
+dashboard open nothing ticks at all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..census import CensusCache
+from ..fanout import Handler
+from ..insight import Census
+from ..job import Job
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+
+#: Seconds per bucket of the throughput chart, and how many buckets it shows (10 minutes).
+BUCKET = 5
+HISTORY = 120
+#: Seconds between deltas.
+TICK = 1.0
+#: The oldest census a delta shows after events changed the table: counts while jobs flow
+#: may lag this much (a pause or retry from the page is shown at the next tick).
+BUSY_CENSUS_AGE = 2.0
+#: Changed jobs one delta carries at most; past that it says ``overflow`` (the page reloads).
+MAX_CHANGED = 500
+#: Deltas kept for streams that fell behind; one further behind gets a new snapshot.
+KEPT = 30
+#: Empty ticks between keep-alive comments.
+KEEPALIVE_TICKS = 15
+
+_FINISHED_AT = {"completed": "completed_at", "discarded": "discarded_at", "cancelled": "cancelled_at"}
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """A job as a row of the dashboard's jobs table (times in epoch seconds)."""
+    return {"id": job.id, "topic": job.topic, "worker": job.worker, "state": job.state, "priority": job.priority,
+            "attempt": job.attempt, "max_attempts": job.max_attempts, "inserted_at": job.inserted_at,
+            "scheduled_at": job.scheduled_at, "attempted_at": job.attempted_at, "completed_at": job.completed_at,
+            "discarded_at": job.discarded_at, "cancelled_at": job.cancelled_at, "attempted_by": job.attempted_by}
+
+
+class Rates:
+    """Outcomes per topic in :data:`BUCKET`-second buckets over :data:`HISTORY` buckets."""
+
+    def __init__(self) -> None:
+        #: topic -> bucket start -> [completed, failed]
+        self._buckets: dict[str, dict[int, list[int]]] = {}
+        self._touched: set[tuple[str, int]] = set()
+
+    def add(self, topic: str, failed: bool, now: float) -> None:
+        """Count one outcome of ``topic`` at ``now``."""
+        start = int(now) // BUCKET * BUCKET
+        buckets = self._buckets.setdefault(topic, {})
+        counts = buckets.get(start)
+        if counts is None:
+            counts = buckets[start] = [0, 0]
+            oldest = start - BUCKET * HISTORY
+            for old in [b for b in buckets if b <= oldest]:
+                del buckets[old]
+        counts[1 if failed else 0] += 1
+        self._touched.add((topic, start))
+
+    def history(self) -> dict[str, list[list[int]]]:
+        """Every kept bucket: topic -> [[start, completed, failed], ...]."""
+        return {topic: [[start, *counts] for start, counts in sorted(buckets.items())]
+                for topic, buckets in self._buckets.items()}
+
+    def take_touched(self) -> dict[str, list[list[int]]]:
+        """The buckets changed since the last call, with their totals."""
+        touched, self._touched = self._touched, set()
+        found: dict[str, list[list[int]]] = {}
+        for topic, start in sorted(touched):
+            counts = self._buckets.get(topic, {}).get(start)
+            if counts is not None:
+                found.setdefault(topic, []).append([start, *counts])
+        return found
+
+
+class LiveBoard:
+    """Aggregates one runner's events for the dashboards open on it."""
+
+    def __init__(self, runner: Runner, census: CensusCache) -> None:
+        self.runner = runner
+        self.census = census
+        self.rates = Rates()
+        self._lock = threading.Lock()  # events arrive from worker threads too
+        self._changed: dict[int, dict[str, Any]] = {}
+        self._overflow = False
+        self._dirty = 0.0  # monotonic time of the first change the census may not show yet; 0: none
+        self._poked = False
+        self._seq = 0
+        self._kept: deque[tuple[int, str | None]] = deque(maxlen=KEPT)
+        self._ticking: anyio.Event | None = None
+        self._next_tick = 0.0
+        self._last_topics = ""
+        self.streams = 0
+
+    # ------------------------------------------------------------ events
+
+    def handler(self, name: str) -> Handler | None:
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`)."""
+        outcome = {"job_completed": False, "job_failed": True, "job_discarded": True}.get(name)
+
+        def receive(sender: Any, payload: dict[str, Any]) -> None:
+            if outcome is None and not self.streams:  # the common case while nobody looks
+                self._dirty = self._dirty or time.monotonic()
+                return
+            job = payload.get("job")
+            with self._lock:
+                self._dirty = self._dirty or time.monotonic()
+                if not isinstance(job, Job):
+                    return
+                if outcome is not None:
+                    self.rates.add(job.topic, outcome, self.runner.clock())
+                if not self.streams:
+                    return  # no dashboard open: only the chart's history is kept
+                if len(self._changed) >= MAX_CHANGED and job.id not in self._changed:
+                    self._overflow = True
+                    self._changed.pop(next(iter(self._changed)))
+                self._changed.pop(job.id, None)  # re-inserted: the newest change last
+                self._changed[job.id] = job_summary(job)
+        return receive
+
+    def poke(self) -> None:
+        """Something changed that sends no event (a pause, a retry): read the census again
+        for the next delta."""
+        self._dirty = self._dirty or time.monotonic()
+        self._poked = True
+
+    # ------------------------------------------------------------ views
+
+    def topics_view(self, census: Census) -> dict[str, Any]:
+        """Per configured topic: counts, paused, running here / parallelism, external."""
+        slots = self.runner.slots()
+        view = {}
+        for name, topic in self.runner.settings.topics.items():
+            running, parallelism = slots.get(name, (None, topic.parallelism))
+            view[name] = {"counts": census.counts.get(name, {}), "paused": name in census.paused,
+                          "running_here": running, "parallelism": parallelism, "external": topic.external}
+        return view
+
+    def nodes_view(self, census: Census) -> list[dict[str, Any]]:
+        """Every node row, with whether its heartbeat is recent enough to count as alive."""
+        since = self.runner.clock() - self.runner.settings.runner.rescue_after
+        return [{"node": n.node, "started_at": n.started_at, "heartbeat_at": n.heartbeat_at,
+                 "alive": n.heartbeat_at >= since, "this": n.node == self.runner.node} for n in census.nodes]
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything a dashboard shows but the jobs table."""
+        census = await self.census.get(TICK)
+        with self._lock:
+            history = self.rates.history()
+        return {"seq": self._seq, "now": self.runner.clock(), "node": self.runner.node, "bucket": BUCKET,
+                "history": HISTORY, "topics": self.topics_view(census), "nodes": self.nodes_view(census),
+                "rates": history}
+
+    # ------------------------------------------------------------ ticking
+
+    async def _tick(self) -> None:
+        with self._lock:
+            changed, self._changed = list(self._changed.values()), {}
+            overflow, self._overflow = self._overflow, False
+            dirty, self._dirty = self._dirty, 0.0
+            poked, self._poked = self._poked, False
+            rates = self.rates.take_touched()
+        census = await self.census.get(0.0 if poked else BUSY_CENSUS_AGE if dirty else 10 * TICK)
+        if dirty and self.census.read_since < dirty:
+            with self._lock:  # the census is rationed (see jobrunner.census): try at the next tick
+                self._dirty = min(self._dirty or dirty, dirty)
+        topics = self.topics_view(census)
+        nodes = self.nodes_view(census)
+        encoded_topics = json.dumps([topics, [(n["node"], n["alive"]) for n in nodes]], sort_keys=True)
+        delta: dict[str, Any] = {}
+        if encoded_topics != self._last_topics:
+            self._last_topics = encoded_topics
+            delta.update(topics=topics, nodes=nodes)
+        if changed:
+            delta["jobs"] = changed
+        if overflow:
+            delta["overflow"] = True
+        if rates:
+            delta["rates"] = rates
+        self._seq += 1
+        text = None
+        if delta:
+            delta.update(seq=self._seq, now=self.runner.clock())
+            text = f"event: delta\ndata: {json.dumps(delta, default=str)}\n\n"
+        self._kept.append((self._seq, text))
+
+    async def _advance(self, seq: int) -> None:
+        """Wait until a delta newer than ``seq`` exists, making it when it is due."""
+        while self._seq <= seq:
+            ticking = self._ticking
+            if ticking is not None:
+                await ticking.wait()
+                continue
+            ticking = self._ticking = anyio.Event()
+            try:
+                await anyio.sleep(max(0.0, self._next_tick - time.monotonic()))
+                self._next_tick = time.monotonic() + TICK
+                await self._tick()
+            finally:
+                self._ticking = None
+                ticking.set()
+
+    async def stream(self, stopping: anyio.Event) -> AsyncIterator[str]:
+        """The server-sent events of one open dashboard: a ``snapshot``, then ``delta``
+        messages, until ``stopping`` is set."""
+        self.streams += 1
+        try:
+            snapshot = await self.snapshot()
+            seq = snapshot["seq"]
+            yield f"event: snapshot\ndata: {json.dumps(snapshot, default=str)}\n\n"
+            quiet = 0
+            while not stopping.is_set():
+                await self._advance(seq)
+                missed = [(s, text) for s, text in self._kept if s > seq]
+                if not missed or missed[0][0] != seq + 1:  # fell too far behind: start again
+                    snapshot = await self.snapshot()
+                    seq = snapshot["seq"]
+                    yield f"event: snapshot\ndata: {json.dumps(snapshot, default=str)}\n\n"
+                    continue
+                seq = missed[-1][0]
+                texts = [text for _, text in missed if text is not None]
+                quiet = 0 if texts else quiet + len(missed)
+                for text in texts:
+                    yield text
+                if quiet >= KEEPALIVE_TICKS:
+                    quiet = 0
+                    yield ": keep-alive\n\n"
+        finally:
+            self.streams -= 1
+
+
+__all__ = ["BUCKET", "HISTORY", "LiveBoard", "Rates", "job_summary"]
