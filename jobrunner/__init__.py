@@ -9,6 +9,7 @@ from . import events
 from .config import Settings, load as load_config
 from .errors import (
     ConfigError,
+    CopyError,
     EnqueueError,
     ExternalJobError,
     InvalidArgumentsError,
@@ -37,6 +38,7 @@ from .worker import Cancel, Snooze, Worker
 __all__ = [
     "Cancel",
     "ConfigError",
+    "CopyError",
     "Cron",
     "EnqueueError",
     "ExternalJobError",

@@ -1,7 +1,8 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, scale, events, wait, cron. The global options may also follow the command. Errors go to stderr;
+resume, scale, events, copy, nodes, wait, cron. The global options may also follow the command. Errors go to
+stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -168,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="jobs of TOPIC each node runs at once (1 to 10000)")
     scale.add_argument("--reset", action="store_true", help="go back to the configured parallelism")
 
+    copy = command("copy", "copy every job to another database (--to URL) or from one (--from URL)")
+    copy.add_argument("--to", metavar="URL", help="the database to copy the configured one into (migrated first)")
+    copy.add_argument("--from", dest="source", metavar="URL", help="the database to copy into the configured one")
+    copy.add_argument("--force", action="store_true",
+                      help="replace the target's jobs, pauses and leases (a non-empty target is refused without it)")
+
+    nodes = command("nodes", "live nodes: their topics, running jobs and last heartbeat")
+    nodes.add_argument("--json", action="store_true", help="one JSON document")
+
     wait = command("wait", "wait until a job is final and print it; exit 0 completed, 3 discarded, "
                            "4 cancelled, 124 timed out, 1 unknown id")
     wait.add_argument("id", type=_job_id, metavar="ID")
@@ -259,6 +269,8 @@ COMMANDS = {
     "resume": commands.cmd_resume,
     "scale": commands.cmd_scale,
     "events": commands.cmd_events,
+    "copy": commands.cmd_copy,
+    "nodes": commands.cmd_nodes,
     "top": cmd_top,
     "wait": commands.cmd_wait,
     "cron": commands.cmd_cron,

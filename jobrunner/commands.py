@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from . import config as config_module, cron, payload
 from .errors import JobNotFoundError, UsageError, WaitTimeoutError
 from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
@@ -213,6 +215,43 @@ def cmd_scale(settings: config_module.Settings, ns: argparse.Namespace) -> int:
         print(f"topic {ns.topic} back to its configured parallelism {now} on every node")
     else:
         print(f"topic {ns.topic} scaled to parallelism {now} on every node")
+    return EXIT_OK
+
+
+def cmd_copy(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Copy every job (and pause, and lease) to ``--to URL`` or from ``--from URL``."""
+    from .storage.copying import copy_database
+
+    if (ns.to is None) == (ns.source is None):
+        raise UsageError("give exactly one of --to URL (copy the configured database there) "
+                         "or --from URL (copy that database into the configured one)")
+    here = settings.database.url
+    source, target = (here, ns.to) if ns.to is not None else (ns.source, here)
+    report = copy_database(source, target, replace=ns.force)
+    shown = make_url(target).render_as_string(hide_password=True)
+    print(f"copied {report.jobs} job(s), {report.topics} topic control(s), {report.leases} lease(s) to {shown}; "
+          f"next job id {report.next_id}")
+    return EXIT_OK
+
+
+def cmd_nodes(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """List live nodes: topics, running jobs, last heartbeat."""
+    import time
+
+    runner = _open(settings)
+    now = time.time()
+    found = runner.store.nodes.listing(now - settings.runner.rescue_after)
+    if ns.json:
+        print(json.dumps({"nodes": [info.as_json() for info in found]}))
+        return EXIT_OK
+    if not found:
+        print("no live nodes")
+        return EXIT_OK
+    width = max(len("node"), *(len(info.node) for info in found))
+    print(f"{'node'.ljust(width)}  {'running':>7}  {'heartbeat':>9}  topics")
+    for info in found:
+        print(f"{info.node.ljust(width)}  {sum(info.running.values()):>7}  {now - info.heartbeat_at:>8.1f}s  "
+              + ", ".join(f"{t}({info.running.get(t, 0)})" for t in info.topics))
     return EXIT_OK
 
 

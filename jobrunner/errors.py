@@ -64,6 +64,11 @@ class ScaleError(JobrunnerError):
     """A parallelism to scale a topic to must be a whole number from 1 to 10,000."""
 
 
+class CopyError(JobrunnerError):
+    """A copy between databases was refused (non-empty target, same database) or failed;
+    the target is unchanged."""
+
+
 class JobStateError(JobrunnerError):
     """The job is not in a state that allows this action."""
 
@@ -105,7 +110,7 @@ class ProcessFailed(Exception):
 
 
 __all__ = [
-    "ConfigError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError", "JobStateError",
-    "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
+    "ConfigError", "CopyError", "EnqueueError", "ExternalJobError", "InvalidArgumentsError", "JobNotFoundError",
+    "JobStateError", "JobrunnerError", "LeaseError", "MigrationError", "PayloadError", "PriorityError", "ProcessFailed",
     "ScheduleError", "StartupError", "StorageError", "UnknownWorkerError", "UsageError", "WaitTimeoutError",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -42,9 +42,10 @@ class Housekeeper:
         self.on_rescued = on_rescued
         self.clock = clock
 
-    async def register(self) -> None:
-        """First heartbeat: a node is known alive before it claims anything."""
-        await self.storage.heartbeat(self.node, self.clock())
+    async def register(self, topics: Iterable[str]) -> None:
+        """First heartbeat, naming the ``topics`` this node serves: a node is known alive
+        before it claims anything."""
+        await self.storage.register_node(self.node, self.clock(), topics)
 
     async def unregister(self) -> None:
         """Forget this node (clean stop)."""

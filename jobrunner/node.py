@@ -30,6 +30,7 @@ from .housekeeping import Housekeeper
 from .job import Job
 from .loop import EventLoop
 from .producer import Producer
+from .storage import INSERTED
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
@@ -144,7 +145,7 @@ class Node:
             import_modules(self.settings)
             cron = CronScheduler(cron_schedules(self.settings), self.settings, runner.store, runner.in_thread,
                                  runner.clock, self._cron_inserted)
-            await housekeeper.register()
+            await housekeeper.register(self.settings.topics)
             try:
                 await self._supervise(task_status, housekeeper, cron)
             finally:
@@ -219,7 +220,13 @@ class Node:
             await topic_group.start(supervisor.run)
 
     async def _watch_commits(self, scope: anyio.CancelScope) -> None:
-        """Wake every producer when another process commits (where the store can tell)."""
+        """Wake producers when another process commits (where the store can tell):
+        notices from every node on PostgreSQL, a look at the SQLite file's log otherwise."""
+        listener = self.runner.store.notices.notification_listener(self._on_notice)
+        if listener is not None:
+            with scope:
+                await listener.run()
+            return
         interval = self.settings.database.watch_interval
         probe = self.runner.store.db.change_probe() if interval > 0 else None
         if probe is None:
@@ -239,6 +246,20 @@ class Node:
         for job in jobs:
             events.emit(events.job_inserted, job.topic, job=job, schedule=schedule)
         self._wake_topics(jobs)
+
+    def _on_notice(self, kind: str | None, topic: str | None) -> None:
+        """A notice from some node (see :mod:`jobrunner.storage.notices`); runs in the loop."""
+        if kind is None or topic is None:
+            self._notify_all()
+            return
+        for listener in list(self.runner.change_listeners):
+            listener()  # waiters (jobrunner.waiting) read their job again
+        if kind == INSERTED:
+            self.wake(topic)
+        else:
+            self.control_changed(topic)
+            if self.external.topic(topic) is not None:
+                self.external.notify(topic)
 
     def _wake_topics(self, jobs: list[Job]) -> None:
         for topic in {job.topic for job in jobs}:

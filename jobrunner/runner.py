@@ -22,6 +22,7 @@ from .job import RETRYABLE_STATES, Job, JobState, is_job_id
 from .node import Node, announce_cancelled, default_node_id, import_modules
 from .storage import AsyncStorage, NewJob, Storage
 from .supervisor import TopicSupervisor
+from .txenqueue import insert_in_transaction
 from .waiting import wait_for_job
 from .worker import Worker
 
@@ -78,6 +79,7 @@ class Runner:
         scheduled_at: Any = None,
         max_attempts: int | None = None,
         topic: str | None = None,
+        connection: Any = None,
     ) -> Job:
         """Store one job and return it. Raises EnqueueError, storing nothing, on bad input.
 
@@ -85,19 +87,41 @@ class Runner:
         ``"low"``. ``topic`` names a topic declared ``external = true`` to enqueue for
         its external workers (``worker`` is then any name they understand); for a
         Worker class it must be the worker's own topic.
+
+        ``connection`` (a SQLAlchemy ``Connection`` or ORM ``Session`` on this runner's
+        database) inserts the job inside the caller's transaction: it exists once that
+        commits, not at all if it rolls back, and nothing is woken before the commit
+        (see :mod:`jobrunner.txenqueue`).
         """
         options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
                    "max_attempts": max_attempts, "topic": topic}
-        return self.store_rows([build_row(self.settings, worker, args, options, self.clock())])[0]
+        rows = [build_row(self.settings, worker, args, options, self.clock())]
+        if connection is not None:
+            return self._insert_on(connection, rows)[0]
+        return self.store_rows(rows)[0]
 
-    def enqueue_many(self, items: Iterable[EnqueueItem]) -> list[Job]:
+    def enqueue_many(self, items: Iterable[EnqueueItem], *, connection: Any = None) -> list[Job]:
         """Store many jobs in one transaction; all or none. Returns them in the order given.
 
         Each item is ``(worker, args)`` or ``(worker, args, options)``; options are the
         keyword arguments of :meth:`enqueue` (``priority``, ``delay``, ``scheduled_at``,
-        ``max_attempts``, ``topic``).
+        ``max_attempts``, ``topic``). ``connection``: as for :meth:`enqueue`.
         """
+        if connection is not None:
+            return self._insert_on(connection, self._rows(items))
         return self.store_rows(self._rows(items))
+
+    def _insert_on(self, connection: Any, rows: list[NewJob]) -> list[Job]:
+        """Insert in the caller's transaction (:mod:`jobrunner.txenqueue`)."""
+        return insert_in_transaction(self._storage, connection, rows, self._announce_committed)
+
+    def _announce_committed(self, stored: list[Job]) -> None:
+        """Jobs inserted in a caller's transaction were committed: announce them, wake their topics."""
+        if events.wanted(events.job_inserted):
+            for job in stored:
+                events.emit(events.job_inserted, job.topic, job=job)
+        for topic in {job.topic for job in stored if job.state == JobState.AVAILABLE}:
+            self._wake(topic)
 
     async def enqueue_async(
         self,
@@ -286,8 +310,9 @@ class Runner:
 
     def cancel_job(self, job_id: int) -> Job | None:
         """Cancel a job that has not finished (a running one is interrupted; on another
-        node within its poll interval). Returns the cancelled job, None if unknown;
-        raises JobStateError when the job had already finished."""
+        node at once on PostgreSQL, else within its commit watcher's or poll interval).
+        Returns the cancelled job, None if unknown; raises JobStateError when the job had
+        already finished."""
         if not is_job_id(job_id):
             return None
         job, changed = self._storage.operator.cancel(job_id, self.clock())

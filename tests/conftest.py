@@ -24,9 +24,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-#: The engines every ``db_url`` test runs on. Adding "postgresql" here runs the whole
-#: suite on both engines (for one run: JOBRUNNER_TEST_ENGINES=sqlite,postgresql).
-SUITE_ENGINES = os.environ.get("JOBRUNNER_TEST_ENGINES", "sqlite").split(",")
+#: The engines every ``db_url`` test (storage, engine, control, kill -9 ...) runs on: both
+#: by default; one run on one engine: JOBRUNNER_TEST_ENGINES=sqlite (or postgresql). The
+#: PostgreSQL half is skipped, saying why, when no server can be reached.
+SUITE_ENGINES = os.environ.get("JOBRUNNER_TEST_ENGINES", "sqlite,postgresql").split(",")
 #: Every engine jobrunner supports (the ``any_db_url`` fixture).
 ALL_ENGINES = ["sqlite", "postgresql"]
 #: The PostgreSQL server the tests use: a maintenance database on it, reached with the

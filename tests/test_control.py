@@ -142,7 +142,11 @@ async def test_paused_topic_claims_nothing_until_resumed_by_another_process(make
             await waiter
     finally:
         other.close()
-    assert other_process_store(runner).operator.paused_topics() == set()
+    check = other_process_store(runner)
+    try:
+        assert check.operator.paused_topics() == set()
+    finally:
+        check.close()
 
 
 async def test_retry_discarded_and_cancelled_jobs(make_runner: Any) -> None:

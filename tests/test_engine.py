@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from jobrunner import Job, Runner, Worker, events
 from jobrunner.storage import NewJob
 from jobrunner.testing import EventRecorder, drain, running, wait_for
 from tests import workers
+from tests.faults import fail_updates_of, heal
 from tests.workers import Add, AlwaysFails, CancelMe, FailTimes, Noop, Sleeper, SnoozeOnce, SyncAdd, SyncChained
 
 pytestmark = pytest.mark.anyio
@@ -177,19 +177,6 @@ async def test_unknown_worker_is_discarded_not_retried(make_runner: Any) -> None
     assert "no attribute 'Vanished'" in stored.errors[0]["error"]
 
 
-def _fail_updates_of(db_path: str, topic: str) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            f"CREATE TRIGGER fail_{topic} BEFORE UPDATE ON jobrunner_jobs WHEN NEW.topic = '{topic}' "
-            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-        )
-
-
-def _heal(db_path: str, topic: str) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"DROP TRIGGER fail_{topic}")
-
-
 class Bad(Worker):
     topic = "bad"
 
@@ -202,8 +189,7 @@ async def test_crashing_producer_stops_only_its_topic(make_runner: Any) -> None:
         {"bad": {"poll_interval": 0.05}, "t": {"poll_interval": 0.05}},
         runner={"max_restarts": 2},
     )
-    db_path = runner.store.db.engine.url.database
-    _fail_updates_of(db_path, "bad")
+    fail_updates_of(runner.settings.database.url, "bad")
     runner.enqueue(Bad, {})
     with EventRecorder() as recorder:
         async with running(runner):
@@ -219,20 +205,19 @@ async def test_crashing_producer_stops_only_its_topic(make_runner: Any) -> None:
 
 async def test_crashed_producer_restarts_and_recovers(make_runner: Any) -> None:
     runner = make_runner({"bad": {"poll_interval": 0.05}})
-    db_path = runner.store.db.engine.url.database
-    _fail_updates_of(db_path, "bad")
+    fail_updates_of(runner.settings.database.url, "bad")
     job = runner.enqueue(Bad, {})
 
-    def heal(sender: str, **payload: Any) -> None:
-        _heal(db_path, "bad")
+    def heal_now(sender: str, **payload: Any) -> None:
+        heal(runner.settings.database.url, "bad")
 
-    events.topic_crashed.connect(heal, weak=False)
+    events.topic_crashed.connect(heal_now, weak=False)
     try:
         async with running(runner):
             await wait_for(events.topic_restarted)
             await completed(job)
     finally:
-        events.topic_crashed.disconnect(heal)
+        events.topic_crashed.disconnect(heal_now)
     assert runner.get_job(job.id).state == "completed"
 
 

@@ -8,7 +8,6 @@ breaks a listing.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from jobrunner import EnqueueError, Job, Runner, Worker
 from jobrunner.enqueue import build_row, external_defaults
 from jobrunner.payload import MAX_DEPTH
+from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
 from tests.workers import Add, Noop
 
@@ -112,13 +113,15 @@ def test_cli_enqueue_refuses_with_exit_2(tmp_path: Path, subprocess_env: dict[st
 
 
 def insert_raw(runner: Runner, args: str, **columns: Any) -> int:
-    """A row written straight into the SQLite file, around jobrunner."""
+    """A row written straight into the database (either engine), around jobrunner."""
     row = {"topic": "t", "worker": "tests.workers.Noop", "args": args, "state": "available",
            "inserted_at": time.time(), "scheduled_at": time.time(), **columns}
-    with sqlite3.connect(runner.store.db.engine.url.database) as conn:
-        cursor = conn.execute(f"INSERT INTO jobrunner_jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                              list(row.values()))
-        return int(cursor.lastrowid)
+    engine = create_engine(runner.settings.database.url)
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(jobs.insert().values(row).returning(jobs.c.id)).scalar_one())
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.anyio

@@ -1,6 +1,6 @@
-"""Resilience with real processes, real signals and a real SQLite file.
+"""Resilience with real processes, real signals and a real database (SQLite file or PostgreSQL).
 
-Every test drives ``python -m jobrunner`` daemons (``tests/daemon_harness.py``) on one SQLite file and
+Every test drives ``python -m jobrunner`` daemons (``tests/daemon_harness.py``) on one database and
 watches two things from outside: the jobs table (the only state the daemons share) and
 an execution log (a second SQLite file each execution appends to, see
 ``tests/resilience_workers.py``). Nothing sleeps to guess timing: the tests poll the
@@ -11,11 +11,9 @@ The only fixed-length waits are the deliberate "nothing happens for a while" che
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from jobrunner import Runner
 from tests import resilience_workers as rw
@@ -34,7 +35,7 @@ from tests.resilience_workers import Task
 
 CONFIG = """
 [database]
-url = "sqlite:///{db}"
+url = "{url}"
 
 [runner]
 modules = ["tests.resilience_workers"]
@@ -58,10 +59,11 @@ pytestmark = pytest.mark.timeout(240)
 
 @dataclass
 class Cluster:
-    """Daemons on one SQLite file, plus the helpers to watch them from outside."""
+    """Daemons on one database, plus the helpers to watch them from outside."""
 
     tmp: Path
     env: dict[str, str]
+    url: str = ""
     poll: float = 0.1
     parallelism: int = 8
     grace: float = 2.0
@@ -70,11 +72,12 @@ class Cluster:
     daemons: list[DaemonProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.db = self.tmp / "jobs.db"
+        self.url = self.url or f"sqlite:///{self.tmp / 'jobs.db'}"
+        self.engine = create_engine(self.url, poolclass=NullPool)
         self.log = self.tmp / "executions.db"
         self.cfg = self.tmp / "config.toml"
         self.cfg.write_text(CONFIG.format(
-            db=self.db, grace=self.grace, heartbeat=self.heartbeat, rescue=self.rescue,
+            url=self.url, grace=self.grace, heartbeat=self.heartbeat, rescue=self.rescue,
             parallelism=self.parallelism, poll=self.poll,
         ))
         rw.create_log(self.log)
@@ -104,32 +107,31 @@ class Cluster:
     def cleanup(self) -> None:
         for daemon in self.daemons:
             daemon.kill()
+        self.engine.dispose()
 
     # -------------------------------------------------------- the tables
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):  # the first daemon has not migrated yet
-                    return []
-                raise
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            with self.engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(sql), params or {})]
+        except DBAPIError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):  # not migrated yet
+                return []
+            raise
 
     def counts(self) -> Counter[str]:
         return Counter(dict(self.query("SELECT state, count(*) FROM jobrunner_jobs GROUP BY state")))
 
     def state(self, job_id: int) -> str | None:
-        rows = self.query("SELECT state FROM jobrunner_jobs WHERE id = ?", (job_id,))
+        rows = self.query("SELECT state FROM jobrunner_jobs WHERE id = :id", {"id": job_id})
         return rows[0][0] if rows else None
 
     def jobs(self) -> dict[int, dict[str, Any]]:
-        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM jobrunner_jobs ORDER BY id").fetchall()
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(text("SELECT * FROM jobrunner_jobs ORDER BY id"))]
         jobs = {}
-        for row in rows:
-            job = dict(row)
+        for job in rows:
             job["errors"] = json.loads(job["errors"])
             jobs[job["id"]] = job
         return jobs
@@ -179,11 +181,12 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(tmp_path: Path, subprocess_env: dict[str, str], db_url: str) -> Iterator[Callable[..., Cluster]]:
+    """Clusters on this test's database (each engine of ``SUITE_ENGINES``)."""
     made: list[Cluster] = []
 
     def make(**options: Any) -> Cluster:
-        cluster = Cluster(tmp_path, subprocess_env, **options)
+        cluster = Cluster(tmp_path, subprocess_env, db_url, **options)
         made.append(cluster)
         return cluster
 

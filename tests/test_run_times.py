@@ -8,15 +8,16 @@ back to the topic's backoff with a note in the error entry, and the job goes on.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, update
 
 from jobrunner import Job, Runner, Snooze, Worker
 from jobrunner.job import LATEST, iso
+from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
 
 BACKOFF_1S = {"strategy": "constant", "base": 1.0, "max": 1.0, "jitter": 0.0}
@@ -122,9 +123,12 @@ async def test_a_backoff_that_is_not_seconds_falls_back_to_the_topic(one_second_
 
 def test_stored_times_beyond_the_range_still_render(runner: Runner) -> None:
     job = runner.enqueue(LongSnooze, {})
-    with sqlite3.connect(runner.store.db.engine.url.database) as conn:
-        conn.execute("UPDATE jobrunner_jobs SET scheduled_at = ?, attempted_at = ? WHERE id = ?",
-                     (1e14, -1e14, job.id))
+    engine = create_engine(runner.settings.database.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job.id).values(scheduled_at=1e14, attempted_at=-1e14))
+    finally:
+        engine.dispose()
     data = renders(runner.get_job(job.id))
     assert data["scheduled_at"].startswith("9999-12-31") and data["attempted_at"].startswith("0001-01-01")
     assert iso(float("nan")) is None

@@ -15,8 +15,9 @@ import pytest
 
 from jobrunner import events
 from jobrunner.config import DatabaseSettings
-from jobrunner.job import Job, JobState
-from jobrunner.storage import Ack, AsyncStorage, ClaimRequest, NewJob, Storage
+from jobrunner.job import Job, JobState, iso
+from jobrunner.storage import INSERTED, Ack, AsyncStorage, ClaimRequest, NewJob, Storage
+from jobrunner.storage.notices import CHANNEL
 from jobrunner.summary import OUTCOMES
 from jobrunner.transitions import Transition
 
@@ -204,6 +205,69 @@ async def test_leases_claim_extend_conclude_and_expire(api: AsyncStorage) -> Non
     again = await api.lease_job("x", 2, "worker-a", 30.0, NOW + 32)
     assert again is not None and again.job.id == high.id and again.job.attempt == 2
     assert low.id not in api.storage.leases.leased_job_ids()
+
+
+async def test_register_names_the_topics_and_the_listing_counts_running_jobs(api: AsyncStorage) -> None:
+    await api.register_node("n1", NOW, ["b", "a"])
+    await api.heartbeat("n1", NOW + 1)  # a heartbeat keeps the topics
+    await api.heartbeat("n2", NOW)  # registered by its heartbeat alone: no topics known
+    await api.insert([row(), row(), row("u")])
+    await api.cycle((), claim(limit=1, node="n1"))
+    await api.cycle((), claim("u", node="n1"))
+    first, second = api.storage.nodes.listing(NOW - 10)
+    assert (first.node, first.topics, first.running) == ("n1", ["a", "b"], {"t": 1, "u": 1})
+    assert first.heartbeat_at == NOW + 1 and (second.node, second.topics, second.running) == ("n2", [], {})
+    assert first.as_json()["running_total"] == 2 and first.as_json()["started_at"] == iso(NOW)
+    assert [n.node for n in api.storage.nodes.listing(NOW + 0.5)] == ["n1"]
+
+
+async def test_insert_on_a_callers_connection_commits_or_rolls_back_with_it(api: AsyncStorage) -> None:
+    storage = api.storage
+    with storage.db.engine.connect() as conn:
+        with conn.begin() as outer:
+            storage.jobs.insert_on(conn, [row(i=1)])
+            outer.rollback()
+        with conn.begin():
+            kept = storage.jobs.insert_on(conn, [row(i=2), row("u", state="scheduled", at=NOW + 60)])
+    assert storage.jobs.listing(newest_first=False) == kept and kept[0].args == {"i": 2}  # nothing of {"i": 1}
+
+
+async def test_notices_ride_in_the_transaction_that_makes_the_change(api: AsyncStorage) -> None:
+    """Where the database notifies, each change tells every node at commit, and a rolled
+    back change tells nobody; elsewhere the same verbs send nothing and fail nothing."""
+    storage = api.storage
+    if not storage.notices.notifies:
+        assert storage.notices.notification_listener(lambda kind, topic: None) is None
+        storage.notices.announce(INSERTED, ["t"])  # a no-op
+        return
+    import psycopg
+
+    url = storage.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listening:
+        listening.execute(f"LISTEN {CHANNEL}")
+
+        def heard(count: int) -> list[str]:
+            got = []
+            for notice in listening.notifies(timeout=10, stop_after=count):
+                got.append(notice.payload)
+            return got
+
+        await api.insert([row(), row(), row("u"), row("later", state="scheduled", at=NOW + 60)])
+        assert sorted(heard(2)) == ["insert:t", "insert:u"]  # once per topic with available jobs
+        with storage.db.engine.connect() as conn, conn.begin() as rolled_back:
+            storage.jobs.insert_on(conn, [row("gone")])
+            rolled_back.rollback()
+        (job,) = await api.insert([row("v")])
+        assert heard(1) == ["insert:v"]  # nothing from the rolled-back insert
+        storage.operator.set_paused("t", True, NOW)
+        storage.operator.cancel(job.id, NOW)
+        assert heard(2) == ["control:t", "control:v"]
+        storage.operator.retry(NOW, ids=[job.id])
+        assert heard(1) == ["insert:v"]
+        await api.heartbeat("dead", NOW - 100)
+        await api.cycle((), claim("u", node="dead"))
+        await api.rescue_orphans(NOW, NOW - 10)
+        assert heard(1) == ["insert:u"]
 
 
 async def test_blocking_work_runs_in_the_storage_threads(api: AsyncStorage) -> None:

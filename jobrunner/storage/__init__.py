@@ -1,10 +1,12 @@
 """Storage: every SQL statement jobrunner runs, behind verbs named by state transitions.
 
 Built by composition: one :class:`~.database.Database` (engines, transactions, busy
-retries, kept connections) shared by four verb groups — :class:`~.jobs.JobVerbs` (insert,
+retries, kept connections) shared by five verb groups — :class:`~.jobs.JobVerbs` (insert,
 the claim/ack cycle, reads), :class:`~.operator.OperatorVerbs` (cancel, retry, pause,
-prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue) and
-:class:`~.leases.LeaseVerbs` (external workers), and :class:`~.cron.CronVerbs` (cron slots). The statements are in
+prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue, the node list),
+:class:`~.leases.LeaseVerbs` (external workers), :class:`~.cron.CronVerbs` (cron slots) and
+:class:`~.notices.NoticeVerbs` (telling every node that a change committed, where the
+database can). The statements are in
 :mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
 :class:`~.client.AsyncStorage`; sync code uses :class:`Storage` directly.
@@ -20,21 +22,23 @@ from .database import Database
 from .jobs import JobVerbs
 from .leases import LeaseVerbs
 from .nodes import NodeVerbs
+from .notices import CONTROL, INSERTED, NoticeVerbs
 from .operator import OperatorVerbs
-from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, TopicControl
+from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, NodeInfo, TopicControl
 from .sqlite import ChangeProbe
 
 
 class Storage:
-    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``."""
+    """One database and its verb groups: ``jobs``, ``operator``, ``nodes``, ``leases``, ``cron``, ``notices``."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.db = Database(settings)
-        self.jobs = JobVerbs(self.db)
-        self.operator = OperatorVerbs(self.db)
-        self.nodes = NodeVerbs(self.db)
+        self.notices = NoticeVerbs(self.db)
+        self.jobs = JobVerbs(self.db, self.notices)
+        self.operator = OperatorVerbs(self.db, self.notices)
+        self.nodes = NodeVerbs(self.db, self.notices)
         self.leases = LeaseVerbs(self.db)
-        self.cron = CronVerbs(self.db)
+        self.cron = CronVerbs(self.db, self.notices)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -42,6 +46,6 @@ class Storage:
 
 
 __all__ = [
-    "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult", "Database", "Lease", "NewJob",
-    "Storage", "StorageError", "TopicControl",
+    "CONTROL", "INSERTED", "Ack", "AsyncStorage", "ChangeProbe", "ClaimRequest", "CronVerbs", "CycleResult",
+    "Database", "Lease", "NewJob", "NodeInfo", "NoticeVerbs", "Storage", "StorageError", "TopicControl",
 ]

@@ -95,6 +95,10 @@ class AsyncStorage:
 
     # ------------------------------------------------------------ nodes
 
+    async def register_node(self, node: str, now: float, topics: Iterable[str]) -> None:
+        """Record that ``node`` is alive at ``now`` and serves ``topics``."""
+        await self._hop(False, self.storage.nodes.register, node, now, topics)
+
     async def heartbeat(self, node: str, now: float) -> None:
         """Record that ``node`` is alive at ``now``."""
         await self._hop(False, self.storage.nodes.heartbeat, node, now)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.dml import Insert
 
-from ..job import Job
+from ..job import Job, JobState
 from . import statements as sql
 from .database import Database
+from .notices import INSERTED, NoticeVerbs
 from .records import NewJob
 from .schema import cron_slots, jobs
 
@@ -42,8 +43,9 @@ def _insert_slot(dialect: str, schedule: str, slot: int) -> Insert:
 class CronVerbs:
     """Insert the jobs of cron slots, once each; read each schedule's last job."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs) -> None:
         self.db = db
+        self.notices = notices
 
     def insert_jobs(self, schedule: str, plan: CronPlan) -> list[tuple[int, Job]]:
         """Insert the jobs ``plan`` asks for, each with its slot row, in one transaction.
@@ -74,6 +76,8 @@ class CronVerbs:
                 inserted.append((slot, job))
             if inserted and last is not None:
                 conn.execute(delete(cron_slots).where(cron_slots.c.schedule == schedule, cron_slots.c.slot < last))
+            # Every node may start them at once (delivered at commit).
+            self.notices.send(conn, INSERTED, {job.topic for _, job in inserted if job.state == JobState.AVAILABLE})
             return inserted
         return self.db.transaction(body)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, select, text
 from sqlalchemy.sql.dml import Insert
 
 
@@ -41,15 +41,19 @@ class Dialect:
     locking_claim: bool
     #: Commits by other processes can be noticed on the database file (SQLite WAL).
     file_probe: bool
+    #: Transactions can announce their changes to every connection (PostgreSQL LISTEN/NOTIFY).
+    notifies: bool
+    #: Many new rows go in as one bulk load (PostgreSQL ``COPY``), not a statement per row.
+    bulk_load: bool
 
     @classmethod
     def named(cls, name: str) -> Dialect:
         """The flags of the dialect SQLAlchemy calls ``name``."""
         if name == "sqlite":
             return cls(name, serial_writes=True, sequential_ids=True, begin_sql="BEGIN IMMEDIATE",
-                       locking_claim=False, file_probe=True)
+                       locking_claim=False, file_probe=True, notifies=False, bulk_load=False)
         return cls(name, serial_writes=False, sequential_ids=False, begin_sql=None,
-                   locking_claim=True, file_probe=False)
+                   locking_claim=True, file_probe=False, notifies=True, bulk_load=True)
 
 
 #: Advisory-lock namespace of transaction-scoped locks (per topic, per action).
@@ -77,6 +81,28 @@ def migration_lock(conn: Connection) -> Iterator[None]:
         conn.execute(select(func.pg_advisory_unlock(MIGRATION_NAMESPACE, 0)))
 
 
+def id_high_water(conn: Connection) -> int:
+    """The highest job id this database ever handed out (its sequence, pruned ids included)."""
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(text(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM jobrunner_jobs_id_seq"
+        )).first()
+    else:
+        row = conn.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'jobrunner_jobs'")).first()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def advance_ids(conn: Connection, past: int) -> None:
+    """Make the database hand out job ids above ``past`` from now on."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('jobrunner_jobs', 'id'), :n, true)"), {"n": past})
+        return
+    # Inserting explicit ids already raised it to the highest copied id; go past pruned ones too.
+    conn.execute(text("UPDATE sqlite_sequence SET seq = max(seq, :n) WHERE name = 'jobrunner_jobs'"), {"n": past})
+    conn.execute(text("INSERT INTO sqlite_sequence (name, seq) SELECT 'jobrunner_jobs', :n "
+                      "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobrunner_jobs')"), {"n": past})
+
+
 def upsert(
     dialect: str, table: Table, values: Mapping[str, Any], keys: Sequence[str], updates: Sequence[str]
 ) -> Insert:
@@ -99,4 +125,7 @@ def upsert(
     raise ValueError(f"no upsert for database dialect {dialect!r}")  # pragma: no cover - two dialects only
 
 
-__all__ = ["LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "Dialect", "lock_for_transaction", "migration_lock", "upsert"]
+__all__ = [
+    "LOCK_NAMESPACE", "MIGRATION_NAMESPACE", "Dialect", "advance_ids", "id_high_water", "lock_for_transaction",
+    "migration_lock", "upsert",
+]

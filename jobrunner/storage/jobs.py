@@ -9,14 +9,25 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import Connection
+
 from ..errors import StorageError
-from ..job import ALL_STATES, Job
+from ..job import ALL_STATES, Job, JobState
 from ..transitions import Transition
-from . import statements as sql
+from . import bulk, statements as sql
 from .database import Database, Prepared
 from .limited import LimitedClaims
+from .notices import INSERTED, NoticeVerbs
 from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
 from .schema import jobs as jobs_table
+
+
+def _stored(job_id: int, row: NewJob) -> Job:
+    """The job just stored from ``row`` under ``job_id`` (no need to read it back)."""
+    topic, worker, args, state, priority, attempt, max_attempts, _, inserted_at, scheduled_at, decoded = row
+    # Positional arguments in Job's field order (checked against the columns at import).
+    return Job.of(job_id, topic, worker, decoded if decoded is not None else json.loads(args), state, priority,
+                  attempt, max_attempts, [], None, inserted_at, scheduled_at)
 
 
 class _StaleAcks(Exception):
@@ -26,8 +37,9 @@ class _StaleAcks(Exception):
 class JobVerbs:
     """Insert jobs, run the claim/ack cycle, and read jobs back."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs) -> None:
         self.db = db
+        self.notices = notices
         self._claim = db.prepare(sql.claim(db.dialect))
         self._stage = db.prepare(sql.STAGE)
         self._paused = db.prepare(sql.PAUSED)
@@ -42,15 +54,27 @@ class JobVerbs:
     # ------------------------------------------------------------ writes
 
     def insert(self, rows: Sequence[NewJob]) -> list[Job]:
-        """Insert ``rows`` in one transaction; returns the stored jobs in the order given."""
+        """Insert ``rows`` in one transaction; returns the stored jobs in the order given.
+
+        Where the database notifies, the transaction also tells every node which topics
+        got available jobs (delivered at commit).
+        """
         if not rows:
             return []
+        if len(rows) > 1 and self.db.dialect.bulk_load:
+            def insert_bulk(cursor: Any) -> list[int]:
+                ids = bulk.insert_rows(cursor, rows)
+                self._announce(cursor, rows)
+                return ids
+            ids = self.db.write(insert_bulk, durable=True)
+            return [_stored(job_id, row) for job_id, row in zip(ids, rows, strict=True)]
         if len(rows) == 1 or not self.db.dialect.sequential_ids:
             def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
                 for row in rows:
                     cursor.execute(self._insert_returning.sql, self._insert_returning.params_of(row))
                     stored.append(sql.row_to_job(cursor.fetchone()))
+                self._announce(cursor, rows)
                 return stored
             return self.db.write(insert_returning, durable=True)
 
@@ -59,13 +83,18 @@ class JobVerbs:
             last_id: int = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
             return last_id
         first = self.db.write(insert_many, durable=True) - len(rows) + 1
-        # Positional arguments in Job's field order (checked against the columns at import).
-        return [
-            Job.of(first + i, topic, worker, decoded if decoded is not None else json.loads(args),
-                   state, priority, attempt, max_attempts, [], None, inserted_at, scheduled_at)
-            for i, (topic, worker, args, state, priority, attempt, max_attempts, _, inserted_at, scheduled_at, decoded)
-            in enumerate(rows)
-        ]
+        return [_stored(first + i, row) for i, row in enumerate(rows)]
+
+    def insert_on(self, conn: Connection, rows: Sequence[NewJob]) -> list[Job]:
+        """Insert ``rows`` in ``conn``'s open transaction (the caller's own); returns the
+        jobs as stored, which exist once the caller commits. Notices ride along."""
+        stored = [sql.row_to_job(conn.execute(sql.INSERT_RETURNING, row._asdict()).one()) for row in rows]
+        self.notices.send(conn, INSERTED, {job.topic for job in stored if job.state == JobState.AVAILABLE})
+        return stored
+
+    def _announce(self, cursor: Any, rows: Sequence[NewJob]) -> None:
+        if self.notices.notifies:
+            self.notices.send_on_cursor(cursor, INSERTED, {r.topic for r in rows if r.state == JobState.AVAILABLE})
 
     def cycle(self, acks: Sequence[Ack] = (), request: ClaimRequest | None = None) -> CycleResult:
         """Record finished executions, then serve ``request``, in one transaction.

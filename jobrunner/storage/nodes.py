@@ -1,4 +1,4 @@
-"""Nodes and rescue: heartbeats, and putting back the jobs of nodes that died.
+"""Nodes and rescue: heartbeats, the list of live nodes, and putting back the jobs of nodes that died.
 
 Rescue is by heartbeat, never by job age: a job runs as long as its node keeps beating.
 Heartbeats are upserts, so the first ones of a node never race.
@@ -7,6 +7,7 @@ Heartbeats are upserts, so the first ones of a node never race.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, delete
@@ -14,6 +15,8 @@ from sqlalchemy import Connection, delete
 from ..job import Job, JobState, iso
 from . import statements as sql
 from .database import Database
+from .notices import INSERTED, NoticeVerbs
+from .records import NodeInfo
 from .schema import nodes
 
 
@@ -32,11 +35,26 @@ def put_back(conn: Connection, job: Job, now: float, reason: str) -> Job | None:
     return job.evolve(**{**values, "errors": errors}) if moved.rowcount else None
 
 
+def _topics(text: str) -> list[str]:
+    """The topic names stored as a JSON list (an unreadable value names none)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return []
+    return [str(name) for name in found] if isinstance(found, list) else []
+
+
 class NodeVerbs:
     """Register nodes, keep them alive, and rescue the jobs of dead ones."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs) -> None:
         self.db = db
+        self.notices = notices
+
+    def register(self, node: str, now: float, topics: Iterable[str]) -> None:
+        """Record that ``node`` is alive at ``now`` and serves ``topics`` (its first heartbeat)."""
+        values = {"node": node, "started_at": now, "heartbeat_at": now, "topics": json.dumps(sorted(topics))}
+        self.db.transaction(lambda conn: self.db.upsert(conn, nodes, values, ["node"], ["heartbeat_at", "topics"]))
 
     def heartbeat(self, node: str, now: float) -> None:
         """Record that ``node`` is alive at ``now`` (registering it the first time)."""
@@ -52,6 +70,18 @@ class NodeVerbs:
         """Nodes whose last heartbeat is at or after ``alive_since``."""
         with self.db.read() as conn, conn.begin():
             return list(conn.scalars(sql.live_nodes(alive_since)))
+
+    def listing(self, alive_since: float) -> list[NodeInfo]:
+        """Nodes whose last heartbeat is at or after ``alive_since``, oldest first, with their
+        topics and how many jobs of each they are executing."""
+        with self.db.read() as conn, conn.begin():
+            rows = conn.execute(sql.node_listing(alive_since)).all()
+            running: dict[str, dict[str, int]] = {}
+            if rows:
+                for node, topic, count in conn.execute(sql.running_per_node([r.node for r in rows])):
+                    running.setdefault(node, {})[topic] = int(count)
+        return [NodeInfo(r.node, r.started_at, r.heartbeat_at, _topics(r.topics), running.get(r.node, {}))
+                for r in rows]
 
     def rescue_orphans(self, now: float, alive_since: float) -> list[Job]:
         """Put back the jobs left ``executing`` by nodes silent since before ``alive_since``.
@@ -70,6 +100,8 @@ class NodeVerbs:
                 if moved is not None:
                     rescued.append(moved)
             conn.execute(sql.forget_nodes(alive_since))
+            # Other nodes may start them at once too (delivered at commit).
+            self.notices.send(conn, INSERTED, {job.topic for job in rescued if job.state == JobState.AVAILABLE})
             return rescued
         return self.db.transaction(body)
 

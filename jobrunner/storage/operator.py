@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection
 from ..job import Job, iso
 from . import statements as sql
 from .database import Database
+from .notices import CONTROL, INSERTED, NoticeVerbs
 from .records import TopicControl, judge_running
 from .schema import jobs, topics
 
@@ -30,8 +31,9 @@ RETRYABLE_FROM = sql.RETRYABLE_FROM
 class OperatorVerbs:
     """What an operator (or the embedding API) does to jobs and topics."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notices: NoticeVerbs) -> None:
         self.db = db
+        self.notices = notices
 
     def cancel(self, job_id: int, now: float, reason: str = "cancelled by request") -> tuple[Job | None, bool]:
         """Cancel a job that has not finished.
@@ -53,6 +55,7 @@ class OperatorVerbs:
             changed = conn.execute(sql.cancel(job, now, json.dumps([*job.errors, entry]))).first()
             if changed is None:  # pragma: no cover - the row lock makes this unreachable
                 return job, False
+            self.notices.send(conn, CONTROL, [job.topic])  # its node interrupts it at once
             return sql.row_to_job(changed), True
         return self.db.transaction(body)
 
@@ -72,19 +75,30 @@ class OperatorVerbs:
         if topic is not None:
             conditions.append(jobs.c.topic == topic)
         statement = sql.retry(now, wanted, conditions)
-        return sorted(self.db.transaction(lambda conn: list(conn.scalars(statement))))
+
+        def body(conn: Connection) -> list[int]:
+            rows = conn.execute(statement).all()
+            self.notices.send(conn, INSERTED, {topic for _, topic in rows})
+            return sorted(job_id for job_id, _ in rows)
+        return self.db.transaction(body)
 
     def set_paused(self, topic: str, paused: bool, now: float) -> None:
         """Pause (or resume) claiming for ``topic`` on every node."""
         values = {"topic": topic, "paused": int(paused), "updated_at": now}
-        self.db.transaction(lambda conn: self.db.upsert(conn, topics, values, ["topic"], ["paused", "updated_at"]))
+
+        def body(conn: Connection) -> None:
+            self.db.upsert(conn, topics, values, ["topic"], ["paused", "updated_at"])
+            self.notices.send(conn, CONTROL, [topic])
+        self.db.transaction(body)
 
     def set_parallelism(self, topic: str, parallelism: int | None, now: float) -> None:
         """Scale ``topic`` to ``parallelism`` on every node (None: back to the configured value)."""
         values = {"topic": topic, "parallelism": parallelism, "updated_at": now}
-        self.db.transaction(
-            lambda conn: self.db.upsert(conn, topics, values, ["topic"], ["parallelism", "updated_at"])
-        )
+
+        def body(conn: Connection) -> None:
+            self.db.upsert(conn, topics, values, ["topic"], ["parallelism", "updated_at"])
+            self.notices.send(conn, CONTROL, [topic])  # other nodes read their control at once
+        self.db.transaction(body)
 
     def scaled_parallelism(self, topic: str) -> int | None:
         """The parallelism ``topic`` was scaled to; None when it was not (or was reset)."""

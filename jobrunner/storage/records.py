@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..job import Job, JobState
+from ..job import Job, JobState, iso
 from ..limits import TopicLimits
 from ..transitions import Transition
 
@@ -119,6 +119,23 @@ class Lease:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One live node: its id, when it started, its last heartbeat, its topics and how many
+    jobs of each topic it is executing now."""
+
+    node: str
+    started_at: float
+    heartbeat_at: float
+    topics: list[str]
+    running: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The node as a JSON object (timestamps ISO 8601, UTC)."""
+        return {"node": self.node, "started_at": iso(self.started_at), "heartbeat_at": iso(self.heartbeat_at),
+                "topics": self.topics, "running": self.running, "running_total": sum(self.running.values())}
+
+
 def judge_running(
     running: Iterable[tuple[int, int]], node: str, rows: Iterable[Sequence[Any]]
 ) -> tuple[frozenset[int], frozenset[int]]:
@@ -136,4 +153,4 @@ def judge_running(
     return frozenset(cancelled), frozenset(lost)
 
 
-__all__ = ["Ack", "ClaimRequest", "CycleResult", "Lease", "NewJob", "TopicControl", "judge_running"]
+__all__ = ["Ack", "ClaimRequest", "CycleResult", "Lease", "NewJob", "NodeInfo", "TopicControl", "judge_running"]

@@ -60,6 +60,7 @@ nodes = Table(
     Column("node", Text, primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
+    Column("topics", Text, nullable=False, server_default="[]"),  # JSON list, written at start
 )
 
 topics = Table(

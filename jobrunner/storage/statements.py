@@ -188,7 +188,8 @@ def cancel(job: Job, now: float, errors: str) -> Update:
 
 
 def retry(now: float, wanted: Sequence[str], conditions: Sequence[ColumnElement[bool]]) -> Update:
-    """Make the jobs matching ``conditions`` and in ``wanted`` states available; returns ids.
+    """Make the jobs matching ``conditions`` and in ``wanted`` states available; returns
+    (id, topic) of each.
 
     The rows are locked in id order first (no deadlock with another bulk action); a job
     that used all its attempts gets one more.
@@ -204,7 +205,7 @@ def retry(now: float, wanted: Sequence[str], conditions: Sequence[ColumnElement[
             state=JobState.AVAILABLE, scheduled_at=now, completed_at=None, discarded_at=None, cancelled_at=None,
             max_attempts=case((jobs.c.max_attempts > jobs.c.attempt, jobs.c.max_attempts), else_=jobs.c.attempt + 1),
         )
-        .returning(jobs.c.id)
+        .returning(jobs.c.id, jobs.c.topic)
     )
 
 
@@ -228,6 +229,23 @@ PAUSED_TOPICS = select(topics.c.topic).where(topics.c.paused != 0)
 def live_nodes(alive_since: float) -> Select[Any]:
     """Nodes whose last heartbeat is at or after ``alive_since``."""
     return select(nodes.c.node).where(nodes.c.heartbeat_at >= alive_since)
+
+
+def node_listing(alive_since: float) -> Select[Any]:
+    """(node, started_at, heartbeat_at, topics) of live nodes, oldest first."""
+    return (
+        select(nodes.c.node, nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.topics)
+        .where(nodes.c.heartbeat_at >= alive_since).order_by(nodes.c.started_at, nodes.c.node)
+    )
+
+
+def running_per_node(names: Sequence[str]) -> Select[Any]:
+    """(node, topic, count) of the jobs those nodes are executing."""
+    return (
+        select(jobs.c.attempted_by, jobs.c.topic, func.count())
+        .where(jobs.c.state == JobState.EXECUTING, jobs.c.attempted_by.in_(list(names)))
+        .group_by(jobs.c.attempted_by, jobs.c.topic)
+    )
 
 
 def orphans(alive_since: float) -> Select[Any]:

@@ -1,4 +1,4 @@
--- jobrunner schema version 8 (numbered 0006 until the pgscale and uniquedeps migrations
+-- jobrunner schema version 8 (numbered 0007 until the uniquedeps migration
 -- land): runtime scaling and limits across nodes.
 -- A topic's parallelism set at run time (scale), overriding the configured one on
 -- every node until reset (NULL: the configured value).
