@@ -1,7 +1,8 @@
 """Command line: ``python -m jobrunner [--config PATH] [--log-level LEVEL] COMMAND``.
 
 Commands: run (default), enqueue, stats, jobs, show, migrate, cancel, retry, pause,
-resume, events, copy, nodes, wait, cron. The global options may also follow the command. Errors go to stderr;
+resume, scale, events, copy, nodes, wait, cron. The global options may also follow the command. Errors go to
+stderr;
 exit code 2 for usage, configuration and start-up errors, 1 for other failures.
 """
 
@@ -21,6 +22,7 @@ from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, Unk
 from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
+from .runner import MAX_PARALLELISM
 from .threads import performs_in_threads
 
 logger = logging.getLogger("jobrunner.cli")
@@ -64,6 +66,16 @@ def _job_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"a job id is a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_JOB_ID:
         raise argparse.ArgumentTypeError(f"a job id is between 1 and {MAX_JOB_ID}, got {text}")
+    return value
+
+
+def _parallelism(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a parallelism is a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_PARALLELISM:
+        raise argparse.ArgumentTypeError(f"a parallelism is between 1 and {MAX_PARALLELISM}, got {text}")
     return value
 
 
@@ -161,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("topic", metavar="TOPIC")
     resume = command("resume", "claim jobs of a paused topic again")
     resume.add_argument("topic", metavar="TOPIC")
+
+    scale = command("scale", "set a topic's parallelism on every node, until scaled again (or --reset)")
+    scale.add_argument("topic", metavar="TOPIC")
+    scale.add_argument("parallelism", type=_parallelism, nargs="?", metavar="N",
+                       help="jobs of TOPIC each node runs at once (1 to 10000)")
+    scale.add_argument("--reset", action="store_true", help="go back to the configured parallelism")
 
     copy = command("copy", "copy every job to another database (--to URL) or from one (--from URL)")
     copy.add_argument("--to", metavar="URL", help="the database to copy the configured one into (migrated first)")
@@ -260,6 +278,7 @@ COMMANDS = {
     "retry": commands.cmd_retry,
     "pause": commands.cmd_pause,
     "resume": commands.cmd_resume,
+    "scale": commands.cmd_scale,
     "events": commands.cmd_events,
     "copy": commands.cmd_copy,
     "nodes": commands.cmd_nodes,

@@ -228,6 +228,18 @@ def cmd_resume(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scale(settings: config_module.Settings, ns: argparse.Namespace) -> int:
+    """Scale a topic on every node (or go back to its configured parallelism)."""
+    if (ns.parallelism is None) == (not ns.reset):
+        raise UsageError("scale: give either N (the new parallelism) or --reset (back to the configured value)")
+    now = _open(settings).scale(ns.topic, None if ns.reset else ns.parallelism)
+    if ns.reset:
+        print(f"topic {ns.topic} back to its configured parallelism {now} on every node")
+    else:
+        print(f"topic {ns.topic} scaled to parallelism {now} on every node")
+    return EXIT_OK
+
+
 def cmd_copy(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Copy every job (and pause, and lease) to ``--to URL`` or from ``--from URL``."""
     from .storage.copying import copy_database

@@ -21,6 +21,7 @@ from typing import Any
 from . import overrides as overrides_module
 from .cron_config import parse_entries as parse_cron
 from .errors import ConfigError
+from .limits import PARTITION_FORM, GlobalParallelism, RateLimit, TopicLimits
 from .overrides import Origins, Override
 from .priority import PriorityError, parse_priority
 from .schedule import Cron
@@ -58,7 +59,8 @@ class TopicSettings:
     API (claim with a lease, then complete or fail); the runner starts no producer for
     it but still applies its parallelism, priority and backoff. ``options`` is a free
     table for the topic's workers (``Worker.options``), e.g. the commands a shell
-    topic may run or a webhook signing secret.
+    topic may run or a webhook signing secret. ``global_parallelism`` and
+    ``rate_limit`` are limits across every node (:mod:`jobrunner.limits`).
     """
 
     name: str
@@ -68,6 +70,15 @@ class TopicSettings:
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
     external: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    global_parallelism: GlobalParallelism | None = None
+    rate_limit: RateLimit | None = None
+
+    @property
+    def limits(self) -> TopicLimits | None:
+        """The limits across nodes a claim of this topic obeys; None when it has none."""
+        if self.global_parallelism is None and self.rate_limit is None:
+            return None
+        return TopicLimits(self.global_parallelism, self.rate_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +296,56 @@ def _parse_backoff(where: _Where, raw: Mapping[str, Any]) -> BackoffSettings:
     return settings
 
 
+def _parse_partition(where: _Where, raw: Mapping[str, Any]) -> str | None:
+    if "partition" not in raw:
+        return None
+    value = raw["partition"]
+    found = PARTITION_FORM.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        raise ConfigError(f"{where.at('partition')}: key 'partition' must be \"args.KEY\" (KEY a top-level "
+                          f"key of the job's args: letters, digits, _ or -), got {value!r}")
+    return found.group(1)
+
+
+def _parse_global_parallelism(where: _Where, raw: Any) -> GlobalParallelism:
+    """``global_parallelism = N`` or ``{ allowed = N, partition = "args.KEY" }``."""
+    if not isinstance(raw, dict):
+        allowed = _check(where, "global_parallelism", raw, int)
+        _at_least(where, "global_parallelism", allowed, 1)
+        return GlobalParallelism(allowed)
+    inner = where.child("global_parallelism", f"{where.label} global_parallelism")
+    _reject_unknown(inner, raw, {"allowed", "partition"})
+    if "allowed" not in raw:
+        raise ConfigError(f"{inner}: key 'allowed' is required (the most jobs executing at once)")
+    allowed = _check(inner, "allowed", raw["allowed"], int)
+    _at_least(inner, "allowed", allowed, 1)
+    return GlobalParallelism(allowed, _parse_partition(inner, raw))
+
+
+def _parse_rate_limit(where: _Where, raw: Any) -> RateLimit:
+    """``rate_limit = { allowed = N, period = S, partition = "args.KEY" }``."""
+    inner = where.child("rate_limit", f"{where.label} rate_limit")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.at('rate_limit')}: key 'rate_limit' must be a table like "
+                          f"{{ allowed = 10, period = 1.0 }}, got {type(raw).__name__} {raw!r}")
+    _reject_unknown(inner, raw, {"allowed", "period", "partition"})
+    missing = [key for key in ("allowed", "period") if key not in raw]
+    if missing:
+        raise ConfigError(f"{inner}: key {missing[0]!r} is required "
+                          "(at most 'allowed' jobs start in any window of 'period' seconds)")
+    allowed = _check(inner, "allowed", raw["allowed"], int)
+    period = _check(inner, "period", raw["period"], float)
+    _at_least(inner, "allowed", allowed, 1)
+    _at_least(inner, "period", period, 0, strict=True)
+    return RateLimit(allowed, period, _parse_partition(inner, raw))
+
+
 def _parse_topic(root: _Where, name: str, raw: Any) -> TopicSettings:
     topics = root.child("topics", "[topics]")
     where = topics.child(name, f"[topics.{name}]")
     raw = _table(topics, name, raw)
     kinds = {"parallelism": int, "poll_interval": float, "external": bool}
-    _reject_unknown(where, raw, set(kinds) | {"priority", "backoff", "options"})
+    _reject_unknown(where, raw, set(kinds) | {"priority", "backoff", "options", "global_parallelism", "rate_limit"})
     values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
     if "priority" in raw:
         try:
@@ -303,6 +358,10 @@ def _parse_topic(root: _Where, name: str, raw: Any) -> TopicSettings:
         values["backoff"] = _parse_backoff(
             where.child("backoff", f"[topics.{name}] backoff"), _table(where, "backoff", raw["backoff"])
         )
+    if "global_parallelism" in raw:
+        values["global_parallelism"] = _parse_global_parallelism(where, raw["global_parallelism"])
+    if "rate_limit" in raw:
+        values["rate_limit"] = _parse_rate_limit(where, raw["rate_limit"])
     settings = TopicSettings(name=name, **values)
     _at_least(where, "parallelism", settings.parallelism, 1)
     _at_least(where, "poll_interval", settings.poll_interval, 0, strict=True)

@@ -60,6 +60,10 @@ class StorageError(JobrunnerError):
     """The database could not be opened or written."""
 
 
+class ScaleError(JobrunnerError):
+    """A parallelism to scale a topic to must be a whole number from 1 to 10,000."""
+
+
 class CopyError(JobrunnerError):
     """A copy between databases was refused (non-empty target, same database) or failed;
     the target is unchanged."""

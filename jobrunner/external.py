@@ -96,7 +96,9 @@ class ExternalTopics:
         woken = False
         while not self.stopping.is_set():
             seen = self._wakeups[topic]
-            leased = await self.storage.lease_job(topic, settings.parallelism, holder, seconds, self.clock())
+            leased = await self.storage.lease_job(
+                topic, settings.parallelism, holder, seconds, self.clock(), settings.limits
+            )
             if leased is not None and isinstance(leased.job.args, Unreadable):
                 await self._discard_unreadable(leased, settings)
                 continue

@@ -54,6 +54,9 @@ class Producer:
         log_jobs: bool = True,
     ) -> None:
         self.topic = topic
+        self._limits = topic.limits
+        #: The parallelism the topic was scaled to (None: the configured one), as last read.
+        self._scaled: int | None = None
         #: False: no log line for jobs that went well (``[runner] log_jobs``).
         self.log_jobs = log_jobs
         self.storage = storage
@@ -79,7 +82,7 @@ class Producer:
 
     def notify(self) -> None:
         """Something may be claimable now (an insert in this process)."""
-        if self.slots.taken < self.topic.parallelism or self._pending:
+        if self.slots.taken < self.parallelism or self._pending:
             self.wakeup.set()
 
     def notify_external(self) -> None:
@@ -106,8 +109,8 @@ class Producer:
 
     @property
     def parallelism(self) -> int:
-        """The topic's parallelism."""
-        return self.topic.parallelism
+        """The topic's parallelism in force: the one it was scaled to, else the configured one."""
+        return self.topic.parallelism if self._scaled is None else self._scaled
 
     def take_tally(self) -> dict[str, int]:
         """Jobs started and outcomes written (by ack kind) since the last call."""
@@ -126,7 +129,7 @@ class Producer:
         return LoopState(
             now=self.clock(), next_stage=self._next_stage, poll_interval=self.topic.poll_interval,
             stopping=self.stopping, paused=self.paused, check_requested=self._check_requested,
-            running=self.slots.taken, parallelism=self.topic.parallelism, pending=len(self._pending),
+            running=self.slots.taken, parallelism=self.parallelism, pending=len(self._pending),
         )
 
     async def run(self, jobs_tg: TaskGroup) -> None:
@@ -161,7 +164,7 @@ class Producer:
         while True:
             if with_scheduled:
                 await self.storage.stage_due(self.topic.name, math.inf)
-            if not await self.cycle(jobs_tg, self.topic.parallelism - self.slots.taken, stage=True):
+            if not await self.cycle(jobs_tg, self.parallelism - self.slots.taken, stage=True):
                 break
             await self.wait_idle()
         await self.cycle(jobs_tg, 0)
@@ -184,6 +187,13 @@ class Producer:
             self.paused = control.paused
             logger.info("topic_%s topic=%s", "paused" if self.paused else "resumed", self.topic.name,
                         extra={"event": "topic_paused" if self.paused else "topic_resumed", "topic": self.topic.name})
+        if control.parallelism != self._scaled:
+            self._scaled = control.parallelism
+            # Plain ``def perform`` threads are bounded by the parallelism too.
+            self.executor.thread_limiter.total_tokens = self.parallelism
+            logger.info("topic_scaled topic=%s parallelism=%s", self.topic.name, self.parallelism,
+                        extra={"event": "topic_scaled", "topic": self.topic.name})
+            self.wakeup.set()  # more slots may be free now
         for job_id in control.cancelled:
             self.slots.cancel(job_id)
         for job_id in control.lost:
@@ -195,13 +205,16 @@ class Producer:
         topic's control first (pause, cancellations elsewhere), which is then obeyed."""
         finished, self._pending = self._pending, []
         request = ClaimRequest(self.topic.name, demand, self.node, self.clock(), stage,
-                               self.slots.running() if check else None)
+                               self.slots.running() if check else None,
+                               self.topic.parallelism, self.slots.taken, self._limits)
         result: CycleResult
         try:
             result = await self.storage.cycle([f.ack for f in finished], request)
         except BaseException:
             self._pending[:0] = finished  # keep them for the next attempt
             raise
+        if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
+            self._next_stage = min(self._next_stage, result.retry_at)
         self._announce(finished, result.applied)
         if result.control is not None:
             self._obey(result.control)

@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 from . import config as config_module, events
 from .config import Settings
 from .enqueue import WorkerDefaults, build_row, job_defaults
-from .errors import JobNotFoundError, JobStateError, MigrationError
+from .errors import JobNotFoundError, JobStateError, MigrationError, ScaleError
 from .job import RETRYABLE_STATES, Job, JobState, is_job_id
 from .linked import LinkedJobs
 from .node import Node, announce_cancelled, default_node_id, import_modules
@@ -31,6 +31,10 @@ T = TypeVar("T")
 
 #: One item of :meth:`Runner.enqueue_many`: (worker, args) or (worker, args, options).
 EnqueueItem = tuple[type[Worker] | str, Any] | tuple[type[Worker] | str, Any, Mapping[str, Any]]
+
+
+#: The highest parallelism a topic can be scaled to.
+MAX_PARALLELISM = 10_000
 
 
 class Runner(LinkedJobs):
@@ -368,6 +372,30 @@ class Runner(LinkedJobs):
         self.settings.topic(topic)
         self._storage.operator.set_paused(topic, False, self.clock())
         self._control_changed(topic)
+
+    def scale(self, topic: str, parallelism: int | None) -> int:
+        """Set how many jobs of ``topic`` each node runs at once, on every running node
+        and for every later start, until scaled again; ``None`` goes back to the
+        configured ``parallelism``. Returns the parallelism now in force. Scaling down
+        cancels nothing: nodes claim no more until they run fewer than the new value.
+        Raises ScaleError unless ``parallelism`` is None or a whole number from 1 to
+        :data:`MAX_PARALLELISM`."""
+        configured = self.settings.topic(topic).parallelism
+        if parallelism is not None and (
+            not isinstance(parallelism, int) or isinstance(parallelism, bool)
+            or not 1 <= parallelism <= MAX_PARALLELISM
+        ):
+            raise ScaleError(f"cannot scale topic {topic!r} to {parallelism!r}: a parallelism is a whole number "
+                             f"from 1 to {MAX_PARALLELISM}")
+        self._storage.operator.set_parallelism(topic, parallelism, self.clock())
+        self._control_changed(topic)
+        return configured if parallelism is None else parallelism
+
+    def parallelism(self, topic: str) -> int:
+        """The parallelism of ``topic`` in force: the one it was scaled to, else the configured one."""
+        configured = self.settings.topic(topic).parallelism
+        scaled = self._storage.operator.scaled_parallelism(topic)
+        return configured if scaled is None else scaled
 
     def _control_changed(self, topic: str) -> None:
         if self._current is not None:

@@ -202,6 +202,7 @@ API_TOPICS = "\n".join([
     topic("atomic", external=True),
     topic("disc", external=True, parallelism=1, poll_interval=0.1, backoff=CONSTANT_0),
     topic("xpause", external=True, parallelism=2, poll_interval=0.1),
+    topic("scl", parallelism=2, poll_interval=0.1),
 ])
 
 MAX_BODY = 8192
@@ -592,6 +593,31 @@ def test_pause_keeps_jobs_available_and_resume_runs_them(api: Daemon) -> None:
     assert done["result"] == "ran"
     for verb in ("pause", "resume"):
         assert_error(api.http.post(f"/topics/no-such-topic/{verb}"), 404, "no-such-topic")
+
+
+def test_scale_sets_and_resets_the_parallelism_on_every_node(api: Daemon) -> None:
+    response = api.http.post("/topics/scl/scale", json={"parallelism": 5})
+    assert response.status_code == 200
+    assert response.json() == {"topic": "scl", "parallelism": 5, "configured": 2, "scaled": True}
+    assert api.cli("stats", "--json").returncode == 0
+    response = api.http.post("/topics/scl/scale", json={"parallelism": None})
+    assert response.json() == {"topic": "scl", "parallelism": 2, "configured": 2, "scaled": False}
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"parallelism": 0}, "a parallelism is a whole number from 1 to 10000"),
+    ({"parallelism": "4"}, "a parallelism is a whole number from 1 to 10000"),
+    ({"parallelism": 2.5}, "a parallelism is a whole number from 1 to 10000"),
+    ({}, "field 'parallelism' is required"),
+    ({"parallelism": 2, "other": 1}, "unknown field 'other'"),
+    ([2], "must be a JSON object"),
+])
+def test_scale_refuses_bad_bodies(api: Daemon, body: Any, fragment: str) -> None:
+    assert_error(api.http.post("/topics/scl/scale", json=body), 400, fragment)
+
+
+def test_scale_of_an_unknown_topic_is_404(api: Daemon) -> None:
+    assert_error(api.http.post("/topics/nope/scale", json={"parallelism": 2}), 404, "no topic named 'nope'")
 
 
 def test_claims_on_a_paused_external_topic_get_nothing(api: Daemon) -> None:

@@ -1,4 +1,4 @@
-"""``/topics``: counts per topic and state, pause and resume."""
+"""``/topics``: counts per topic and state, pause and resume, scale."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..errors import ScaleError
 from .group import RouteGroup
-from .responses import JSONResponse
+from .parsing import as_object, read_body
+from .responses import ApiError, JSONResponse
 
 
 class TopicRoutes(RouteGroup):
@@ -19,6 +21,7 @@ class TopicRoutes(RouteGroup):
             Route("/topics", self.topics, methods=["GET"]),
             Route("/topics/{topic}/pause", self.pause, methods=["POST"]),
             Route("/topics/{topic}/resume", self.resume, methods=["POST"]),
+            Route("/topics/{topic}/scale", self.scale, methods=["POST"]),
         ]
 
     async def topics(self, request: Request) -> Response:
@@ -37,6 +40,24 @@ class TopicRoutes(RouteGroup):
         await self.runner.in_thread(lambda: self.runner.resume(topic))
         self.external.notify(topic)
         return JSONResponse({"topic": topic, "paused": False})
+
+    async def scale(self, request: Request) -> Response:
+        """``POST /topics/{topic}/scale`` with ``{"parallelism": N}`` (``null``: back to the
+        configured value): every node runs at most N jobs of the topic at once from now on."""
+        topic = self._topic(request)
+        body = as_object(await read_body(request, self.settings.max_body), "the request body")
+        unknown = set(body) - {"parallelism"}
+        if unknown or "parallelism" not in body:
+            raise ApiError(400, f"unknown field {sorted(unknown)[0]!r} (known: parallelism)" if unknown
+                           else "field 'parallelism' is required (a whole number, or null to reset)")
+        try:
+            now = await self.runner.in_thread(lambda: self.runner.scale(topic, body["parallelism"]))
+        except ScaleError as exc:
+            raise ApiError(400, str(exc)) from None
+        self.external.notify(topic)  # a waiting external claim may fit now
+        configured = self.runner.settings.topic(topic).parallelism
+        return JSONResponse({"topic": topic, "parallelism": now, "configured": configured,
+                             "scaled": body["parallelism"] is not None})
 
 
 __all__ = ["TopicRoutes"]

@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 
 from ..job import Job
+from ..limits import TopicLimits
 from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, TopicControl
 
 if TYPE_CHECKING:
@@ -112,9 +113,12 @@ class AsyncStorage:
 
     # ------------------------------------------------------------ leases
 
-    async def lease_job(self, topic: str, parallelism: int, holder: str, seconds: float, now: float) -> Lease | None:
-        """Claim the next due job of ``topic`` for an external worker."""
-        return await self._hop(False, self.storage.leases.claim, topic, parallelism, holder, seconds, now)
+    async def lease_job(
+        self, topic: str, parallelism: int, holder: str, seconds: float, now: float,
+        limits: TopicLimits | None = None,
+    ) -> Lease | None:
+        """Claim the next due job of ``topic`` for an external worker (within ``limits``)."""
+        return await self._hop(False, self.storage.leases.claim, topic, parallelism, holder, seconds, now, limits)
 
     async def get_lease(self, job_id: int) -> Lease | None:
         """The live lease on ``job_id``, or None."""

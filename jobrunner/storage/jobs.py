@@ -17,6 +17,7 @@ from ..transitions import Transition
 from . import bulk, statements as sql
 from .database import Database, Prepared
 from .dependencies import OnCursor, record, settle
+from .limited import LimitedClaims
 from .notices import INSERTED, NoticeVerbs
 from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
 from .schema import jobs as jobs_table
@@ -63,6 +64,7 @@ class JobVerbs:
         self._insert_plain = db.prepare(sql.INSERT, NewJob._fields)
         #: Prepared "rows of these n running jobs" statements, by n.
         self._running_rows: dict[int, Prepared] = {}
+        self._limited = LimitedClaims(db)
 
     # ------------------------------------------------------------ writes
 
@@ -121,9 +123,12 @@ class JobVerbs:
 
         Each ack applies only while its row is still executing at that attempt. With a
         request: read the topic's control first when ``request.running`` is given (a
-        paused topic then stages and claims nothing), stage due jobs when asked, and
-        claim up to ``request.limit`` jobs: they become ``executing`` with ``attempt``
-        + 1, stamped with ``now`` and ``node``.
+        paused topic then stages and claims nothing; with ``request.parallelism`` the
+        claim is capped to the parallelism in force minus ``request.taken``), stage due
+        jobs when asked, and claim up to ``request.limit`` jobs: they become
+        ``executing`` with ``attempt`` + 1, stamped with ``now`` and ``node``. With
+        ``request.limits``, the topic's claim lock is taken first and only what the
+        limits across nodes let start is claimed (:mod:`.limited`).
         """
         try:
             return self._cycle(acks, request, checked=False)
@@ -135,17 +140,30 @@ class JobVerbs:
             applied = self._apply_acks(cursor, acks, checked) if acks else ()
             if request is None:
                 return CycleResult(applied, [])
+            limit = request.limit
+            if request.limits is not None:
+                # Before the control read and the staging: every claimer of the topic takes
+                # this lock before touching its rows, so none waits on rows another holds.
+                self._limited.serialise(cursor, request.topic)
             control = None
             if request.running is not None:
                 control = self._read_control(cursor, request.topic, request.running, request.node)
                 if control.paused:
                     return CycleResult(applied, [], control)
+                if request.parallelism is not None:
+                    in_force = request.parallelism if control.parallelism is None else control.parallelism
+                    limit = min(limit, in_force - request.taken)
             if request.stage:
                 cursor.execute(self._stage.sql, self._stage.params({"b_topic": request.topic, "b_now": request.now}))
-            if request.limit <= 0:
+            if limit <= 0:
                 return CycleResult(applied, [], control)
+            if request.limits is not None:
+                claimed, retry_at = self._limited.claim(
+                    cursor, request.topic, request.limits, limit, request.now, request.node
+                )
+                return CycleResult(applied, claimed, control, retry_at)
             cursor.execute(self._claim.sql, self._claim.params(
-                {"b_topic": request.topic, "b_limit": request.limit, "b_now": request.now, "b_node": request.node}
+                {"b_topic": request.topic, "b_limit": limit, "b_now": request.now, "b_node": request.node}
             ))
             return CycleResult(applied, [sql.row_to_job(r) for r in cursor.fetchall()], control)
         result = self.db.write(body)
@@ -197,7 +215,7 @@ class JobVerbs:
             cursor.execute(check.sql, check.params({f"b_id{i}": job_id for i, (job_id, _) in enumerate(running)}))
             rows = cursor.fetchall()
         cancelled, lost = judge_running(running, node, rows)
-        return TopicControl(bool(row and row[0]), cancelled, lost)
+        return TopicControl(bool(row and row[0]), cancelled, lost, None if row is None else row[1])
 
     def stage_due(self, topic: str, now: float) -> int:
         """Make scheduled and retryable jobs of ``topic`` due by ``now`` available; returns how many."""

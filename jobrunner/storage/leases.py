@@ -20,10 +20,12 @@ import secrets
 from sqlalchemy import Connection, delete, select, update
 
 from ..job import Job
+from ..limits import TopicLimits
 from . import statements as sql
 from .database import Database
 from .dependencies import settle_on
 from .jobs import FINISHING
+from .limited import LimitedClaims
 from .nodes import put_back
 from .records import Ack, Lease
 from .schema import leases
@@ -40,26 +42,44 @@ class LeaseVerbs:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._claim = sql.claim(db.dialect)
+        self._limited = LimitedClaims(db)
 
-    def claim(self, topic: str, parallelism: int, holder: str, seconds: float, now: float) -> Lease | None:
+    def claim(
+        self, topic: str, parallelism: int, holder: str, seconds: float, now: float,
+        limits: TopicLimits | None = None,
+    ) -> Lease | None:
         """Claim the next due job of ``topic`` for ``holder`` for ``seconds``.
 
-        None when the topic is paused, nothing is available, or ``parallelism`` jobs of
-        the topic are already executing. Scheduled and retryable jobs that are due are
-        made available first. Claims of one topic are serialised (the count of executing
-        jobs and the claim are one decision), on every node.
+        None when the topic is paused, nothing is available, ``parallelism`` jobs of
+        the topic are already executing (or as many as it was scaled to), or ``limits``
+        (the topic's limits across nodes) let nothing start now. Scheduled and
+        retryable jobs that are due are made available first. Claims of one topic are
+        serialised (the count of executing jobs and the claim are one decision), on
+        every node, under the same lock as producers' claims of a limited topic.
         """
         def body(conn: Connection) -> Lease | None:
-            self.db.serialise(conn, f"lease:{topic}")
-            if conn.scalar(sql.PAUSED, {"b_topic": topic}):
+            self.db.serialise(conn, f"claim:{topic}")
+            control = conn.execute(sql.PAUSED, {"b_topic": topic}).first()
+            if control is not None and control[0]:
                 return None
+            in_force = parallelism if control is None or control[1] is None else control[1]
             conn.execute(sql.STAGE, {"b_topic": topic, "b_now": now})
-            if (conn.scalar(sql.RUNNING_COUNT, {"b_topic": topic}) or 0) >= parallelism:
+            if (conn.scalar(sql.RUNNING_COUNT, {"b_topic": topic}) or 0) >= in_force:
                 return None
-            row = conn.execute(self._claim, {"b_topic": topic, "b_limit": 1, "b_now": now, "b_node": holder}).first()
-            if row is None:
-                return None
-            job = sql.row_to_job(row)
+            if limits is not None:
+                # The limited claim runs on the DBAPI cursor, inside this transaction.
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                claimed, _ = self._limited.claim(cursor, topic, limits, 1, now, holder)
+                if not claimed:
+                    return None
+                job = claimed[0]
+            else:
+                row = conn.execute(
+                    self._claim, {"b_topic": topic, "b_limit": 1, "b_now": now, "b_node": holder}
+                ).first()
+                if row is None:
+                    return None
+                job = sql.row_to_job(row)
             lease = Lease(job, holder, now + seconds, new_token())
             conn.execute(delete(leases).where(leases.c.job_id == job.id))
             conn.execute(leases.insert().values(

@@ -96,6 +96,21 @@ class OperatorVerbs:
             self.notices.send(conn, CONTROL, [topic])
         self.db.transaction(body)
 
+    def set_parallelism(self, topic: str, parallelism: int | None, now: float) -> None:
+        """Scale ``topic`` to ``parallelism`` on every node (None: back to the configured value)."""
+        values = {"topic": topic, "parallelism": parallelism, "updated_at": now}
+
+        def body(conn: Connection) -> None:
+            self.db.upsert(conn, topics, values, ["topic"], ["parallelism", "updated_at"])
+            self.notices.send(conn, CONTROL, [topic])  # other nodes read their control at once
+        self.db.transaction(body)
+
+    def scaled_parallelism(self, topic: str) -> int | None:
+        """The parallelism ``topic`` was scaled to; None when it was not (or was reset)."""
+        with self.db.read() as conn, conn.begin():
+            value = conn.scalar(sql.SCALED, {"b_topic": topic})
+        return None if value is None else int(value)
+
     def paused_topics(self) -> set[str]:
         """Topics currently paused."""
         with self.db.read() as conn, conn.begin():
@@ -106,12 +121,12 @@ class OperatorVerbs:
         were cancelled or are no longer its own."""
         pairs = list(running)
         with self.db.read() as conn, conn.begin():
-            paused = bool(conn.scalar(sql.PAUSED, {"b_topic": topic}))
+            row = conn.execute(sql.PAUSED, {"b_topic": topic}).first()
             rows = conn.execute(
                 sql.running_rows(len(pairs)), {f"b_id{i}": job_id for i, (job_id, _) in enumerate(pairs)}
             ).all() if pairs else []
         cancelled, lost = judge_running(pairs, node, rows)
-        return TopicControl(paused, cancelled, lost)
+        return TopicControl(bool(row and row[0]), cancelled, lost, None if row is None else row[1])
 
     def prune(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` completed, cancelled or discarded jobs finished before ``before``.

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..job import Job, JobState, iso
+from ..limits import TopicLimits
 from ..transitions import Transition
 
 
@@ -81,7 +82,10 @@ class ClaimRequest:
 
     Claim up to ``limit`` jobs of ``topic`` for ``node`` at ``now``; with ``stage``,
     first make due scheduled and retryable jobs available; with ``running`` (the
-    producer's (id, attempt) executions), first read the topic's control.
+    producer's (id, attempt) executions), first read the topic's control, and with
+    ``parallelism`` (the configured one) cap the claim to the parallelism in force (the
+    one the topic was scaled to, else that) minus ``taken`` (the producer's slots in
+    use); with ``limits``, claim only what the topic's limits across nodes let start.
     """
 
     topic: str
@@ -90,16 +94,21 @@ class ClaimRequest:
     now: float
     stage: bool = False
     running: Sequence[tuple[int, int]] | None = None
+    parallelism: int | None = None
+    taken: int = 0
+    limits: TopicLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TopicControl:
-    """What a producer must obey right now: pause; running jobs cancelled elsewhere; and
-    running jobs it no longer owns (rescued, retried or claimed again meanwhile)."""
+    """What a producer must obey right now: pause; running jobs cancelled elsewhere;
+    running jobs it no longer owns (rescued, retried or claimed again meanwhile); and the
+    parallelism the topic was scaled to (None: the configured one)."""
 
     paused: bool
     cancelled: frozenset[int]
     lost: frozenset[int] = frozenset()
+    parallelism: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +117,14 @@ class CycleResult:
 
     ``applied[i]`` says whether the i-th ack was written (False: its job had left
     ``executing`` at that attempt); ``claimed`` are the jobs claimed, in priority then
-    FIFO order; ``control`` is the topic's control when it was asked for.
+    FIFO order; ``control`` is the topic's control when it was asked for; ``retry_at``,
+    when a rate limit held jobs back, is when its window next has room.
     """
 
     applied: tuple[bool, ...]
     claimed: list[Job]
     control: TopicControl | None = None
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

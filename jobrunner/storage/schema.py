@@ -37,7 +37,7 @@ jobs = Table(
     Column("discarded_at", Float, nullable=True),
     Column("cancelled_at", Float, nullable=True),
     Column("attempted_by", Text, nullable=True),
-    # Version 7 (0007_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
+    # Version 8 (0008_unique_dependencies_metadata): metadata, progress, uniqueness (jobrunner.unique).
     Column("tags", Text, nullable=False, server_default="[]"),
     Column("meta", Text, nullable=False, server_default="{}"),
     Column("progress", Float, nullable=True),
@@ -76,6 +76,8 @@ topics = Table(
     Column("topic", Text, primary_key=True),
     Column("paused", Integer, nullable=False, server_default="0"),
     Column("updated_at", Float, nullable=False),
+    # Set by scale: overrides the configured parallelism on every node (NULL: not scaled).
+    Column("parallelism", Integer, nullable=True),
 )
 
 schema_versions = Table(
@@ -107,6 +109,14 @@ dependencies = Table(
     Column("on_failure", Text, nullable=False, server_default="cancel"),
 )
 Index("ix_jobrunner_dependencies_depends_on", dependencies.c.depends_on)
+starts = Table(
+    "jobrunner_starts",
+    metadata,
+    Column("topic", Text, nullable=False),
+    Column("partition_key", Text, nullable=False, server_default=""),
+    Column("started_at", Float, nullable=False),
+)
+Index("ix_jobrunner_starts_window", starts.c.topic, starts.c.started_at)
 
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.sql.dml import Delete, ReturningDelete, Update
@@ -32,9 +33,9 @@ from ..job import FINAL_STATES, RETRYABLE_STATES, Job, JobState
 from ..metadata import decode_meta, decode_tags
 from ..payload import decode, decode_errors
 from ..transitions import Transition
-from .dialects import Dialect, HasTag
+from .dialects import LOCK_NAMESPACE, Dialect, HasTag
 from .records import NewJob
-from .schema import JOB_COLUMNS, jobs, leases, nodes, topics
+from .schema import JOB_COLUMNS, jobs, leases, nodes, starts, topics
 
 if tuple(f.name for f in fields(Job))[:len(JOB_COLUMNS)] != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
     raise ImportError("jobrunner.job.Job fields must follow the columns of jobrunner.storage.schema.jobs")
@@ -137,7 +138,9 @@ STAGE = (
 )
 INSERT_RETURNING = jobs.insert().values(dict.fromkeys(INSERT_COLUMNS)).returning(*ALL)
 INSERT = jobs.insert().values(dict.fromkeys(INSERT_COLUMNS))
-PAUSED = select(topics.c.paused).where(topics.c.topic == bindparam("b_topic"))
+#: The topic's control row: paused, and the parallelism it was scaled to (NULL: not scaled).
+PAUSED = select(topics.c.paused, topics.c.parallelism).where(topics.c.topic == bindparam("b_topic"))
+SCALED = select(topics.c.parallelism).where(topics.c.topic == bindparam("b_topic"))
 
 
 def running_rows(count: int) -> Select[Any]:
@@ -315,3 +318,51 @@ def executing_at(job_id: int, attempt: int) -> Select[Any]:
     return select(*ALL).where(
         jobs.c.id == job_id, jobs.c.state == JobState.EXECUTING, jobs.c.attempt == attempt
     ).with_for_update()
+
+
+# ---------------------------------------------------------------- limits across nodes (see .limited)
+
+#: The claim lock of one topic, b_key = "claim:<topic>" (PostgreSQL: an advisory lock
+#: held until the transaction ends). Producers of limited topics and lease claims take it.
+CLAIM_LOCK = select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, func.hashtext(bindparam("b_key"))))
+#: The args of the executing jobs of b_topic (to count them per partition).
+EXECUTING_ARGS = select(jobs.c.args).where(
+    jobs.c.topic == bindparam("b_topic"), jobs.c.state == JobState.EXECUTING
+)
+#: Forget the starts of b_topic at or before b_before (out of every window from now on).
+FORGET_STARTS = delete(starts).where(
+    starts.c.topic == bindparam("b_topic"), starts.c.started_at <= bindparam("b_before")
+)
+#: Starts of b_topic after b_after, per partition: (partition_key, count, earliest).
+STARTED_COUNTS = (
+    select(starts.c.partition_key, func.count(), func.min(starts.c.started_at))
+    .where(starts.c.topic == bindparam("b_topic"), starts.c.started_at > bindparam("b_after"))
+    .group_by(starts.c.partition_key)
+)
+#: One start of a job of b_topic in partition b_partition at b_now.
+RECORD_START = starts.insert().values(
+    topic=bindparam("b_topic"), partition_key=bindparam("b_partition"), started_at=bindparam("b_now")
+)
+
+
+def candidates(after: bool) -> Select[Any]:
+    """(id, args, priority, scheduled_at) of up to b_limit available jobs of b_topic in
+    claim order; with ``after``, those following (b_priority, b_scheduled_at, b_id)."""
+    query = select(jobs.c.id, jobs.c.args, jobs.c.priority, jobs.c.scheduled_at).where(
+        jobs.c.topic == bindparam("b_topic"), jobs.c.state == JobState.AVAILABLE
+    )
+    if after:
+        query = query.where(tuple_(jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
+                            > tuple_(bindparam("b_priority"), bindparam("b_scheduled_at"), bindparam("b_id")))
+    return query.order_by(jobs.c.priority, jobs.c.scheduled_at, jobs.c.id).limit(bindparam("b_limit"))
+
+
+def claim_ids(count: int) -> Update:
+    """Claim the available jobs b_id0 .. b_id<count-1> for b_node at b_now; returns their rows."""
+    ids: list[BindParameter[Any]] = [bindparam(f"b_id{i}") for i in range(count)]
+    return (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.state == JobState.AVAILABLE)
+        .values(_CLAIM_VALUES)
+        .returning(*ALL)
+    )

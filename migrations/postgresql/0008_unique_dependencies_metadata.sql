@@ -1,4 +1,4 @@
--- jobrunner schema version 7: job metadata, unique jobs and dependencies.
+-- jobrunner schema version 8: job metadata, unique jobs and dependencies.
 -- tags (JSON list of strings) and meta (JSON object) are given at enqueue; progress
 -- (0..1) is written by perform while the job runs.
 ALTER TABLE jobrunner_jobs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
