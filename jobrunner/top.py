@@ -31,7 +31,7 @@ from .runner import Runner
 #: Seconds of history behind "last minute" figures.
 WINDOW = 60.0
 #: Column headings of the states, short enough for an 80-column terminal.
-HEADINGS = {"scheduled": "sched", "available": "avail", "executing": "run", "retryable": "retry",
+HEADINGS = {"blocked": "block", "scheduled": "sched", "available": "avail", "executing": "run", "retryable": "retry",
             "completed": "done", "discarded": "disc", "cancelled": "canc"}
 
 

@@ -114,8 +114,8 @@ def test_top_once_prints_the_table(daemon: Daemon) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("topic"))
-    assert header.split() == ["topic", "sched", "avail", "run", "retry", "done", "disc", "canc", "/s", "now", "/s",
-                              "1m", "err", "1m"]
+    assert header.split() == ["topic", "sched", "block", "avail", "run", "retry", "done", "disc", "canc",
+                              "/s", "now", "/s", "1m", "err", "1m"]
     assert any(line.split()[:2] == ["held", "paused"] for line in lines)
     assert any(line.split()[0] == "web" for line in lines)
     assert "node(s) alive" in lines[-1] and "quits" not in proc.stdout

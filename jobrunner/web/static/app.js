@@ -5,7 +5,7 @@
 // never in a URL.
 "use strict";
 
-const STATES = ["scheduled", "available", "executing", "retryable", "completed", "discarded", "cancelled"];
+const STATES = ["scheduled", "blocked", "available", "executing", "retryable", "completed", "discarded", "cancelled"];
 const FINAL = new Set(["completed", "discarded", "cancelled"]);
 const TOKEN_KEY = "jobrunner.token";
 const PAGE = 50;
