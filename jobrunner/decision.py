@@ -57,11 +57,16 @@ class Decision:
 def decide(state: LoopState) -> Decision:
     """The claim loop's next step (see :class:`Decision`)."""
     if state.stopping:
-        # Claim, stage and check nothing more; write what is left, then end once idle.
-        owed = state.check_requested
-        if state.pending:
-            return Decision(transaction=True, next_stage=state.next_stage, check_requested=owed)
-        return Decision(done=state.running == 0, next_stage=state.next_stage, check_requested=owed)
+        # Claim and stage nothing more; write what is left, then end once idle. While jobs
+        # still run, keep reading the control when asked or at each poll, so that a job
+        # cancelled by another process stops now instead of running out the grace.
+        due = state.now >= state.next_stage
+        check = state.running > 0 and (state.check_requested or due)
+        next_stage = state.now + state.poll_interval if check and due else state.next_stage
+        owed = state.check_requested and not check
+        if state.pending or check:
+            return Decision(transaction=True, check=check, next_stage=next_stage, check_requested=owed)
+        return Decision(done=state.running == 0, next_stage=next_stage, check_requested=owed)
     stage = state.now >= state.next_stage
     next_stage = state.now + state.poll_interval if stage else state.next_stage
     check = stage or state.check_requested

@@ -152,7 +152,8 @@ class Producer:
                 continue
             if self.stopping and self.slots.taken == 0 and not self._pending:
                 return
-            await self.wakeup.wait(math.inf if self.stopping else max(0.0, self._next_stage - self.clock()))
+            idle_stop = self.stopping and self.slots.taken == 0
+            await self.wakeup.wait(math.inf if idle_stop else max(0.0, self._next_stage - self.clock()))
 
     async def drain(self, jobs_tg: TaskGroup, *, with_scheduled: bool = False) -> None:
         """Claim and run jobs in ``jobs_tg`` until none is claimable, and write every outcome.

@@ -35,7 +35,7 @@ class Cluster:
         self.cfg = self.tmp / "config.toml"
         self.cfg.write_text(
             f'[database]\nurl = "{self.url}"\n\n'
-            '[runner]\nmodules = ["tests.limits_workers"]\nshutdown_grace = 5\n\n'
+            '[runner]\nmodules = ["tests.limits_workers"]\nshutdown_grace = 1\n\n'
             f"[topics.lim]\n{self.topic}\n"
         )
         self.engine = create_engine(self.url)

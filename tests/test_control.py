@@ -77,6 +77,29 @@ async def test_cancel_from_another_process_is_noticed_within_the_poll_interval(m
     assert runner.get_job(job.id).state == "cancelled"
 
 
+async def test_cancel_from_another_process_during_a_graceful_stop_ends_the_job_now(make_runner: Any) -> None:
+    # Stopping claims nothing more but still reads the control: a job cancelled elsewhere
+    # meanwhile stops at once instead of running out the grace and being put back.
+    runner = make_runner({"t": {"poll_interval": 0.1}}, runner={"shutdown_grace": 60}, database={"watch_interval": 0})
+    other = other_process_store(runner)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            job = runner.enqueue(Sleeper, {"seconds": 60})
+            await wait_for(events.job_started, lambda p: p["job"].id == job.id)
+            stopped = wait_for(events.runner_stopped, timeout=10)
+            tg.start_soon(runner.stop)
+            producer = runner.supervisor("t").producer
+            with anyio.fail_after(5):
+                while not producer.stopping:
+                    await anyio.sleep(0.01)
+            other.operator.cancel(job.id, time.time())  # another process's storage
+            await stopped
+    finally:
+        other.close()
+    assert runner.get_job(job.id).state == "cancelled"
+
+
 async def test_cancel_of_finished_or_unknown_jobs_changes_nothing(runner: Runner) -> None:
     assert runner.cancel_job(12345) is None
     job = runner.enqueue(Add, {"a": 1, "b": 2})

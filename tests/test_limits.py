@@ -22,7 +22,7 @@ def make_cluster(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Cal
     yield from make_cluster_fixture(tmp_path, subprocess_env)
 
 
-def test_global_parallelism_caps_three_daemons(make_cluster: Callable[..., Cluster], any_db_url: str) -> None:
+def test_global_parallelism_caps_three_daemons(any_db_url: str, make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 3\nglobal_parallelism = 2\npoll_interval = 0.05")
     cluster.enqueue([{"seconds": 0.1} for _ in range(30)])
     cluster.start(3)  # 3 x 3 local slots, 2 allowed at once
@@ -35,7 +35,7 @@ def test_global_parallelism_caps_three_daemons(make_cluster: Callable[..., Clust
 
 
 def test_rate_limit_bounds_every_window_across_three_daemons(
-    make_cluster: Callable[..., Cluster], any_db_url: str
+    any_db_url: str, make_cluster: Callable[..., Cluster]
 ) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 4\npoll_interval = 0.05\n"
                                        "rate_limit = { allowed = 5, period = 0.5 }")
@@ -49,7 +49,7 @@ def test_rate_limit_bounds_every_window_across_three_daemons(
     assert all(r["attempt"] == 1 and r["state"] == "completed" for r in rows)  # waiting cost no attempt
 
 
-def test_rate_limit_per_partition(make_cluster: Callable[..., Cluster], any_db_url: str) -> None:
+def test_rate_limit_per_partition(any_db_url: str, make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 6\npoll_interval = 0.05\n"
                                        'rate_limit = { allowed = 2, period = 0.5, partition = "args.account" }')
     cluster.enqueue([{"seconds": 0.0, "account": i % 3} for i in range(24)])
@@ -63,7 +63,7 @@ def test_rate_limit_per_partition(make_cluster: Callable[..., Cluster], any_db_u
     assert most_in_any_window([r["attempted_at"] for r in rows], 0.5) >= 4
 
 
-def test_global_parallelism_per_partition(make_cluster: Callable[..., Cluster], any_db_url: str) -> None:
+def test_global_parallelism_per_partition(any_db_url: str, make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 4\npoll_interval = 0.05\n"
                                        'global_parallelism = { allowed = 1, partition = "args.account" }')
     cluster.enqueue([{"seconds": 0.1, "account": f"a{i % 2}"} for i in range(12)])
@@ -78,7 +78,7 @@ def test_global_parallelism_per_partition(make_cluster: Callable[..., Cluster], 
 
 
 def test_a_retry_inside_the_window_counts_as_a_second_start(
-    make_cluster: Callable[..., Cluster], any_db_url: str
+    any_db_url: str, make_cluster: Callable[..., Cluster]
 ) -> None:
     """attempted_at keeps only a job's last start: the limit counts a log of starts instead."""
     cluster = make_cluster(any_db_url, "parallelism = 4\npoll_interval = 0.02\n"

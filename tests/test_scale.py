@@ -30,7 +30,8 @@ async def started(runner: Runner, count: int) -> None:
 
 @pytest.mark.anyio
 async def test_scale_up_and_back_in_one_process(make_runner: Any) -> None:
-    runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}})
+    # The sleepers still running at the end are cancelled after a short grace.
+    runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}}, runner={"shutdown_grace": 0.2})
     jobs = runner.enqueue_many([(Sleeper, {"seconds": 60}) for _ in range(5)])
     async with running(runner):
         await started(runner, 1)
@@ -56,7 +57,7 @@ def test_scale_refuses_bad_numbers_and_unknown_topics(runner: Runner) -> None:
 
 
 def test_scale_reaches_running_daemons_and_outlives_restarts(
-    make_cluster: Callable[..., Cluster], any_db_url: str
+    any_db_url: str, make_cluster: Callable[..., Cluster]
 ) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 1\npoll_interval = 0.05")
     cluster.enqueue([{"seconds": 60} for _ in range(12)])
@@ -77,7 +78,7 @@ def test_scale_reaches_running_daemons_and_outlives_restarts(
 
 
 def test_a_daemon_scaled_down_before_it_starts_never_runs_more(
-    make_cluster: Callable[..., Cluster], any_db_url: str
+    any_db_url: str, make_cluster: Callable[..., Cluster]
 ) -> None:
     cluster = make_cluster(any_db_url, "parallelism = 4\npoll_interval = 0.05")
     assert cluster.cli("scale", "lim", "1").returncode == 0
@@ -87,12 +88,12 @@ def test_a_daemon_scaled_down_before_it_starts_never_runs_more(
 
 
 @pytest.mark.parametrize("args", [[], ["lim"], ["lim", "0"], ["lim", "x"], ["lim", "2", "--reset"]])
-def test_scale_usage_errors(make_cluster: Callable[..., Cluster], sqlite_url: str, args: list[str]) -> None:
+def test_scale_usage_errors(sqlite_url: str, make_cluster: Callable[..., Cluster], args: list[str]) -> None:
     cluster = make_cluster(sqlite_url, "parallelism = 1")
     done = cluster.cli("scale", *args)
     assert done.returncode == 2 and done.stderr.strip(), done
 
 
-def test_scale_of_an_unknown_topic_names_it(make_cluster: Callable[..., Cluster], sqlite_url: str) -> None:
+def test_scale_of_an_unknown_topic_names_it(sqlite_url: str, make_cluster: Callable[..., Cluster]) -> None:
     done = make_cluster(sqlite_url, "parallelism = 1").cli("scale", "nope", "2")
     assert done.returncode == 2 and "topic 'nope' is not configured" in done.stderr
