@@ -23,6 +23,7 @@ from typing import Any
 from anyio.abc import TaskGroup
 from blinker import NamedSignal, Namespace
 
+from .logs import sole_handler
 from .loop import EventLoop
 
 logger = logging.getLogger("jobrunner.events")
@@ -207,6 +208,11 @@ def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     name = signal.name
     level = _LEVELS.get(name, logging.INFO)
     if logger.isEnabledFor(level):
+        handler = sole_handler(logger, level)
+        if handler is not None:  # the daemon's own handler alone: the line without a record
+            handler.write_line(level, logger.name, _describe(name, sender, payload))
+            send(signal, sender, **payload)
+            return
         job = payload.get("job")
         # makeRecord + handle: what logger.log does, minus the search of the stack for
         # the caller (always this line) that costs as much as the rest of the record.

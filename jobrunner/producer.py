@@ -17,6 +17,8 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from . import events
@@ -72,6 +74,14 @@ class Producer:
         self._check_requested = True
         #: Jobs started and outcomes written since the last throughput summary.
         self._tally = new_tally()
+        #: Outcomes written but not yet announced (events, log lines): the claim loop
+        #: leaves them to its announcer task, which sends them while the next transaction
+        #: runs in the database thread instead of before it.
+        #: Each entry: outcomes written (with whether each applied), or jobs started (their
+        #: outcomes empty). Announced in this order, which is the order of the writes.
+        self._unannounced: list[tuple[list[Finished], Sequence[bool], list[Job]]] = []
+        self._announcer_running = False
+        self._announce_wake = anyio.Event()
 
     # -------------------------------------------------------------- control
 
@@ -133,7 +143,18 @@ class Producer:
         )
 
     async def run(self, jobs_tg: TaskGroup) -> None:
-        """Claim and start jobs in ``jobs_tg`` until stopped and drained. May raise."""
+        """Claim and start jobs in ``jobs_tg`` until stopped and drained. May raise.
+
+        Outcomes are announced by a task of ``jobs_tg`` (started once, ended with it)."""
+        if not self._announcer_running:
+            self._announcer_running = True
+            jobs_tg.start_soon(self._announcer)
+        try:
+            await self._loop(jobs_tg)
+        finally:
+            self.announce_written()
+
+    async def _loop(self, jobs_tg: TaskGroup) -> None:
         while True:
             decision = decide(self.state())
             if decision.done:
@@ -141,7 +162,7 @@ class Producer:
             self._next_stage = decision.next_stage
             self._check_requested = decision.check_requested
             if decision.transaction:
-                await self.cycle(jobs_tg, decision.claim, decision.stage, check=decision.check)
+                await self.cycle(jobs_tg, decision.claim, decision.stage, check=decision.check, defer=True)
             elif decision.defer_check:
                 # Every slot is busy. A job that ends within a moment gives the check a
                 # transaction to ride along with; else it is a read of its own.
@@ -170,13 +191,26 @@ class Producer:
             await self.wait_idle()
         await self.cycle(jobs_tg, 0)
 
-    async def cycle(self, jobs_tg: TaskGroup, claim: int, stage: bool = False, *, check: bool = False) -> int:
+    async def cycle(
+        self, jobs_tg: TaskGroup, claim: int, stage: bool = False, *, check: bool = False, defer: bool = False
+    ) -> int:
         """One transaction: write pending outcomes, then claim up to ``claim`` jobs and
         start them in ``jobs_tg``; returns how many were claimed. ``stage`` first makes
-        due jobs available; ``check`` reads the topic's control, which is then obeyed."""
-        claimed = await self.flush(claim, stage, check=check)
+        due jobs available; ``check`` reads the topic's control, which is then obeyed.
+        ``defer``: leave the announcements to the announcer task (see :meth:`flush`)."""
+        claimed = await self.flush(claim, stage, check=check, defer=defer)
+        if not claimed:
+            return 0
         for job in claimed:
-            self.start_job(jobs_tg, job)
+            self.slots.start(jobs_tg, job)
+        self._tally["start"] += len(claimed)
+        if events.wanted(events.job_started):
+            if defer and self._announcer_running:  # after the outcomes written before them
+                self._unannounced.append(([], (), claimed))
+                self._announce_wake.set()
+            else:
+                self.announce_written()
+                self._announce_started(claimed)
         return len(claimed)
 
     async def _obey_control(self) -> None:
@@ -200,10 +234,16 @@ class Producer:
         for job_id in control.lost:
             self.slots.abandon(job_id)
 
-    async def flush(self, demand: int = 0, stage: bool = False, *, check: bool = False) -> list[Job]:
+    async def flush(
+        self, demand: int = 0, stage: bool = False, *, check: bool = False, defer: bool = False
+    ) -> list[Job]:
         """Write pending outcomes, stage due jobs when asked, and claim up to ``demand``
         jobs, all in one transaction. With ``check``, the transaction also reads the
-        topic's control first (pause, cancellations elsewhere), which is then obeyed."""
+        topic's control first (pause, cancellations elsewhere), which is then obeyed.
+
+        The outcomes written are announced (events, log lines) before this returns, or
+        with ``defer`` by the announcer task soon after: always after the write, and in
+        the order written."""
         finished, self._pending = self._pending, []
         request = ClaimRequest(self.topic.name, demand, self.node, self.clock(), stage,
                                self.slots.running() if check else None,
@@ -216,10 +256,36 @@ class Producer:
             raise
         if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
             self._next_stage = min(self._next_stage, result.retry_at)
-        self._announce(finished, result.applied)
+        if defer and self._announcer_running:
+            self._unannounced.append((finished, result.applied, []))
+            self._announce_wake.set()
+        else:
+            self.announce_written()
+            self._announce(finished, result.applied)
         if result.control is not None:
             self._obey(result.control)
         return result.claimed
+
+    def announce_written(self) -> None:
+        """Announce every outcome written but not yet announced, in the order written."""
+        while self._unannounced:
+            finished, applied, started = self._unannounced.pop(0)
+            self._announce(finished, applied)
+            self._announce_started(started)
+
+    async def _announcer(self) -> None:
+        """Announce written outcomes while the claim loop's next transaction runs."""
+        try:
+            while True:
+                await self._announce_wake.wait()
+                self._announce_wake = type(self._announce_wake)()
+                # Let the claim loop, woken by the same jobs, hand its next transaction
+                # to the database thread first: the announcements then overlap with it.
+                await anyio.lowlevel.checkpoint()
+                self.announce_written()
+        finally:
+            self._announcer_running = False
+            self.announce_written()
 
     def _announce(self, finished: list[Finished], applied: Sequence[bool]) -> None:
         """Count and announce the outcomes just written; warn about those that were stale."""
@@ -244,6 +310,11 @@ class Producer:
         self.slots.start(jobs_tg, job)
         self._tally["start"] += 1
         if events.wanted(events.job_started):
+            self.announce_written()
+            self._announce_started([job])
+
+    def _announce_started(self, jobs: list[Job]) -> None:
+        for job in jobs:
             events.emit(events.job_started, self.topic.name, job=job)
 
     def _ended(self, execution: Execution, finished: Finished | None) -> None:
