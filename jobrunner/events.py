@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio.abc import TaskGroup
 from blinker import NamedSignal, Namespace
 
 from .logs import sole_handler
 from .loop import EventLoop
+
+if TYPE_CHECKING:
+    from .job import Job
 
 logger = logging.getLogger("jobrunner.events")
 
@@ -148,20 +151,67 @@ def _describe(name: str, sender: Any, payload: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-#: In-process observers of every event (metrics, the dashboard): called directly, with no
-#: blinker dispatch, since they see every event of a busy runner (see :func:`tap`).
-_taps: list[Callable[[str, Any, dict[str, Any]], None]] = []
+class Observed(Protocol):
+    """One job event of a claim loop's batch, as batch observers see it (see :func:`tap`)."""
+
+    @property
+    def name(self) -> str:
+        """The event (``job_started``, ``job_completed``, ...)."""
+
+    @property
+    def job(self) -> Job:
+        """The job as claimed: before the transition (its id, topic, worker and times)."""
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The event's keywords but ``job`` (``duration``, ``error``, ``will_retry``, ...)."""
+
+    @property
+    def snapshot(self) -> Job:
+        """The job after the transition (the event's ``job``), made when asked for."""
 
 
-def tap(observer: Callable[[str, Any, dict[str, Any]], None]) -> Callable[[], None]:
-    """Call ``observer(name, sender, payload)`` for every event, before its receivers (an
-    exception is logged, never raised); returns the function that removes it.
+#: What observes one event: ``observer(name, sender, payload)``.
+EventObserver = Callable[[str, Any, dict[str, Any]], None]
+#: What observes a claim loop's batch of job events: ``observer(sender, items)``.
+BatchObserver = Callable[[Any, Sequence[Observed]], None]
 
-    For the runner's own observers, which must stay cheap per event: a blinker dispatch
-    costs more than counting the event does. Users subscribe to the signals.
+#: In-process observers (metrics, the dashboard): called directly, with no blinker
+#: dispatch, since they see every event of a busy runner (see :func:`tap`).
+_taps: list[EventObserver] = []
+_batch_taps: list[BatchObserver] = []
+
+
+def tap(observer: EventObserver, batch_observer: BatchObserver) -> Callable[[], None]:
+    """Observe every event from now on; returns the function that stops it.
+
+    The job events of the claim loops (starts and outcomes, the bulk of a busy runner's
+    events) reach ``batch_observer(sender, items)`` once per batch written, with the job
+    snapshots made only if it asks; every other event reaches ``observer(name, sender,
+    payload)``, before its receivers. An exception is logged, never raised. For the
+    runner's own observers, which must stay cheap per job: users subscribe to the signals.
     """
     _taps.append(observer)
-    return lambda: _taps.remove(observer)
+    _batch_taps.append(batch_observer)
+
+    def remove() -> None:
+        _taps.remove(observer)
+        _batch_taps.remove(batch_observer)
+    return remove
+
+
+def batch_observed() -> bool:
+    """True when a batch observer (see :func:`tap`) is installed."""
+    return bool(_batch_taps)
+
+
+def observe_batch(sender: Any, items: Sequence[Observed]) -> None:
+    """Give a claim loop's batch of job events to every batch observer, each isolated."""
+    for observer in _batch_taps:
+        try:
+            observer(sender, items)
+        except Exception:
+            logger.exception("batch observer %r raised", observer, extra={"event": "receiver_error"})
 
 
 class _Description:
@@ -194,6 +244,11 @@ def observed(signal: NamedSignal) -> bool:
     return bool(signal.receivers) or bool(_taps)
 
 
+def received(signal: NamedSignal) -> bool:
+    """True when ``signal`` has receivers (what :func:`emit_untapped` sends to)."""
+    return bool(signal.receivers)
+
+
 def logged(signal: NamedSignal) -> bool:
     """True when emitting ``signal`` would write a log record."""
     return logger.isEnabledFor(_LEVELS.get(signal.name, logging.INFO))
@@ -204,32 +259,53 @@ SUCCESSES: frozenset[str] = frozenset({"job_completed", "job_snoozed"})
 
 
 def emit(signal: NamedSignal, sender: Any, **payload: Any) -> None:
-    """Log one line for the event, then send it to every receiver, each isolated."""
-    name = signal.name
-    level = _LEVELS.get(name, logging.INFO)
-    if logger.isEnabledFor(level):
-        handler = sole_handler(logger, level)
-        if handler is not None:  # the daemon's own handler alone: the line without a record
-            handler.write_line(level, logger.name, _describe(name, sender, payload))
-            send(signal, sender, **payload)
-            return
-        job = payload.get("job")
-        # makeRecord + handle: what logger.log does, minus the search of the stack for
-        # the caller (always this line) that costs as much as the rest of the record.
-        record = logger.makeRecord(logger.name, level, __file__, _LINE, "%s", (_Description(name, sender, payload),),
-                                   None, "emit", {"event": name, "topic": sender, "job_id": getattr(job, "id", None)})
-        logger.handle(record)
-    send(signal, sender, **payload)
+    """Log one line for the event, then send it to every observer and receiver, each isolated."""
+    _log(signal, sender, payload)
+    _send(signal, sender, payload, True)
+
+
+def emit_untapped(signal: NamedSignal, sender: Any, **payload: Any) -> None:
+    """:func:`emit` without the per-event observers: for a claim loop's job events, which
+    reach the observers in batches (:func:`observe_batch`)."""
+    _log(signal, sender, payload)
+    _send(signal, sender, payload, False)
 
 
 def send(signal: NamedSignal, sender: Any, **payload: Any) -> None:
     """Send the event to every observer (:func:`tap`) and receiver, each isolated, without a log line."""
+    _send(signal, sender, payload, True)
+
+
+def send_untapped(signal: NamedSignal, sender: Any, **payload: Any) -> None:
+    """:func:`send` without the per-event observers (see :func:`emit_untapped`)."""
+    _send(signal, sender, payload, False)
+
+
+def _log(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> None:
     name = signal.name
-    for observer in _taps:
-        try:
-            observer(name, sender, payload)
-        except Exception:
-            logger.exception("observer %r of %s raised", observer, name, extra={"event": "receiver_error"})
+    level = _LEVELS.get(name, logging.INFO)
+    if not logger.isEnabledFor(level):
+        return
+    handler = sole_handler(logger, level)
+    if handler is not None:  # the daemon's own handler alone: the line without a record
+        handler.write_line(level, logger.name, _describe(name, sender, payload))
+        return
+    job = payload.get("job")
+    # makeRecord + handle: what logger.log does, minus the search of the stack for
+    # the caller (always this line) that costs as much as the rest of the record.
+    record = logger.makeRecord(logger.name, level, __file__, _LINE, "%s", (_Description(name, sender, payload),),
+                               None, "emit", {"event": name, "topic": sender, "job_id": getattr(job, "id", None)})
+    logger.handle(record)
+
+
+def _send(signal: NamedSignal, sender: Any, payload: dict[str, Any], tapped: bool) -> None:
+    name = signal.name
+    if tapped:
+        for observer in _taps:
+            try:
+                observer(name, sender, payload)
+            except Exception:
+                logger.exception("observer %r of %s raised", observer, name, extra={"event": "receiver_error"})
     if not signal.receivers:
         return
     for receiver in signal.receivers_for(sender):
@@ -252,4 +328,4 @@ def _drop(awaitable: Awaitable[Any], what: str, why: str) -> None:
     logger.warning("async receiver %s dropped: %s", what, why, extra={"event": "receiver_error"})
 
 
-_LINE = emit.__code__.co_firstlineno
+_LINE = _log.__code__.co_firstlineno

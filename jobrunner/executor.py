@@ -114,13 +114,20 @@ class Finished:
         return self.ack.transition
 
     @property
+    def name(self) -> str:
+        """The event this transition sends ("" for a put-back at shutdown, which sends none)."""
+        return self.ack.transition.event or ""
+
+    @property
     def snapshot(self) -> Job:
         """The job as it is after this transition."""
         return self.job.evolve(state=self.ack.transition.state, **self.changes)
 
     def emit(self, log_success: bool = True) -> None:
-        """Send the event (call only after the ack was written); ``log_success=False``
-        leaves out the log line of a job that went well (see ``[runner] log_jobs``)."""
+        """Send the event to its receivers and log it (call only after the ack was
+        written); ``log_success=False`` leaves out the log line of a job that went well
+        (see ``[runner] log_jobs``). The runner's own observers get it in a batch
+        (:func:`jobrunner.events.observe_batch`), not from here."""
         name = self.ack.transition.event
         if name is None:  # put back at shutdown: no lifecycle transition to announce
             logger.info(
@@ -130,15 +137,15 @@ class Finished:
             return
         signal = events.signal_named(name)
         if not log_success and name in events.SUCCESSES:
-            if events.observed(signal):
-                events.send(signal, self.job.topic, job=self.snapshot, **self.payload)
-        elif events.observed(signal):
-            events.emit(signal, self.job.topic, job=self.snapshot, **self.payload)
+            if events.received(signal):
+                events.send_untapped(signal, self.job.topic, job=self.snapshot, **self.payload)
+        elif events.received(signal):
+            events.emit_untapped(signal, self.job.topic, job=self.snapshot, **self.payload)
         elif events.logged(signal):
             # Only the log line: it names the job's id, worker and attempt, which the
             # job before the transition already has unless the attempt changed.
             job = self.snapshot if "attempt" in self.changes else self.job
-            events.emit(signal, self.job.topic, job=job, **self.payload)
+            events.emit_untapped(signal, self.job.topic, job=job, **self.payload)
 
 
 def released(job: Job) -> Finished:

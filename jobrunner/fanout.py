@@ -8,8 +8,8 @@ by name, and each handler is isolated like a receiver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from . import events
 
@@ -21,12 +21,22 @@ Handler = Callable[[Any, dict[str, Any]], None]
 HandlerFor = Callable[[str], Handler | None]
 
 
-def subscribe(*observers: HandlerFor) -> Callable[[], None]:
-    """Call the observers' handlers for every event from now on; returns the function
-    that stops it."""
+class Observer(Protocol):
+    """What :func:`subscribe` takes: a handler per signal, and the batches of job events."""
+
+    def handler(self, name: str) -> Handler | None:
+        """What to do with each event of the signal ``name`` (None: ignore them)."""
+
+    def observe_batch(self, sender: Any, items: Sequence[events.Observed]) -> None:
+        """Take a claim loop's batch of job events (see :func:`jobrunner.events.tap`)."""
+
+
+def subscribe(*observers: Observer) -> Callable[[], None]:
+    """Give the observers every event from now on (a claim loop's job events in batches,
+    the others one by one to their handlers); returns the function that stops it."""
     table: dict[str, tuple[Handler, ...]] = {}
     for signal in events.ALL_SIGNALS:
-        handlers = tuple(h for h in (observer(signal.name) for observer in observers) if h is not None)
+        handlers = tuple(h for h in (observer.handler(signal.name) for observer in observers) if h is not None)
         if handlers:
             table[signal.name] = handlers
 
@@ -37,7 +47,14 @@ def subscribe(*observers: HandlerFor) -> Callable[[], None]:
             except Exception:
                 logger.exception("observer %r of %s raised", handler, name, extra={"event": "receiver_error"})
 
-    return events.tap(observe)
+    def observe_batch(sender: Any, items: Sequence[events.Observed]) -> None:
+        for observer in observers:
+            try:
+                observer.observe_batch(sender, items)
+            except Exception:
+                logger.exception("observer %r raised on a batch", observer, extra={"event": "receiver_error"})
+
+    return events.tap(observe, observe_batch)
 
 
-__all__ = ["Handler", "HandlerFor", "subscribe"]
+__all__ = ["Handler", "HandlerFor", "Observer", "subscribe"]

@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .census import CensusCache
+from .events import Observed
 from .fanout import Handler
 from .job import ALL_STATES, Job
 
@@ -70,6 +71,7 @@ _COUNTED: dict[str, tuple[int, ...]] = {
     "job_snoozed": (_INDEX["snoozed"],),
     "job_rescued": (_INDEX["rescued"],),
 }
+_RETRIED = _INDEX["retried"]
 #: Events whose ``duration`` is a run time.
 _TIMED = frozenset({"job_completed", "job_failed", "job_discarded", "job_cancelled", "job_snoozed"})
 
@@ -167,7 +169,8 @@ class _Collector(Collector):
 class RunnerMetrics:
     """The Prometheus metrics of one runner, in a registry of its own.
 
-    :meth:`handler` observes the lifecycle events (see :mod:`jobrunner.fanout`);
+    :meth:`handler` and :meth:`observe_batch` observe the lifecycle events (see
+    :mod:`jobrunner.fanout`);
     :meth:`render` answers a scrape. An event costs a few additions
     under a lock; the metric families are built only when scraped.
     """
@@ -191,46 +194,51 @@ class RunnerMetrics:
         return found
 
     def handler(self, name: str) -> Handler | None:
-        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`).
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`):
+        those that do not come in a claim loop's batch (inserts, rescues, cancellations by
+        request, external workers' outcomes)."""
+        if name != "job_started" and name not in _COUNTED:
+            return None
+        lock, clock = self.lock, self.runner.clock
 
-        One small function per signal: these run for every job of a busy runner.
-        """
-        lock = self.lock
-        if name == "job_started":
-            clock, claims = self.runner.clock, self.claims
-
-            def started(sender: Any, payload: dict[str, Any]) -> None:
-                job = payload.get("job")
-                if job is None or job.attempted_at is None:
-                    return
+        def observe(sender: Any, payload: dict[str, Any]) -> None:
+            job = payload.get("job")
+            if job is not None:
+                now = clock()
                 with lock:
-                    if job.scheduled_at is not None:
-                        self._series(job).wait.observe(max(0.0, job.attempted_at - job.scheduled_at))
-                    claim = claims.get(job.topic)
-                    if claim is None:
-                        claim = claims[job.topic] = Histogram(CLAIM_BUCKETS)
-                    claim.observe(max(0.0, clock() - job.attempted_at))
-            return started
+                    self._record(name, job, payload, now)
+        return observe
+
+    def observe_batch(self, sender: Any, items: Sequence[Observed]) -> None:
+        """Count a claim loop's batch of job events (starts and outcomes) under one lock."""
+        now = self.runner.clock()
+        with self.lock:
+            for item in items:
+                self._record(item.name, item.job, item.payload, now)
+
+    def _record(self, name: str, job: Job, payload: dict[str, Any], now: float) -> None:
+        """Count one event of ``job`` (call under the lock)."""
+        if name == "job_started":
+            if job.attempted_at is None:
+                return
+            if job.scheduled_at is not None:
+                self._series(job).wait.observe(max(0.0, job.attempted_at - job.scheduled_at))
+            claim = self.claims.get(job.topic)
+            if claim is None:
+                claim = self.claims[job.topic] = Histogram(CLAIM_BUCKETS)
+            claim.observe(max(0.0, now - job.attempted_at))
+            return
         counted = _COUNTED.get(name)
         if counted is None:
-            return None
-        retried = _INDEX["retried"] if name == "job_failed" else None
-        timed = name in _TIMED
-
-        def concluded(sender: Any, payload: dict[str, Any]) -> None:
-            job = payload.get("job")
-            if job is None:
-                return
-            with lock:
-                found = self._series(job)
-                for i in counted:
-                    found.counts[i] += 1
-                if retried is not None and payload.get("will_retry"):
-                    found.counts[retried] += 1
-                duration = payload.get("duration") if timed else None
-                if duration is not None:
-                    found.run.observe(max(0.0, duration))
-        return concluded
+            return
+        found = self._series(job)
+        for i in counted:
+            found.counts[i] += 1
+        if name == "job_failed" and payload.get("will_retry"):
+            found.counts[_RETRIED] += 1
+        duration = payload.get("duration") if name in _TIMED else None
+        if duration is not None:
+            found.run.observe(max(0.0, duration))
 
     async def render(self) -> bytes:
         """The metrics in Prometheus text format (the census refreshed when older than ``max_age``)."""

@@ -38,6 +38,22 @@ logger = logging.getLogger("jobrunner.producer")
 CHECK_DELAY = 0.002
 
 
+class Started:
+    """A job start as batch observers see it (:class:`jobrunner.events.Observed`)."""
+
+    __slots__ = ("job",)
+    name = "job_started"
+    payload: dict[str, object] = {}  # noqa: RUF012 - shared and never written: a start has no keywords
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    @property
+    def snapshot(self) -> Job:
+        """The job as claimed (a start changes nothing more)."""
+        return self.job
+
+
 class Producer:
     """Claims and runs the jobs of one topic within its parallelism.
 
@@ -290,16 +306,21 @@ class Producer:
     def _announce(self, finished: list[Finished], applied: Sequence[bool]) -> None:
         """Count and announce the outcomes just written; warn about those that were stale."""
         tally = self._tally
+        observed: list[Finished] = []
         for item, written in zip(finished, applied, strict=True):
             if written:
                 tally[item.ack.transition] += 1
                 item.emit(self.log_jobs)
+                if item.ack.transition.event is not None:
+                    observed.append(item)
             else:
                 logger.warning(
                     "job_stale id=%s topic=%s: the job left executing before its %s was written; "
                     "outcome dropped", item.ack.job.id, self.topic.name, item.ack.transition,
                     extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
                 )
+        if observed and events.batch_observed():
+            events.observe_batch(self.topic.name, observed)
 
     # -------------------------------------------------------------- jobs
 
@@ -314,8 +335,12 @@ class Producer:
             self._announce_started([job])
 
     def _announce_started(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            events.emit(events.job_started, self.topic.name, job=job)
+        signal = events.job_started
+        if events.received(signal) or events.logged(signal):
+            for job in jobs:
+                events.emit_untapped(signal, self.topic.name, job=job)
+        if jobs and events.batch_observed():
+            events.observe_batch(self.topic.name, [Started(job) for job in jobs])
 
     def _ended(self, execution: Execution, finished: Finished | None) -> None:
         """Book the end of one execution (``None``: cancelled before an outcome)."""

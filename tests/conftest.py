@@ -18,6 +18,14 @@ from jobrunner.config import Settings, parse
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Spread the tests like ``--dist load``, keeping the README's examples (and the
+    browser tests) in order on one worker: see tests/xdist_order.py."""
+    from tests.xdist_order import make_scheduler
+
+    return make_scheduler(config, log)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every async test runs on asyncio and on trio."""

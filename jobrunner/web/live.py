@@ -15,12 +15,13 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..census import CensusCache
+from ..events import Observed
 from ..fanout import Handler
 from ..insight import Census
 from ..job import Job
@@ -43,6 +44,8 @@ KEPT = 30
 #: Empty ticks between keep-alive comments.
 KEEPALIVE_TICKS = 15
 
+#: The outcome events the chart counts: event -> failed.
+_OUTCOMES = {"job_completed": False, "job_failed": True, "job_discarded": True}
 _FINISHED_AT = {"completed": "completed_at", "discarded": "discarded_at", "cancelled": "cancelled_at"}
 
 
@@ -99,7 +102,9 @@ class LiveBoard:
         self.census = census
         self.rates = Rates()
         self._lock = threading.Lock()  # events arrive from worker threads too
-        self._changed: dict[int, dict[str, Any]] = {}
+        #: Jobs changed since the last tick, newest last: the job after its change, or the
+        #: batch item that makes it (see :meth:`observe_batch`).
+        self._changed: dict[int, Job | Observed] = {}
         self._overflow = False
         self._dirty = 0.0  # monotonic time of the first change the census may not show yet; 0: none
         self._poked = False
@@ -113,28 +118,44 @@ class LiveBoard:
     # ------------------------------------------------------------ events
 
     def handler(self, name: str) -> Handler | None:
-        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`)."""
-        outcome = {"job_completed": False, "job_failed": True, "job_discarded": True}.get(name)
+        """What to do with events of the signal ``name`` (see :func:`jobrunner.fanout.subscribe`):
+        those that do not come in a claim loop's batch."""
+        outcome = _OUTCOMES.get(name)
 
         def receive(sender: Any, payload: dict[str, Any]) -> None:
-            if outcome is None and not self.streams:  # the common case while nobody looks
-                self._dirty = self._dirty or time.monotonic()
-                return
             job = payload.get("job")
+            if (outcome is None and not self.streams) or not isinstance(job, Job):
+                self._dirty = self._dirty or time.monotonic()  # the common case while nobody looks
+                return
+            now = self.runner.clock()
             with self._lock:
-                self._dirty = self._dirty or time.monotonic()
-                if not isinstance(job, Job):
-                    return
-                if outcome is not None:
-                    self.rates.add(job.topic, outcome, self.runner.clock())
-                if not self.streams:
-                    return  # no dashboard open: only the chart's history is kept
-                if len(self._changed) >= MAX_CHANGED and job.id not in self._changed:
-                    self._overflow = True
-                    self._changed.pop(next(iter(self._changed)))
-                self._changed.pop(job.id, None)  # re-inserted: the newest change last
-                self._changed[job.id] = job_summary(job)
+                self._note(job, outcome, job, now)
         return receive
+
+    def observe_batch(self, sender: Any, items: Sequence[Observed]) -> None:
+        """Take a claim loop's batch of job events under one lock; the rows of the jobs
+        table are made at the next tick, and only while a dashboard is open."""
+        streams, now = self.streams, self.runner.clock()
+        with self._lock:
+            self._dirty = self._dirty or time.monotonic()
+            for item in items:
+                outcome = _OUTCOMES.get(item.name)
+                if outcome is not None or streams:
+                    self._note(item.job, outcome, item, now)
+
+    def _note(self, job: Job, outcome: bool | None, change: Job | Observed, now: float) -> None:
+        """Count an outcome (``outcome``: failed or not; None: not an outcome) and keep the
+        change for the open dashboards (call under the lock)."""
+        self._dirty = self._dirty or time.monotonic()
+        if outcome is not None:
+            self.rates.add(job.topic, outcome, now)
+        if not self.streams:
+            return  # no dashboard open: only the chart's history is kept
+        if len(self._changed) >= MAX_CHANGED and job.id not in self._changed:
+            self._overflow = True
+            self._changed.pop(next(iter(self._changed)))
+        self._changed.pop(job.id, None)  # re-inserted: the newest change last
+        self._changed[job.id] = change
 
     def poke(self) -> None:
         """Something changed that sends no event (a pause, a retry): read the census again
@@ -173,11 +194,12 @@ class LiveBoard:
 
     async def _tick(self) -> None:
         with self._lock:
-            changed, self._changed = list(self._changed.values()), {}
+            kept, self._changed = list(self._changed.values()), {}
             overflow, self._overflow = self._overflow, False
             dirty, self._dirty = self._dirty, 0.0
             poked, self._poked = self._poked, False
             rates = self.rates.take_touched()
+        changed = [job_summary(c if isinstance(c, Job) else c.snapshot) for c in kept]
         census = await self.census.get(0.0 if poked else BUSY_CENSUS_AGE if dirty else 10 * TICK)
         if dirty and self.census.read_since < dirty:
             with self._lock:  # the census is rationed (see jobrunner.census): try at the next tick

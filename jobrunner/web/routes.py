@@ -131,7 +131,7 @@ class WebViews:
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
         """Follow the runner's events while the server serves."""
-        unsubscribe = subscribe(self.metrics.handler, self.board.handler)
+        unsubscribe = subscribe(self.metrics, self.board)
         try:
             yield
         finally:
