@@ -20,9 +20,9 @@ from . import commands, config as config_module, daemon, logs
 from .commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .errors import ConfigError, EnqueueError, JobrunnerError, StartupError, UnknownWorkerError, UsageError
 from .job import ALL_STATES, MAX_JOB_ID, RETRYABLE_STATES
+from .operations import MAX_PARALLELISM
 from .overrides import Override
 from .priority import PriorityError, parse_priority_text
-from .runner import MAX_PARALLELISM
 from .threads import performs_in_threads
 
 logger = logging.getLogger("jobrunner.cli")

@@ -20,8 +20,8 @@ import anyio
 from . import events
 from .config import Settings, TopicSettings
 from .errors import ExternalJobError, LeaseError
-from .executor import Outcome, plan
 from .job import Job, Unreadable
+from .outcomes import Outcome, OutcomeKind, plan
 from .payload import PayloadError
 from .storage import AsyncStorage, Lease
 
@@ -83,7 +83,7 @@ class ExternalTopics:
     async def _discard_unreadable(self, leased: Lease, settings: TopicSettings) -> None:
         """A leased job whose stored arguments cannot be read never reaches a worker: discard it."""
         reason = "its arguments cannot be read; not retried"
-        outcome = Outcome("unrunnable", error=PayloadError(leased.job.args), reason=reason)
+        outcome = Outcome(OutcomeKind.UNRUNNABLE, error=PayloadError(leased.job.args), reason=reason)
         finished = plan(leased.job, outcome, settings, self.clock())
         if await self.storage.conclude_lease(finished.ack, leased.token):
             finished.emit()
@@ -128,11 +128,12 @@ class ExternalTopics:
 
     async def complete(self, job_id: int, token: str, result: Any) -> Job:
         """Conclude a job leased under ``token`` as completed with ``result`` (JSON)."""
-        return await self._conclude(job_id, token, Outcome("completed", result=result))
+        return await self._conclude(job_id, token, Outcome(OutcomeKind.COMPLETED, result=result))
 
     async def fail(self, job_id: int, token: str, error: str) -> Job:
         """Conclude a job leased under ``token`` as failed: retry after the topic's backoff, or discard."""
-        return await self._conclude(job_id, token, Outcome("failed", error=ExternalJobError(error), traceback=None))
+        failed = Outcome(OutcomeKind.FAILED, error=ExternalJobError(error), traceback=None)
+        return await self._conclude(job_id, token, failed)
 
     async def extend(self, job_id: int, token: str, seconds: float) -> float:
         """Extend the live lease held under ``token`` to now + ``seconds``; returns the new expiry."""

@@ -24,8 +24,9 @@ from anyio.abc import TaskGroup
 from . import events
 from .config import TopicSettings
 from .decision import LoopState, decide
-from .executor import Executor, Finished, released
+from .executor import Executor
 from .job import Job, JobState
+from .outcomes import Finished, released
 from .slots import Execution, JobSlots
 from .storage import AsyncStorage, ClaimRequest, CycleResult, TopicControl
 from .summary import new_tally

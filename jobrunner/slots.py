@@ -20,8 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .context import in_own_context
-from .executor import Finished
 from .job import Job
+from .outcomes import Finished
 from .threads import ThreadCall
 
 logger = logging.getLogger("jobrunner.producer")
