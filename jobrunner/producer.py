@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from . import events
+from .announcer import Announcer
 from .config import TopicSettings
 from .decision import LoopState, decide
 from .executor import Executor
@@ -29,7 +28,6 @@ from .job import Job, JobState
 from .outcomes import Finished, released
 from .slots import Execution, JobSlots
 from .storage import AsyncStorage, ClaimRequest, CycleResult, TopicControl
-from .summary import new_tally
 from .wakeup import Wakeup
 
 logger = logging.getLogger("jobrunner.producer")
@@ -37,22 +35,6 @@ logger = logging.getLogger("jobrunner.producer")
 #: Seconds a control check waits for a running job to end, so that it can ride along
 #: with that job's ack instead of costing a database round trip of its own.
 CHECK_DELAY = 0.002
-
-
-class Started:
-    """A job start as batch observers see it (:class:`jobrunner.events.Observed`)."""
-
-    __slots__ = ("job",)
-    name = "job_started"
-    payload: dict[str, object] = {}  # noqa: RUF012 - shared and never written: a start has no keywords
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    @property
-    def snapshot(self) -> Job:
-        """The job as claimed (a start changes nothing more)."""
-        return self.job
 
 
 class Producer:
@@ -76,8 +58,6 @@ class Producer:
         self._limits = topic.limits
         #: The parallelism the topic was scaled to (None: the configured one), as last read.
         self._scaled: int | None = None
-        #: False: no log line for jobs that went well (``[runner] log_jobs``).
-        self.log_jobs = log_jobs
         self.storage = storage
         self.node = node
         self.executor = executor
@@ -89,16 +69,8 @@ class Producer:
         self._pending: list[Finished] = []
         self._next_stage = 0.0
         self._check_requested = True
-        #: Jobs started and outcomes written since the last throughput summary.
-        self._tally = new_tally()
-        #: Outcomes written but not yet announced (events, log lines): the claim loop
-        #: leaves them to its announcer task, which sends them while the next transaction
-        #: runs in the database thread instead of before it.
-        #: Each entry: outcomes written (with whether each applied), or jobs started (their
-        #: outcomes empty). Announced in this order, which is the order of the writes.
-        self._unannounced: list[tuple[list[Finished], Sequence[bool], list[Job]]] = []
-        self._announcer_running = False
-        self._announce_wake = anyio.Event()
+        #: Announces what the loop wrote (events, log lines) and counts it.
+        self.announcer = Announcer(topic.name, log_jobs=log_jobs)
 
     # -------------------------------------------------------------- control
 
@@ -141,8 +113,7 @@ class Producer:
 
     def take_tally(self) -> dict[str, int]:
         """Jobs started and outcomes written (by ack kind) since the last call."""
-        tally, self._tally = self._tally, new_tally()
-        return tally
+        return self.announcer.take_tally()
 
     @property
     def has_pending(self) -> bool:
@@ -163,13 +134,13 @@ class Producer:
         """Claim and start jobs in ``jobs_tg`` until stopped and drained. May raise.
 
         Outcomes are announced by a task of ``jobs_tg`` (started once, ended with it)."""
-        if not self._announcer_running:
-            self._announcer_running = True
-            jobs_tg.start_soon(self._announcer)
+        if not self.announcer.running:
+            self.announcer.running = True  # from now: the task will take what is deferred
+            jobs_tg.start_soon(self.announcer.run)
         try:
             await self._loop(jobs_tg)
         finally:
-            self.announce_written()
+            self.announcer.flush()
 
     async def _loop(self, jobs_tg: TaskGroup) -> None:
         while True:
@@ -220,14 +191,7 @@ class Producer:
             return 0
         for job in claimed:
             self.slots.start(jobs_tg, job)
-        self._tally["start"] += len(claimed)
-        if events.wanted(events.job_started):
-            if defer and self._announcer_running:  # after the outcomes written before them
-                self._unannounced.append(([], (), claimed))
-                self._announce_wake.set()
-            else:
-                self.announce_written()
-                self._announce_started(claimed)
+        self.announcer.started(claimed, defer=defer)
         return len(claimed)
 
     async def _obey_control(self) -> None:
@@ -273,55 +237,10 @@ class Producer:
             raise
         if result.retry_at is not None:  # a rate limit held jobs back: look again when it has room
             self._next_stage = min(self._next_stage, result.retry_at)
-        if defer and self._announcer_running:
-            self._unannounced.append((finished, result.applied, []))
-            self._announce_wake.set()
-        else:
-            self.announce_written()
-            self._announce(finished, result.applied)
+        self.announcer.outcomes(finished, result.applied, defer=defer)
         if result.control is not None:
             self._obey(result.control)
         return result.claimed
-
-    def announce_written(self) -> None:
-        """Announce every outcome written but not yet announced, in the order written."""
-        while self._unannounced:
-            finished, applied, started = self._unannounced.pop(0)
-            self._announce(finished, applied)
-            self._announce_started(started)
-
-    async def _announcer(self) -> None:
-        """Announce written outcomes while the claim loop's next transaction runs."""
-        try:
-            while True:
-                await self._announce_wake.wait()
-                self._announce_wake = type(self._announce_wake)()
-                # Let the claim loop, woken by the same jobs, hand its next transaction
-                # to the database thread first: the announcements then overlap with it.
-                await anyio.lowlevel.checkpoint()
-                self.announce_written()
-        finally:
-            self._announcer_running = False
-            self.announce_written()
-
-    def _announce(self, finished: list[Finished], applied: Sequence[bool]) -> None:
-        """Count and announce the outcomes just written; warn about those that were stale."""
-        tally = self._tally
-        observed: list[Finished] = []
-        for item, written in zip(finished, applied, strict=True):
-            if written:
-                tally[item.ack.transition] += 1
-                item.emit(self.log_jobs)
-                if item.ack.transition.event is not None:
-                    observed.append(item)
-            else:
-                logger.warning(
-                    "job_stale id=%s topic=%s: the job left executing before its %s was written; "
-                    "outcome dropped", item.ack.job.id, self.topic.name, item.ack.transition,
-                    extra={"event": "job_stale", "topic": self.topic.name, "job_id": item.ack.job.id},
-                )
-        if observed and events.batch_observed():
-            events.observe_batch(self.topic.name, observed)
 
     # -------------------------------------------------------------- jobs
 
@@ -330,18 +249,7 @@ class Producer:
         pending acks. Cancel ``jobs_tg`` once :meth:`wait_idle` returns: idle job tasks
         wait there for their next job."""
         self.slots.start(jobs_tg, job)
-        self._tally["start"] += 1
-        if events.wanted(events.job_started):
-            self.announce_written()
-            self._announce_started([job])
-
-    def _announce_started(self, jobs: list[Job]) -> None:
-        signal = events.job_started
-        if events.received(signal) or events.logged(signal):
-            for job in jobs:
-                events.emit_untapped(signal, self.topic.name, job=job)
-        if jobs and events.batch_observed():
-            events.observe_batch(self.topic.name, [Started(job) for job in jobs])
+        self.announcer.started([job])
 
     def _ended(self, execution: Execution, finished: Finished | None) -> None:
         """Book the end of one execution (``None``: cancelled before an outcome)."""
@@ -350,7 +258,7 @@ class Producer:
         job = execution.job
         if execution.cancelled:
             # Already cancelled in the table: nothing to write, only to announce.
-            self._tally["cancel"] += 1
+            self.announcer.tally["cancel"] += 1
             events.emit(events.job_cancelled, self.topic.name,
                         job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)
             return

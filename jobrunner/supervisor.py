@@ -60,7 +60,7 @@ class TopicSupervisor:
             with anyio.CancelScope(shield=True):
                 self.producer.cancel_running()
                 await self._final_flush()
-            self.producer.announce_written()
+            self.producer.announcer.flush()
             events.emit(events.topic_stopped, self.name, reason=reason)
 
     async def _supervise(self, tg: anyio.abc.TaskGroup) -> str:
