@@ -54,7 +54,9 @@ def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int
         tags=ns.tag or None, meta=meta, unique=unique, depends_on=ns.depends_on or None,
         on_dependency_failure=ns.on_dependency_failure,
     )
-    print(job.id)
+    # One write for the line: print() writes the id and the newline apart, and output
+    # shared with a daemon started from the same shell could fall in between.
+    sys.stdout.write(f"{job.id}\n")
     if job.duplicate:
         print(f"duplicate: job {job.id} ({job.state}) matches; nothing inserted", file=sys.stderr)
     return EXIT_OK

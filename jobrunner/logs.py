@@ -54,17 +54,20 @@ class LineFormatter(logging.Formatter):
 class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes lines in batches.
 
-    A record at WARNING or above is written at once, with every line held before it; the
-    others are written together at most :data:`WRITE_DELAY` seconds after the first of
-    them (by a thread that sleeps while nothing is held), which turns a write and a
-    flush per line into one per batch. Held lines are written on :meth:`flush`, which
-    ``logging.shutdown`` calls at exit; a process killed outright loses at most the
-    INFO lines of its last :data:`WRITE_DELAY` seconds.
+    A record at WARNING or above is written at once, with every line held before it, and
+    so is a line that comes :data:`WRITE_DELAY` seconds or more after the last write (a
+    quiet log is not delayed). Lines that come faster are written together at most
+    :data:`WRITE_DELAY` seconds after the first of them (by a thread that sleeps while
+    nothing is held), which turns a write and a flush per line into one per batch. Held
+    lines are written on :meth:`flush`, which ``logging.shutdown`` calls at exit; a
+    process killed outright loses at most the INFO lines of its last
+    :data:`WRITE_DELAY` seconds.
     """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._held: list[str] = []
+        self._written_at = 0.0  # monotonic time of the last write
         self._waiting = threading.Event()
         threading.Thread(target=self._write_later, name="jobrunner-log-writer", daemon=True).start()
 
@@ -91,7 +94,10 @@ class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if level >= logging.WARNING or len(held) >= MAX_HELD:
             self._write_held()
         elif len(held) == 1:
-            self._waiting.set()
+            if time.monotonic() - self._written_at >= WRITE_DELAY:
+                self._write_held()  # a quiet log: the line goes out at once
+            else:
+                self._waiting.set()
 
     def flush(self) -> None:
         """Write every held line and flush the stream."""
@@ -100,6 +106,7 @@ class BatchedLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_held(self) -> None:
         held, self._held = self._held, []
+        self._written_at = time.monotonic()
         try:
             if held:
                 self.stream.write("\n".join(held) + "\n")
