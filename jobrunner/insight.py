@@ -16,6 +16,7 @@ from sqlalchemy import Connection, func, select
 from .job import ALL_STATES
 from .storage import Storage
 from .storage.schema import jobs, nodes, topics
+from .storage.statements import filter_jobs
 
 #: The columns of a job's summary (a row of the dashboard's jobs table): no args,
 #: result or errors, which can be large.
@@ -92,14 +93,8 @@ def job_summaries(
     insertion order (newest first unless ``oldest_first``), and the cursor of the next
     page (pass it as ``after``; None on the last page)."""
     columns = [jobs.c[name] for name in SUMMARY_COLUMNS]
-    query = select(*columns).limit(limit + 1)
+    query = filter_jobs(select(*columns), topic, state, worker).limit(limit + 1)
     query = query.order_by(jobs.c.id.asc() if oldest_first else jobs.c.id.desc())
-    if topic is not None:
-        query = query.where(jobs.c.topic == topic)
-    if state is not None:
-        query = query.where(jobs.c.state == state)
-    if worker is not None:
-        query = query.where(jobs.c.worker == worker)
     if after is not None:
         query = query.where(jobs.c.id > after if oldest_first else jobs.c.id < after)
     with store.db.read() as conn, conn.begin():

@@ -204,6 +204,31 @@ def assert_clean_output(daemon: DaemonProcess) -> None:
 # ------------------------------------------------------------------ 1. kill -9
 
 
+def drain_on_every_daemon(
+    c: Cluster, daemons: list[DaemonProcess], total: int
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]], float]:
+    """Enqueue ``total`` no-op jobs, wait until all completed, stop the daemons cleanly and
+    check that each job completed once, at its first attempt; the jobs, the executions and
+    the seconds it took."""
+    started = time.monotonic()
+    ids = c.enqueue(*({} for _ in range(total)))
+    c.wait_until(f"{total} jobs completed", lambda: c.counts()["completed"] == total, timeout=120)
+    elapsed = time.monotonic() - started
+    codes = [c.terminate(d) for d in daemons]
+    assert codes == [0] * len(daemons), [d.output()[-2000:] for d in daemons]
+    for daemon in daemons:
+        assert_clean_output(daemon)
+    jobs = c.jobs()
+    assert sorted(jobs) == ids
+    assert all(j["state"] == "completed" and j["attempt"] == 1 and not j["errors"] for j in jobs.values())
+    executions = c.executions()
+    per_job = Counter(e["job_id"] for e in executions)
+    assert len(executions) == total and set(per_job) == set(ids), (
+        f"re-executions: {[(j, n) for j, n in per_job.items() if n > 1][:10]}"
+    )
+    return jobs, executions, elapsed
+
+
 def test_kill_9_then_restart_loses_nothing(make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(heartbeat=0.2, rescue=1.0, grace=2, parallelism=8, poll=0.1)
     rnd = random.Random(1234)
@@ -296,23 +321,7 @@ def test_three_processes_one_file(make_cluster: Callable[..., Cluster]) -> None:
     c.wait_until("three nodes registered", lambda: len(c.query("SELECT node FROM jobrunner_nodes")) == 3)
 
     total = 3000
-    started = time.monotonic()
-    ids = c.enqueue(*({} for _ in range(total)))
-    c.wait_until(f"{total} jobs completed", lambda: c.counts()["completed"] == total, timeout=120)
-    elapsed = time.monotonic() - started
-    codes = [c.terminate(d) for d in daemons]
-    assert codes == [0, 0, 0], [d.output()[-2000:] for d in daemons]
-    for daemon in daemons:
-        assert_clean_output(daemon)
-
-    jobs = c.jobs()
-    assert sorted(jobs) == ids
-    assert all(j["state"] == "completed" and j["attempt"] == 1 and not j["errors"] for j in jobs.values())
-    executions = c.executions()
-    per_job = Counter(e["job_id"] for e in executions)
-    assert len(executions) == total and set(per_job) == set(ids), (
-        f"re-executions: {[(j, n) for j, n in per_job.items() if n > 1][:10]}"
-    )
+    jobs, executions, elapsed = drain_on_every_daemon(c, daemons, total)
     assert all(e["outcome"] == "ok" and e["ended"] is not None for e in executions)
     # Each job ran once, so no two executions of a job can overlap; and every
     # execution happened in the process its job row names.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_resilience import Cluster, assert_clean_output
+from tests.test_resilience import Cluster, assert_clean_output, drain_on_every_daemon
 
 NON_FINAL = ("scheduled", "available", "executing", "retryable")
 
@@ -61,21 +60,7 @@ def test_three_nodes_drain_5000_jobs_each_completed_once(pg_cluster: Callable[..
     assert {int(n["node"].split(":")[-2]) for n in listed} == {d.pid for d in daemons}
 
     total = 5000
-    started = time.monotonic()
-    ids = c.enqueue(*({} for _ in range(total)))
-    c.wait_until(f"{total} jobs completed", lambda: c.counts()["completed"] == total, timeout=120)
-    elapsed = time.monotonic() - started
-    codes = [c.terminate(d) for d in daemons]
-    assert codes == [0, 0, 0], [d.output()[-2000:] for d in daemons]
-    for daemon in daemons:
-        assert_clean_output(daemon)
-
-    jobs = c.jobs()
-    assert sorted(jobs) == ids
-    assert all(j["state"] == "completed" and j["attempt"] == 1 and not j["errors"] for j in jobs.values())
-    executions = c.executions()
-    per_job = Counter(e["job_id"] for e in executions)
-    assert len(executions) == total and set(per_job) == set(ids), [j for j, n in per_job.items() if n > 1][:10]
+    _, executions, elapsed = drain_on_every_daemon(c, daemons, total)
     by_pid = Counter(e["pid"] for e in executions)
     assert set(by_pid) == {d.pid for d in daemons}, f"not every node did some work: {by_pid}"
     print(f"\n{total} jobs on 3 nodes (PostgreSQL) in {elapsed:.1f}s ({total / elapsed:.0f}/s); "

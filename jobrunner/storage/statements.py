@@ -160,7 +160,13 @@ def job_listing(
     topic: str | None, state: str | None, worker: str | None = None, tag: str | None = None
 ) -> Select[Any]:
     """Jobs filtered by topic, state, worker and tag (unordered, unlimited)."""
-    query = select(*ALL)
+    return filter_jobs(select(*ALL), topic, state, worker, tag)
+
+
+def filter_jobs(
+    query: Select[Any], topic: str | None, state: str | None, worker: str | None = None, tag: str | None = None
+) -> Select[Any]:
+    """``query`` (of the jobs table) kept to the jobs of that topic, state, worker and tag."""
     if tag is not None:
         query = query.where(HasTag(jobs.c.tags, tag))
     if topic is not None:
