@@ -10,20 +10,19 @@ the ``JOBRUNNER_<TABLE>__<KEY>`` environment scheme.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from . import overrides as overrides_module
+from .config_checks import MAX_NUMBER, Where, at_least, check, reject_unknown, subtable
 from .cron_config import parse_entries as parse_cron
 from .errors import ConfigError
 from .limits import PARTITION_FORM, GlobalParallelism, RateLimit
-from .overrides import Origins, Override
+from .overrides import Override
 from .priority import PriorityError, parse_priority
 from .settings import (
     BACKOFF_STRATEGIES,
@@ -46,117 +45,24 @@ from .settings import (
 # ---------------------------------------------------------------- parsing
 
 
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """A table being parsed: where it is, and who set which of its keys.
-
-    ``at(key)`` starts an error message about ``key``: the environment variable or
-    command-line option that set it (or a table above it), else the file.
-    """
-
-    source: str
-    origins: Origins
-    path: tuple[str, ...] = ()
-    label: str = ""
-
-    def child(self, key: str, label: str) -> _Where:
-        """The table at ``key`` of this one, shown as ``label`` (e.g. ``[topics.demo]``)."""
-        return _Where(self.source, self.origins, (*self.path, key), label)
-
-    def at(self, *keys: str) -> str:
-        """The prefix of a message about ``keys`` (the first one an override set wins)."""
-        for key in keys or ("",):
-            path = (*self.path, key) if key else self.path
-            origin = next((self.origins[path[:end]] for end in range(len(path), 0, -1)
-                           if path[:end] in self.origins), None)
-            if origin is None and key:  # a table only an override created, e.g. a mistyped one
-                origin = next((o for p, o in self.origins.items() if p[:len(path)] == path), None)
-            if origin is not None:
-                return f"{origin}: {self.label}" if self.label else origin
-        return str(self)
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.label}" if self.label else self.source
-
-
-#: The largest number a configuration key takes (seconds: about 31 years).
-MAX_NUMBER = 1e9
-
-
-def _type_name(kind: Any) -> str:
-    if kind is float:
-        return "a number"
-    if kind is int:
-        return "an integer"
-    if kind is str:
-        return "a string"
-    if kind is bool:
-        return "a boolean"
-    return getattr(kind, "__name__", str(kind))
-
-
-def _check(where: _Where, key: str, value: Any, kind: type) -> Any:
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        try:
-            finite = ok and math.isfinite(value)
-        except OverflowError:  # an integer too large for a float
-            finite = False
-        if ok and not finite:
-            raise ConfigError(f"{where.at(key)}: key {key!r} must be a finite number, got {value!r}")
-        if ok and abs(value) > MAX_NUMBER:
-            # Every number here is seconds or a fraction; beyond this, clocks and sleeps overflow.
-            raise ConfigError(f"{where.at(key)}: key {key!r} must be at most {MAX_NUMBER:.0e}, got {value!r}")
-        value = float(value) if ok else value
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ConfigError(
-            f"{where.at(key)}: key {key!r} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _reject_unknown(where: _Where, table: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where.at(unknown[0])}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(known))})"
-        )
-
-
-def _table(where: _Where, key: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where.at(key)}: key {key!r} must be a table, got {type(value).__name__}")
-    return value
-
-
-def _at_least(where: _Where, key: str, value: float, low: float, strict: bool = False) -> None:
-    if value < low or (strict and value == low):
-        bound = f"greater than {low}" if strict else f"at least {low}"
-        raise ConfigError(f"{where.at(key)}: key {key!r} must be {bound}, got {value!r}")
-
-
-def _parse_backoff(where: _Where, raw: Mapping[str, Any]) -> BackoffSettings:
+def _parse_backoff(where: Where, raw: Mapping[str, Any]) -> BackoffSettings:
     kinds = {"strategy": str, "base": float, "max": float, "jitter": float}
-    _reject_unknown(where, raw, set(kinds))
-    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    reject_unknown(where, raw, set(kinds))
+    values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = BackoffSettings(**values)
     if settings.strategy not in BACKOFF_STRATEGIES:
         raise ConfigError(
             f"{where.at('strategy')}: key 'strategy' must be one of {', '.join(BACKOFF_STRATEGIES)}, "
             f"got {settings.strategy!r}"
         )
-    _at_least(where, "base", settings.base, 0)
-    _at_least(where, "max", settings.max, 0)
+    at_least(where, "base", settings.base, 0)
+    at_least(where, "max", settings.max, 0)
     if not 0 <= settings.jitter <= 1:
         raise ConfigError(f"{where.at('jitter')}: key 'jitter' must be between 0 and 1, got {settings.jitter!r}")
     return settings
 
 
-def _parse_partition(where: _Where, raw: Mapping[str, Any]) -> str | None:
+def _parse_partition(where: Where, raw: Mapping[str, Any]) -> str | None:
     if "partition" not in raw:
         return None
     value = raw["partition"]
@@ -167,73 +73,73 @@ def _parse_partition(where: _Where, raw: Mapping[str, Any]) -> str | None:
     return found.group(1)
 
 
-def _parse_global_parallelism(where: _Where, raw: Any) -> GlobalParallelism:
+def _parse_global_parallelism(where: Where, raw: Any) -> GlobalParallelism:
     """``global_parallelism = N`` or ``{ allowed = N, partition = "args.KEY" }``."""
     if not isinstance(raw, dict):
-        allowed = _check(where, "global_parallelism", raw, int)
-        _at_least(where, "global_parallelism", allowed, 1)
+        allowed = check(where, "global_parallelism", raw, int)
+        at_least(where, "global_parallelism", allowed, 1)
         return GlobalParallelism(allowed)
     inner = where.child("global_parallelism", f"{where.label} global_parallelism")
-    _reject_unknown(inner, raw, {"allowed", "partition"})
+    reject_unknown(inner, raw, {"allowed", "partition"})
     if "allowed" not in raw:
         raise ConfigError(f"{inner}: key 'allowed' is required (the most jobs executing at once)")
-    allowed = _check(inner, "allowed", raw["allowed"], int)
-    _at_least(inner, "allowed", allowed, 1)
+    allowed = check(inner, "allowed", raw["allowed"], int)
+    at_least(inner, "allowed", allowed, 1)
     return GlobalParallelism(allowed, _parse_partition(inner, raw))
 
 
-def _parse_rate_limit(where: _Where, raw: Any) -> RateLimit:
+def _parse_rate_limit(where: Where, raw: Any) -> RateLimit:
     """``rate_limit = { allowed = N, period = S, partition = "args.KEY" }``."""
     inner = where.child("rate_limit", f"{where.label} rate_limit")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where.at('rate_limit')}: key 'rate_limit' must be a table like "
                           f"{{ allowed = 10, period = 1.0 }}, got {type(raw).__name__} {raw!r}")
-    _reject_unknown(inner, raw, {"allowed", "period", "partition"})
+    reject_unknown(inner, raw, {"allowed", "period", "partition"})
     missing = [key for key in ("allowed", "period") if key not in raw]
     if missing:
         raise ConfigError(f"{inner}: key {missing[0]!r} is required "
                           "(at most 'allowed' jobs start in any window of 'period' seconds)")
-    allowed = _check(inner, "allowed", raw["allowed"], int)
-    period = _check(inner, "period", raw["period"], float)
-    _at_least(inner, "allowed", allowed, 1)
-    _at_least(inner, "period", period, 0, strict=True)
+    allowed = check(inner, "allowed", raw["allowed"], int)
+    period = check(inner, "period", raw["period"], float)
+    at_least(inner, "allowed", allowed, 1)
+    at_least(inner, "period", period, 0, strict=True)
     return RateLimit(allowed, period, _parse_partition(inner, raw))
 
 
-def _parse_topic(root: _Where, name: str, raw: Any) -> TopicSettings:
+def _parse_topic(root: Where, name: str, raw: Any) -> TopicSettings:
     topics = root.child("topics", "[topics]")
     where = topics.child(name, f"[topics.{name}]")
-    raw = _table(topics, name, raw)
+    raw = subtable(topics, name, raw)
     kinds = {"parallelism": int, "poll_interval": float, "external": bool}
-    _reject_unknown(where, raw, set(kinds) | {"priority", "backoff", "options", "global_parallelism", "rate_limit"})
-    values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    reject_unknown(where, raw, set(kinds) | {"priority", "backoff", "options", "global_parallelism", "rate_limit"})
+    values: dict[str, Any] = {k: check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
     if "priority" in raw:
         try:
             values["priority"] = parse_priority(raw["priority"])
         except PriorityError as exc:
             raise ConfigError(f"{where.at('priority')}: key 'priority' {exc}") from None
     if "options" in raw:
-        values["options"] = MappingProxyType(dict(_table(where, "options", raw["options"])))
+        values["options"] = MappingProxyType(dict(subtable(where, "options", raw["options"])))
     if "backoff" in raw:
         values["backoff"] = _parse_backoff(
-            where.child("backoff", f"[topics.{name}] backoff"), _table(where, "backoff", raw["backoff"])
+            where.child("backoff", f"[topics.{name}] backoff"), subtable(where, "backoff", raw["backoff"])
         )
     if "global_parallelism" in raw:
         values["global_parallelism"] = _parse_global_parallelism(where, raw["global_parallelism"])
     if "rate_limit" in raw:
         values["rate_limit"] = _parse_rate_limit(where, raw["rate_limit"])
     settings = TopicSettings(name=name, **values)
-    _at_least(where, "parallelism", settings.parallelism, 1)
-    _at_least(where, "poll_interval", settings.poll_interval, 0, strict=True)
+    at_least(where, "parallelism", settings.parallelism, 1)
+    at_least(where, "poll_interval", settings.poll_interval, 0, strict=True)
     return settings
 
 
-def _parse_database(root: _Where, raw: Mapping[str, Any]) -> DatabaseSettings:
+def _parse_database(root: Where, raw: Mapping[str, Any]) -> DatabaseSettings:
     where = root.child("database", "[database]")
     kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float,
              "auto_migrate": bool}
-    _reject_unknown(where, raw, set(kinds))
-    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    reject_unknown(where, raw, set(kinds))
+    values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = DatabaseSettings(**values)
     level = settings.synchronous.upper()
     if level not in SYNCHRONOUS_LEVELS:
@@ -241,12 +147,12 @@ def _parse_database(root: _Where, raw: Mapping[str, Any]) -> DatabaseSettings:
             f"{where.at('synchronous')}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
             f"got {settings.synchronous!r}"
         )
-    _at_least(where, "busy_timeout", settings.busy_timeout, 0)
-    _at_least(where, "watch_interval", settings.watch_interval, 0)
+    at_least(where, "busy_timeout", settings.busy_timeout, 0)
+    at_least(where, "watch_interval", settings.watch_interval, 0)
     return dataclasses.replace(settings, synchronous=level)
 
 
-def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
+def _parse_runner(root: Where, raw: Mapping[str, Any]) -> RunnerSettings:
     where = root.child("runner", "[runner]")
     kinds = {
         "shutdown_grace": float,
@@ -261,22 +167,22 @@ def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
         "summary_interval": float,
         "log_jobs": bool,
     }
-    _reject_unknown(where, raw, set(kinds) | {"modules"})
-    values: dict[str, Any] = {k: _check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
+    reject_unknown(where, raw, set(kinds) | {"modules"})
+    values: dict[str, Any] = {k: check(where, k, v, kinds[k]) for k, v in raw.items() if k in kinds}
     if "modules" in raw:
         modules = raw["modules"]
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
             raise ConfigError(f"{where.at('modules')}: key 'modules' must be a list of strings, got {modules!r}")
         values["modules"] = tuple(modules)
     settings = RunnerSettings(**values)
-    _at_least(where, "shutdown_grace", settings.shutdown_grace, 0)
-    _at_least(where, "max_restarts", settings.max_restarts, 0)
-    _at_least(where, "restart_window", settings.restart_window, 0, strict=True)
-    _at_least(where, "heartbeat_interval", settings.heartbeat_interval, 0, strict=True)
-    _at_least(where, "prune_after", settings.prune_after, 0)
-    _at_least(where, "prune_interval", settings.prune_interval, 0, strict=True)
-    _at_least(where, "prune_limit", settings.prune_limit, 1)
-    _at_least(where, "summary_interval", settings.summary_interval, 0)
+    at_least(where, "shutdown_grace", settings.shutdown_grace, 0)
+    at_least(where, "max_restarts", settings.max_restarts, 0)
+    at_least(where, "restart_window", settings.restart_window, 0, strict=True)
+    at_least(where, "heartbeat_interval", settings.heartbeat_interval, 0, strict=True)
+    at_least(where, "prune_after", settings.prune_after, 0)
+    at_least(where, "prune_interval", settings.prune_interval, 0, strict=True)
+    at_least(where, "prune_limit", settings.prune_limit, 1)
+    at_least(where, "summary_interval", settings.summary_interval, 0)
     if settings.rescue_after < 2 * settings.heartbeat_interval:
         raise ConfigError(
             f"{where.at('rescue_after', 'heartbeat_interval')}: "
@@ -286,12 +192,12 @@ def _parse_runner(root: _Where, raw: Mapping[str, Any]) -> RunnerSettings:
     return settings
 
 
-def _parse_http(root: _Where, raw: Mapping[str, Any]) -> HttpSettings:
+def _parse_http(root: Where, raw: Mapping[str, Any]) -> HttpSettings:
     where = root.child("http", "[http]")
     kinds = {"enabled": bool, "host": str, "port": int, "token": str, "max_body": int,
              "max_wait": float, "lease": float}
-    _reject_unknown(where, raw, set(kinds))
-    values = {k: _check(where, k, v, kinds[k]) for k, v in raw.items()}
+    reject_unknown(where, raw, set(kinds))
+    values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     if values.get("token") == "":
         values["token"] = None
     token = values.get("token")
@@ -302,9 +208,9 @@ def _parse_http(root: _Where, raw: Mapping[str, Any]) -> HttpSettings:
     settings = HttpSettings(**values)
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"{where.at('port')}: key 'port' must be between 0 and 65535, got {settings.port}")
-    _at_least(where, "max_body", settings.max_body, 1)
-    _at_least(where, "max_wait", settings.max_wait, 0)
-    _at_least(where, "lease", settings.lease, 0, strict=True)
+    at_least(where, "max_body", settings.max_body, 1)
+    at_least(where, "max_wait", settings.max_wait, 0)
+    at_least(where, "lease", settings.lease, 0, strict=True)
     if settings.enabled and settings.host not in LOOPBACK_HOSTS and not settings.token:
         raise ConfigError(
             f"{where.at('token', 'host', 'enabled')}: "
@@ -332,13 +238,13 @@ def parse(
     document, origins = overrides_module.apply(
         data, [*overrides_module.from_environ(env), *overrides], source
     )
-    root = _Where(source, origins)
-    _reject_unknown(root, document, {"database", "runner", "topics", "http", "cron"})
-    database = _parse_database(root, _table(root, "database", document.get("database", {})))
-    runner = _parse_runner(root, _table(root, "runner", document.get("runner", {})))
-    topics_raw = _table(root, "topics", document.get("topics", {}))
+    root = Where(source, origins)
+    reject_unknown(root, document, {"database", "runner", "topics", "http", "cron"})
+    database = _parse_database(root, subtable(root, "database", document.get("database", {})))
+    runner = _parse_runner(root, subtable(root, "runner", document.get("runner", {})))
+    topics_raw = subtable(root, "topics", document.get("topics", {}))
     topics = {name: _parse_topic(root, name, raw) for name, raw in topics_raw.items()}
-    http = _parse_http(root, _table(root, "http", document.get("http", {})))
+    http = _parse_http(root, subtable(root, "http", document.get("http", {})))
     cron = parse_cron(document.get("cron", []), root.at)
     return Settings(
         database=database, runner=runner, topics=MappingProxyType(topics), http=http, cron=cron, source=source,
