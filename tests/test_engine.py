@@ -52,9 +52,11 @@ async def test_sync_perform_runs_in_a_thread_under_the_runner(make_runner: Any) 
 async def test_insert_in_process_starts_without_waiting_for_the_poll(make_runner: Any) -> None:
     runner = make_runner({"t": {"poll_interval": 30}})
     async with running(runner):
+        # Listening before the insert: the job may complete before enqueue_async returns.
+        done = wait_for(events.job_completed, lambda p: p["job"].worker == "tests.workers.Noop")
         with anyio.fail_after(5):  # a poll would take 30 s
             job = await runner.enqueue_async(Noop, {})
-            await completed(job)
+            assert (await done).job.id == job.id
 
 
 async def test_insert_from_another_process_is_seen_before_the_poll(
