@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
 import signal
 import socket
 import statistics
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import anyio  # noqa: E402
+from bench_workers import TOPIC  # noqa: E402
 
 import jobrunner  # noqa: E402
-from bench import drain, enqueue_noops, running  # noqa: E402
-from bench_workers import TOPIC  # noqa: E402
+from bench import enqueue_noops, running  # noqa: E402
+from jobrunner import events  # noqa: E402
 from jobrunner.config import parse  # noqa: E402
 
 
@@ -61,47 +64,79 @@ def make_runner(folder: Path, http: bool) -> tuple[jobrunner.Runner, dict[str, A
 def start_watchers(
     folder: Path, config: dict[str, Any], dashboards: int, scrape: bool, top: bool
 ) -> subprocess.Popen[bytes]:
-    """A separate process that looks at the runner (see :func:`watch`)."""
+    """A separate process that looks at the runner (see :func:`watch`); returns once every
+    watcher in it is looking, so that their start-up is not counted as looking."""
     (folder / "config.toml").write_text(
         f'[database]\nurl = "{config["database"]["url"]}"\n\n[topics.{TOPIC}]\nparallelism = 10\n')
     args = [sys.executable, __file__, "--watch", str(config["http"]["port"]), "--dashboards", str(dashboards),
             "--config", str(folder / "config.toml")]
     args += ["--scrape"] if scrape else []
     args += ["--top"] if top else []
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline() != b"ready\n":
+        stop(proc)
+        raise RuntimeError("the watchers did not start")
+    return proc
 
 
 def watch(ns: argparse.Namespace) -> None:
-    """The watchers' process: dashboards on the stream, a scraper, ``top``; until killed."""
+    """The watchers' process: dashboards on the stream, a scraper, ``top``; prints ``ready``
+    once each has seen its first answer (or screen), then runs until killed."""
     import httpx
 
     url = f"http://127.0.0.1:{ns.watch}"
+    started: list[threading.Event] = []
 
-    def dashboard() -> None:
+    def looking() -> threading.Event:
+        event = threading.Event()
+        started.append(event)
+        return event
+
+    def dashboard(ready: threading.Event) -> None:
         while True:
             try:
                 with httpx.Client(timeout=None) as client, client.stream("GET", url + "/dashboard/api/stream") as r:
-                    for _ in r.iter_lines():
-                        pass
+                    for line in r.iter_lines():
+                        if line.startswith("event: snapshot"):
+                            ready.set()
             except httpx.HTTPError:
                 time.sleep(0.05)
 
-    def scraper() -> None:
+    def scraper(ready: threading.Event) -> None:
         with httpx.Client(timeout=10) as client:
             while True:
                 try:
-                    client.get(url + "/metrics")
+                    client.get(url + "/metrics").raise_for_status()
+                    ready.set()
                 except httpx.HTTPError:
                     pass
                 time.sleep(1.0)
 
+    def screens(terminal: int, ready: threading.Event) -> None:
+        while True:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # `top` ended
+                return
+            if b"jobrunner top" in chunk:
+                ready.set()
+
     for _ in range(ns.dashboards):
-        threading.Thread(target=dashboard, daemon=True).start()
+        threading.Thread(target=dashboard, args=(looking(),), daemon=True).start()
     if ns.scrape:
-        threading.Thread(target=scraper, daemon=True).start()
+        threading.Thread(target=scraper, args=(looking(),), daemon=True).start()
     if ns.top:
+        # A terminal of its own, as a user's `top` has: rich draws its screens only there.
+        terminal, screen = pty.openpty()
         subprocess.Popen([sys.executable, "-m", "jobrunner", "--config", ns.config, "top"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, stdout=screen)
+        os.close(screen)
+        threading.Thread(target=screens, args=(terminal, looking()), daemon=True).start()
+    for event in started:
+        if not event.wait(60):
+            sys.exit("a watcher did not start within 60 s")
+    print("ready", flush=True)
     parent = os.getppid()
     while os.getppid() == parent:  # the benchmark went away (killed?): take `top` along
         time.sleep(0.5)
@@ -114,33 +149,61 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+async def _drain_watched(runner: jobrunner.Runner, jobs: int, watch: Callable[[], Any]) -> tuple[float, float]:
+    """Run ``runner`` with its topic paused, start the watchers (``watch``), then resume
+    the topic and drain it: (jobs/s, process CPU microseconds per job) from the resume to
+    the last completion, so that nobody's start-up is counted."""
+    done = anyio.Event()
+    seen = 0
+
+    def on_completed(sender: Any, **payload: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == jobs:
+            done.set()
+
+    runner.pause(TOPIC)
+    with events.job_completed.connected_to(on_completed, sender=TOPIC):
+        async with running(runner):
+            watchers = await anyio.to_thread.run_sync(watch)
+            try:
+                cpu, started = time.process_time(), time.perf_counter()
+                runner.resume(TOPIC)
+                with anyio.fail_after(max(60.0, jobs / 200)):
+                    await done.wait()
+                cpu, elapsed = time.process_time() - cpu, time.perf_counter() - started
+            finally:
+                if watchers is not None:
+                    stop(watchers)
+    if runner.stats()[TOPIC]["completed"] != jobs:
+        raise RuntimeError("not every job completed")
+    return jobs / elapsed, 1e6 * cpu / jobs
+
+
 def drain_once(jobs: int, mode: str) -> tuple[float, float]:
     """Jobs per second, and the runner process's CPU microseconds per job (every thread)."""
-    watched = mode == "watched"
     with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
         folder = Path(tmp)
         runner, config = make_runner(folder, http=mode != "off")
         enqueue_noops(runner, jobs)
-        watchers = start_watchers(folder, config, 2, True, True) if watched else None
+        watch = (lambda: start_watchers(folder, config, 2, True, True)) if mode == "watched" else (lambda: None)
         try:
-            if watchers is not None:
-                time.sleep(1.0)  # let the watchers start (`top` is already reading the table)
-            cpu = time.process_time()
-            result = anyio.run(drain, runner, jobs)
-            cpu = time.process_time() - cpu
+            return anyio.run(_drain_watched, runner, jobs, watch)
+        finally:
+            runner.store.close()
+
+
+async def _idle(runner: jobrunner.Runner, seconds: float, watch: Callable[[], Any]) -> float:
+    async with running(runner):
+        watchers = await anyio.to_thread.run_sync(watch)
+        try:
+            await anyio.sleep(1.0)  # the measurement window starts a second after the start-up
+            cpu, wall = time.process_time(), time.perf_counter()
+            await anyio.sleep(seconds)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:
             if watchers is not None:
                 stop(watchers)
-            runner.store.close()
-        return float(result.jobs_per_second), 1e6 * cpu / jobs
-
-
-async def _idle(runner: jobrunner.Runner, seconds: float) -> float:
-    async with running(runner):
-        await anyio.sleep(1.0)  # start-up is not idling
-        cpu, wall = time.process_time(), time.perf_counter()
-        await anyio.sleep(seconds)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return 100 * cpu / wall
 
 
@@ -148,12 +211,10 @@ def idle_once(seconds: float, http: bool, looked_at: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="jobrunner-observe-") as tmp:
         folder = Path(tmp)
         runner, config = make_runner(folder, http=http)
-        watchers = start_watchers(folder, config, 1, True, False) if looked_at else None
+        watch = (lambda: start_watchers(folder, config, 1, True, False)) if looked_at else (lambda: None)
         try:
-            return anyio.run(_idle, runner, seconds)
+            return anyio.run(_idle, runner, seconds, watch)
         finally:
-            if watchers is not None:
-                stop(watchers)
             runner.store.close()
 
 
@@ -196,7 +257,8 @@ def main() -> int:
     else:
         print(f"drain {ns.jobs:,} jobs, median of {ns.rounds}: off {off:,.0f}/s, watched {watched:,.0f}/s "
               f"({report['cost_percent']:+.1f} % cost); runner CPU per job: off {cpu_off:.0f} us, watched "
-              f"{cpu_watched:.0f} us ({report['cpu_cost_percent']:+.1f} %), HTTP on but nobody looking {cpu_http:.0f} us; "
+              f"{cpu_watched:.0f} us ({report['cpu_cost_percent']:+.1f} %), "
+              f"HTTP on but nobody looking {cpu_http:.0f} us; "
               f"load average {os.getloadavg()[0]:.1f}")
         for name, cpu in idle.items():
             print(f"idle CPU ({name}): {cpu:.2f} % of one core")

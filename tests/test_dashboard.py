@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobrunner import Runner
 from jobrunner.census import CensusCache
 from jobrunner.config import parse
-from jobrunner.metrics import RunnerMetrics
+from jobrunner.metrics import Histogram, RunnerMetrics
+from jobrunner.web.live import MAX_CHANGED
 from tests.test_http import REPO, Daemon, assert_error, topic
 
 W = "tests.dashboard_workers"
@@ -165,6 +166,31 @@ def test_the_stream_sends_a_snapshot_then_deltas(daemon: Daemon, tmp_path: Path)
         assert topics == {} or topics["web"]["running_here"] in (0, 1)
 
 
+def test_a_delta_that_overflows_carries_no_rows(tmp_path: Path) -> None:
+    """More changes in a tick than a delta carries: it says ``overflow`` (the page
+    reloads its table) and sends none of the rows, whose cost would be wasted."""
+    d = Daemon(tmp_path, topic("web", parallelism=2, poll_interval=0.1), env=MODULES).start()
+    try:
+        with httpx.Client(base_url=d.url, timeout=httpx.Timeout(20)) as client, \
+                client.stream("GET", "/dashboard/api/stream") as response:
+            events = read_events(response)
+            assert next(events)[0] == "snapshot"
+            count = MAX_CHANGED + 100
+            response_many = d.http.post("/jobs", json=[{"worker": f"{W}.Quick", "args": {"n": i}}
+                                                       for i in range(count)])
+            assert response_many.status_code == 201, response_many.text
+            for name, delta in events:
+                assert name == "delta"
+                if delta.get("overflow"):
+                    break
+                assert len(delta.get("jobs", [])) <= MAX_CHANGED
+            assert "jobs" not in delta
+        last = response_many.json()[-1]["id"]
+        final(d, last)
+    finally:
+        d.close()
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -196,6 +222,22 @@ def test_metrics_count_outcomes_and_read_the_table(daemon: Daemon, tmp_path: Pat
     assert samples[("jobrunner_topic_parallelism", (("topic", "web"),))] == 2
     assert samples[("jobrunner_topic_paused", (("topic", "held"),))] == 0
     assert ("jobrunner_jobs", (("state", "scheduled"), ("topic", "held"))) in samples  # every state, every topic
+
+
+@pytest.mark.parametrize("fold_at", [3, Histogram.FOLD_AT])
+def test_histogram_buckets_count_each_value_at_or_below_its_bound(fold_at: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Observations are folded into the buckets in bulk (when read, or every ``FOLD_AT``);
+    the counts and the sum are those of bucketing each as it came."""
+    monkeypatch.setattr(Histogram, "FOLD_AT", fold_at)
+    histogram = Histogram((0.1, 1.0, 10.0))
+    for value in (-0.5, 0.0, 0.1, 0.1000001, 1.0, 5.0, 10.0, 11.0, 1e9):
+        histogram.observe(value)
+    buckets, total = histogram.read()
+    assert buckets == [("0.1", 3.0), ("1.0", 5.0), ("10.0", 7.0), ("+Inf", 9.0)]
+    assert total == pytest.approx(0.1 + 0.1000001 + 1.0 + 5.0 + 10.0 + 11.0 + 1e9)  # a negative counts as 0
+    histogram.observe(0.5)
+    assert histogram.read()[0][1] == ("1.0", 6.0)
 
 
 def test_each_runner_has_a_registry_of_its_own(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ TICK = 1.0
 #: The oldest census a delta shows after events changed the table: counts while jobs flow
 #: may lag this much (a pause or retry from the page is shown at the next tick).
 BUSY_CENSUS_AGE = 2.0
-#: Changed jobs one delta carries at most; past that it says ``overflow`` (the page reloads).
+#: Changed jobs one delta carries at most; past that it carries none and says ``overflow``:
+#: the pages then reload their tables, which costs less than rows nobody will draw.
 MAX_CHANGED = 500
 #: Deltas kept for streams that fell behind; one further behind gets a new snapshot.
 KEPT = 30
@@ -65,8 +66,8 @@ class Rates:
         self._buckets: dict[str, dict[int, list[int]]] = {}
         self._touched: set[tuple[str, int]] = set()
 
-    def add(self, topic: str, failed: bool, now: float) -> None:
-        """Count one outcome of ``topic`` at ``now``."""
+    def add(self, topic: str, now: float, completed: int, failed: int) -> None:
+        """Count outcomes of ``topic`` at ``now``: ``completed`` ones and ``failed`` ones."""
         start = int(now) // BUCKET * BUCKET
         buckets = self._buckets.setdefault(topic, {})
         counts = buckets.get(start)
@@ -75,7 +76,8 @@ class Rates:
             oldest = start - BUCKET * HISTORY
             for old in [b for b in buckets if b <= oldest]:
                 del buckets[old]
-        counts[1 if failed else 0] += 1
+        counts[0] += completed
+        counts[1] += failed
         self._touched.add((topic, start))
 
     def history(self) -> dict[str, list[list[int]]]:
@@ -133,29 +135,49 @@ class LiveBoard:
         return receive
 
     def observe_batch(self, sender: Any, items: Sequence[Observed]) -> None:
-        """Take a claim loop's batch of job events under one lock; the rows of the jobs
-        table are made at the next tick, and only while a dashboard is open."""
-        streams, now = self.streams, self.runner.clock()
+        """Take a claim loop's batch of job events under one lock: the chart counts its
+        outcomes at once, and the changes are kept only while a dashboard is open (their
+        rows are made at the next tick)."""
+        now = self.runner.clock()
+        completed = failed = 0
+        topic = ""  # a batch comes from the claim loop of one topic
+        for item in items:
+            outcome = _OUTCOMES.get(item.name)
+            if outcome is not None:
+                topic = item.job.topic
+                if outcome:
+                    failed += 1
+                else:
+                    completed += 1
+        keep = self.streams and not self._overflow
         with self._lock:
             self._dirty = self._dirty or time.monotonic()
-            for item in items:
-                outcome = _OUTCOMES.get(item.name)
-                if outcome is not None or streams:
-                    self._note(item.job, outcome, item, now)
+            if topic:
+                self.rates.add(topic, now, completed, failed)
+            if keep:
+                for item in items:
+                    self._keep(item.job.id, item)
 
     def _note(self, job: Job, outcome: bool | None, change: Job | Observed, now: float) -> None:
         """Count an outcome (``outcome``: failed or not; None: not an outcome) and keep the
         change for the open dashboards (call under the lock)."""
         self._dirty = self._dirty or time.monotonic()
         if outcome is not None:
-            self.rates.add(job.topic, outcome, now)
-        if not self.streams:
-            return  # no dashboard open: only the chart's history is kept
-        if len(self._changed) >= MAX_CHANGED and job.id not in self._changed:
+            self.rates.add(job.topic, now, 0 if outcome else 1, 1 if outcome else 0)
+        if self.streams:
+            self._keep(job.id, change)
+
+    def _keep(self, job_id: int, change: Job | Observed) -> None:
+        """Keep the change of ``job_id`` for the next delta (call under the lock)."""
+        changed = self._changed
+        if self._overflow:
+            return  # the pages reload their tables: no row is kept until the next tick
+        if len(changed) >= MAX_CHANGED and job_id not in changed:
             self._overflow = True
-            self._changed.pop(next(iter(self._changed)))
-        self._changed.pop(job.id, None)  # re-inserted: the newest change last
-        self._changed[job.id] = change
+            changed.clear()
+            return
+        changed.pop(job_id, None)  # re-inserted: the newest change last
+        changed[job_id] = change
 
     def poke(self) -> None:
         """Something changed that sends no event (a pause, a retry): read the census again
