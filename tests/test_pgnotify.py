@@ -16,6 +16,7 @@ from jobrunner.config import DatabaseSettings
 from jobrunner.storage import Storage
 from jobrunner.storage.notices import CONTROL, INSERTED, parse, payload
 from jobrunner.testing import running, wait_for
+from tests.dashboard_workers import Quick
 from tests.workers import Add, Sleeper
 
 pytestmark = pytest.mark.anyio
@@ -91,6 +92,28 @@ async def test_pause_and_resume_elsewhere_reach_this_node(pg_runner: Runner, els
         waiter = wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=10)
         elsewhere.resume("t")
         await waiter
+
+
+async def test_dependents_released_elsewhere_wake_this_node(pg_runner: Runner, pg_url: str) -> None:
+    """A job finished on another node releases its dependent: the node that serves the
+    dependent's topic is told at that commit, long before its poll."""
+    from jobrunner.config import parse as parse_config
+
+    upstream = Runner(parse_config({"database": {"url": pg_url},
+                                    "topics": {"web": {"parallelism": 1, "poll_interval": 60}}}, source="test"))
+    try:
+        async with running(pg_runner):
+            first = upstream.enqueue(Quick, {})  # topic "web": only `upstream` serves it
+            dependent = pg_runner.enqueue(Add, {"a": 2, "b": 2}, depends_on=[first.id])
+            assert dependent.state == "blocked" and dependent.topic == "t"
+            waiter = wait_for(events.job_completed, lambda p: p["job"].id == dependent.id, timeout=10)
+            async with running(upstream):
+                started = time.monotonic()
+                await waiter
+                assert time.monotonic() - started < 10  # far below the 60 s poll
+                assert pg_runner.get_job(dependent.id).attempted_by == pg_runner.node
+    finally:
+        upstream.store.close()
 
 
 async def test_lost_listening_connection_reconnects_and_loses_nothing(

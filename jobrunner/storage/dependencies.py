@@ -13,6 +13,9 @@ claim stays a range scan of ``available`` jobs). Every transaction that finishes
   (unless it said ``on_failure = 'run'``), with an error naming that dependency, and
   settles the dependents of those in turn.
 
+Where the database notifies (PostgreSQL), the transaction that releases dependents also
+tells every node that their topics have available jobs, as an insert does.
+
 Concurrency on PostgreSQL: the dependents are locked (in id order) before their
 dependencies' states are read, in a statement of its own, so of two transactions
 finishing a dependent's last two dependencies at once, the second sees the first's
@@ -31,6 +34,8 @@ from sqlalchemy import Connection, bindparam, case, select, update
 from sqlalchemy.sql import Executable
 
 from ..job import Job, JobState, iso
+from .dialects import Dialect
+from .notices import INSERTED, NOTIFY, payload
 from .schema import JOB_COLUMNS, dependencies, jobs
 
 _ALL = [jobs.c[name] for name in JOB_COLUMNS]
@@ -45,6 +50,9 @@ _CHUNK = 64
 class Statements(Protocol):
     """Runs Core statements inside the caller's transaction."""
 
+    #: True when the database can notify other nodes (see :mod:`.notices`).
+    notifies: bool
+
     def rows(self, statement: Executable) -> Sequence[Sequence[Any]]:
         """Execute ``statement``; its rows (empty when it returns none)."""
 
@@ -54,6 +62,7 @@ class OnConnection:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.notifies = Dialect.named(conn.dialect.name).notifies
 
     def rows(self, statement: Executable) -> Sequence[Sequence[Any]]:
         """Execute ``statement``; its rows (empty when it returns none)."""
@@ -69,6 +78,7 @@ class OnCursor:
     def __init__(self, cursor: Any, dialect: Any) -> None:
         self.cursor = cursor
         self.dialect = dialect
+        self.notifies = Dialect.named(dialect.name).notifies
 
     def rows(self, statement: Executable) -> Sequence[Sequence[Any]]:
         """Execute ``statement``; its rows (empty when it returns none)."""
@@ -179,6 +189,10 @@ def settle(sql: Statements, finished: Sequence[int], now: float, decode: Callabl
                 .values(state=case((jobs.c.scheduled_at > now, "scheduled"), else_="available"))
                 .returning(*_ALL)
             ))
+    if sql.notifies:
+        # Other nodes may serve the released jobs' topics: wake them at this commit.
+        for topic in sorted({job.topic for job in settled.released if job.state == JobState.AVAILABLE}):
+            sql.rows(NOTIFY.params(b_payload=payload(INSERTED, topic)))
     return settled
 
 

@@ -15,12 +15,14 @@ verb here does nothing, and other processes' commits are noticed on the file ins
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from .database import Database
 from .listener import NotificationListener, libpq_url
+
+if TYPE_CHECKING:  # the database settles dependents, which sends notices: no import cycle
+    from .database import Database
 
 #: The channel every jobrunner node listens on (notices are scoped to one database).
 CHANNEL = "jobrunner"
