@@ -257,7 +257,9 @@ class Producer:
             return  # the job is no longer this execution's: write and announce nothing
         job = execution.job
         if execution.cancelled:
-            # Already cancelled in the table: nothing to write, only to announce.
+            # Already cancelled in the table: nothing to write, only to announce, after
+            # what is still queued for announcing (its job_started, maybe).
+            self.announcer.flush()
             self.announcer.tally["cancel"] += 1
             events.emit(events.job_cancelled, self.topic.name,
                         job=job.evolve(state=JobState.CANCELLED), reason="cancelled by request", duration=None)

@@ -17,7 +17,9 @@ import pytest
 from jobrunner import ConfigError, Job, Runner, Worker, events
 from jobrunner.config import DatabaseSettings
 from jobrunner.errors import JobStateError, StorageError
+from jobrunner.executor import Executor
 from jobrunner.housekeeping import Housekeeper
+from jobrunner.producer import Producer
 from jobrunner.storage import ClaimRequest, NewJob, Storage
 from jobrunner.testing import EventRecorder, running, wait_for
 from tests.workers import Add, AlwaysFails, Noop, Sleeper
@@ -58,6 +60,28 @@ async def test_cancel_a_running_job_in_this_process_interrupts_it(make_runner: A
         assert event.job.state == "cancelled"
     stored = runner.get_job(job.id)
     assert stored.state == "cancelled" and stored.cancelled_at is not None
+
+
+async def test_a_cancellation_is_announced_after_the_start_still_queued(make_runner: Any) -> None:
+    """A job cancelled before the claim loop's announcer has sent its start: the start is
+    sent first, then the cancellation."""
+    runner = make_runner(FAST)
+    job = runner.enqueue(Sleeper, {"seconds": 60})
+    settings = runner.settings.topic("t")
+    producer = Producer(settings, runner.storage, runner.node,
+                        Executor(settings, anyio.CapacityLimiter(2), runner.clock), runner.clock)
+    producer.announcer.running = True  # as while its task runs: deferred starts wait for it
+    with EventRecorder("t") as recorder:
+        async with anyio.create_task_group() as tg:
+            assert await producer.cycle(tg, 1, defer=True) == 1
+            assert recorder.of("job_started") == []  # queued for the announcer, not sent
+            runner.store.operator.cancel(job.id, runner.clock())  # what a node does on cancel
+            assert producer.cancel_job(job.id)
+            await producer.wait_idle()
+            tg.cancel_scope.cancel()
+    seen = [e.name for e in recorder.events if e.name.startswith("job_") and e.job.id == job.id]
+    assert seen == ["job_started", "job_cancelled"]
+    assert runner.get_job(job.id).state == "cancelled"
 
 
 async def test_cancel_from_another_process_is_noticed_within_the_poll_interval(make_runner: Any) -> None:
