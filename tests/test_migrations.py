@@ -226,6 +226,7 @@ def test_dialects_have_aligned_versions_and_names() -> None:
 
 _CREATE_TABLE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*)\)\s*$", re.S | re.I)
 _CREATE_INDEX = re.compile(r"CREATE (UNIQUE )?INDEX (?:IF NOT EXISTS )?(\w+) ON (\w+)\s*\(([^)]*)\)", re.I)
+_DROP_INDEX = re.compile(r"DROP INDEX (?:IF EXISTS )?(\w+)\s*$", re.I)
 _ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) (.*)$", re.S | re.I)
 
 
@@ -247,6 +248,8 @@ def _declared_by(dialect: str) -> dict[str, Any]:
                 tables[m.group(1)][m.group(2)] = "NOT NULL" in m.group(3).upper()
             elif m := _CREATE_INDEX.match(statement):
                 indexes[m.group(2)] = (m.group(3), [c.strip() for c in m.group(4).split(",")], bool(m.group(1)))
+            elif m := _DROP_INDEX.match(statement):
+                del indexes[m.group(1)]
             else:  # a later migration of another kind: extend this helper
                 pytest.fail(f"{migration.path}: statement not understood by this test: {statement[:60]!r}")
     return {"tables": tables, "indexes": indexes}

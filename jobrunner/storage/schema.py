@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, Table, Text, literal_column
 
 from ..job import JobState
 
@@ -46,7 +46,15 @@ jobs = Table(
 )
 
 Index("ix_jobrunner_jobs_claim", jobs.c.topic, jobs.c.state, jobs.c.priority, jobs.c.scheduled_at, jobs.c.id)
-Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at)
+#: The jobs that wait for a time, with the states as literals: a statement with this
+#: condition can use the due index below (the planner must match the index's condition,
+#: which it cannot do through bound parameters).
+WAITING_FOR_TIME = jobs.c.state.in_([literal_column(f"'{JobState.SCHEDULED}'"),
+                                     literal_column(f"'{JobState.RETRYABLE}'")])
+#: Only the jobs that wait for a time (staging reads them by due time): the jobs that are
+#: claimed, run and finished never touch it.
+Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at,
+      sqlite_where=WAITING_FOR_TIME, postgresql_where=WAITING_FOR_TIME)
 
 
 def _partial(name: str, column: Column[Any], state: str) -> Index:

@@ -35,7 +35,7 @@ from ..payload import decode, decode_errors
 from ..transitions import Transition
 from .dialects import LOCK_NAMESPACE, Dialect, HasTag
 from .records import NewJob
-from .schema import JOB_COLUMNS, jobs, leases, nodes, starts, topics
+from .schema import JOB_COLUMNS, WAITING_FOR_TIME, jobs, leases, nodes, starts, topics
 
 if tuple(f.name for f in fields(Job))[:len(JOB_COLUMNS)] != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
     raise ImportError("jobrunner.job.Job fields must follow the columns of jobrunner.storage.schema.jobs")
@@ -131,7 +131,7 @@ STAGE = (
     update(jobs)
     .where(
         jobs.c.topic == bindparam("b_topic"),
-        or_(jobs.c.state == JobState.SCHEDULED, jobs.c.state == JobState.RETRYABLE),
+        WAITING_FOR_TIME,  # literal states: the due index holds only those rows
         jobs.c.scheduled_at <= bindparam("b_now"),
     )
     .values(state=JobState.AVAILABLE)
