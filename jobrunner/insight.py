@@ -15,8 +15,8 @@ from sqlalchemy import Connection, func, select
 
 from .job import ALL_STATES
 from .storage import Storage
+from .storage.operator_statements import filter_jobs
 from .storage.schema import jobs, nodes, topics
-from .storage.statements import filter_jobs
 
 #: The columns of a job's summary (a row of the dashboard's jobs table): no args,
 #: result or errors, which can be large.

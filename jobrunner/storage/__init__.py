@@ -8,7 +8,9 @@ prune, control), :class:`~.nodes.NodeVerbs` (heartbeats, rescue, the node list),
 :class:`~.notices.NoticeVerbs` (telling every node that a change committed, where the
 database can) and :class:`~.scheduling.SchedulingVerbs` (unique jobs, dependencies,
 progress). The statements are in
-:mod:`.statements`, the differences between SQLite and PostgreSQL in :mod:`.dialects`.
+:mod:`.statements` (the claim path) and :mod:`.operator_statements` (looking and operator
+actions), a row as a Job in :mod:`.rows`, the differences between SQLite and PostgreSQL in
+:mod:`.dialects`.
 The engine, the HTTP layer and the testing kit use the typed async API,
 :class:`~.client.AsyncStorage`; sync code uses :class:`Storage` directly.
 """
