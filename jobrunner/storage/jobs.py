@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from ..errors import StorageError
-from ..job import ALL_STATES, Job, JobState
+from ..job import Job, JobState
 from ..transitions import Transition
 from . import bulk, operator_statements as ops, statements as sql
 from .database import Database, Prepared
 from .dependencies import OnCursor, record, settle
+from .insight import counts_by_state
 from .limited import LimitedClaims
 from .notices import INSERTED, NoticeVerbs
 from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
@@ -259,11 +260,8 @@ class JobVerbs:
 
     def stats(self, topics: Iterable[str] = ()) -> dict[str, dict[str, int]]:
         """Job counts per topic and state; every state is present for every topic named."""
-        counts: dict[str, dict[str, int]] = {t: dict.fromkeys(ALL_STATES, 0) for t in topics}
         with self.db.read() as conn, conn.begin():
-            for topic, state, count in conn.execute(ops.COUNTS):
-                counts.setdefault(topic, dict.fromkeys(ALL_STATES, 0))[state] = count
-        return counts
+            return counts_by_state(conn, topics)
 
 
 __all__ = ["JobVerbs"]

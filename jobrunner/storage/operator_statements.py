@@ -1,5 +1,5 @@
 """The statements of looking and operator actions: reads of jobs (one, listings, counts),
-the node list, cancel, retry and prune.
+the node list, the dashboard's census and summaries, cancel, retry and prune.
 
 These run when someone asks (the CLI, HTTP, the embedding API), so they are built per
 call with their values inlined; the claim/ack cycle's statements, compiled once, are in
@@ -18,6 +18,12 @@ from ..job import FINAL_STATES, RETRYABLE_STATES, Job, JobState
 from .dialects import HasTag
 from .rows import ALL
 from .schema import jobs, nodes, topics
+
+#: When a job reached each final state (each time has a partial index).
+_FINISHED_AT = {JobState.COMPLETED: jobs.c.completed_at, JobState.DISCARDED: jobs.c.discarded_at,
+                JobState.CANCELLED: jobs.c.cancelled_at}
+#: ... and a retryable one: its failed attempt started at ``attempted_at``.
+_REACHED_AT = {**_FINISHED_AT, JobState.RETRYABLE: jobs.c.attempted_at}
 
 # ---------------------------------------------------------------- reads
 
@@ -69,14 +75,41 @@ def running_per_node(names: Sequence[str]) -> Select[Any]:
     )
 
 
+#: (node, started_at, heartbeat_at) of every node row, live or not, by name.
+NODE_ROWS = select(nodes.c.node, nodes.c.started_at, nodes.c.heartbeat_at).order_by(nodes.c.node)
+#: The columns of a job's summary (a row of the dashboard's jobs table): no args,
+#: result or errors, which can be large.
+SUMMARY_COLUMNS = ("id", "topic", "worker", "state", "priority", "attempt", "max_attempts", "inserted_at",
+                   "scheduled_at", "attempted_at", "completed_at", "discarded_at", "cancelled_at", "attempted_by")
+#: The states :func:`reached_since` counts.
+OUTCOME_STATES = tuple(_REACHED_AT)
+
+
+def reached_since(state: str, since: float) -> Select[Any]:
+    """(topic, count) of the jobs now in ``state`` (one of :data:`OUTCOME_STATES`) that
+    reached it at or after ``since`` (a final state: read from its partial index on that time)."""
+    return (select(jobs.c.topic, func.count())
+            .where(jobs.c.state == state, _REACHED_AT[JobState(state)] >= since).group_by(jobs.c.topic))
+
+
+def job_summaries(
+    topic: str | None, state: str | None, worker: str | None, limit: int, after: int | None, oldest_first: bool,
+) -> Select[Any]:
+    """Up to ``limit`` rows of :data:`SUMMARY_COLUMNS` in id order (newest first unless
+    ``oldest_first``), after the id ``after`` in that order when given."""
+    query = filter_jobs(select(*(jobs.c[name] for name in SUMMARY_COLUMNS)), topic, state, worker).limit(limit)
+    query = query.order_by(jobs.c.id.asc() if oldest_first else jobs.c.id.desc())
+    if after is not None:
+        query = query.where(jobs.c.id > after if oldest_first else jobs.c.id < after)
+    return query
+
+
 # ---------------------------------------------------------------- operator actions
 
 #: States a job can be cancelled from.
 CANCELLABLE = (JobState.SCHEDULED, JobState.BLOCKED, JobState.AVAILABLE, JobState.EXECUTING, JobState.RETRYABLE)
 #: States a job can be retried from.
 RETRYABLE_FROM = RETRYABLE_STATES
-_FINISHED_AT = {JobState.COMPLETED: jobs.c.completed_at, JobState.CANCELLED: jobs.c.cancelled_at,
-                JobState.DISCARDED: jobs.c.discarded_at}
 
 
 def cancel(job: Job, now: float, errors: str) -> Update:
@@ -127,6 +160,7 @@ PAUSED_TOPICS = select(topics.c.topic).where(topics.c.paused != 0)
 
 
 __all__ = [
-    "CANCELLABLE", "COUNTS", "PAUSED_TOPICS", "PRUNABLE", "RETRYABLE_FROM", "cancel", "filter_jobs", "job_by_id",
-    "job_listing", "node_listing", "prune", "retry", "running_per_node",
+    "CANCELLABLE", "COUNTS", "NODE_ROWS", "OUTCOME_STATES", "PAUSED_TOPICS", "PRUNABLE", "RETRYABLE_FROM",
+    "SUMMARY_COLUMNS", "cancel", "filter_jobs", "job_by_id", "job_listing", "job_summaries", "node_listing", "prune",
+    "reached_since", "retry", "running_per_node",
 ]
