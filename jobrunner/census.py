@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .insight import Census, take_census
+from .storage.records import Census
 
 if TYPE_CHECKING:
     from .runner import Runner
 
 
 class CensusCache:
-    """The latest :class:`~jobrunner.insight.Census` of a runner's database."""
+    """The latest :class:`~jobrunner.storage.records.Census` of a runner's database."""
 
     def __init__(self, runner: Runner, *, share: float = 0.05) -> None:
         self.runner = runner
@@ -56,7 +56,7 @@ class CensusCache:
                 runner = self.runner
                 started = time.monotonic()
                 names, now = list(runner.settings.topics), runner.clock()
-                self._census = await runner.in_read_thread(lambda: take_census(runner.store, names, now))
+                self._census = await runner.in_read_thread(lambda: runner.store.insight.census(names, now))
                 self._taken = time.monotonic()
                 self._cost = self._taken - started
                 self._started = started

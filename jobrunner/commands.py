@@ -1,7 +1,8 @@
 """The commands of ``python -m jobrunner`` that work on the jobs table (all but ``run``).
 
 Each takes the loaded settings and the parsed arguments, prints its result on stdout
-and returns the exit code; errors are raised (see :func:`jobrunner.cli.main`).
+(the tables and lines are in :mod:`jobrunner.cli_output`) and returns the exit code;
+errors are raised (see :func:`jobrunner.cli.main`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from . import config as config_module, cron, payload
+from .cli_output import event_line, print_job, print_jobs, print_nodes, print_schedules, print_stats
 from .errors import JobNotFoundError, UsageError, WaitTimeoutError
-from .job import ALL_STATES, RETRYABLE_STATES, Job, iso
+from .job import RETRYABLE_STATES, Job
 from .runner import Runner, import_modules
 
 EXIT_OK = 0
@@ -64,34 +66,15 @@ def cmd_enqueue(settings: config_module.Settings, ns: argparse.Namespace) -> int
 
 def cmd_stats(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """Print counts per topic and state."""
-    counts = _open(settings).stats()
-    if ns.json:
-        print(json.dumps({"topics": counts}))
-        return EXIT_OK
-    width = max([len("topic"), *map(len, counts)])
-    print("topic".ljust(width) + "".join(f"{s:>11}" for s in ALL_STATES))
-    for topic, by_state in sorted(counts.items()):
-        print(topic.ljust(width) + "".join(f"{by_state[s]:>11}" for s in ALL_STATES))
+    print_stats(_open(settings).stats(), ns.json)
     return EXIT_OK
-
-
-def _job_line(job: Job) -> str:
-    when = iso(job.completed_at or job.discarded_at or job.cancelled_at or job.scheduled_at) or ""
-    return (f"{job.id:>8}  {job.topic:<12} {job.state:<10} p{job.priority} "
-            f"{job.attempt}/{job.max_attempts:<3} {when[:19]:<19}  {job.worker}")
 
 
 def cmd_jobs(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     """List jobs, newest first."""
     if ns.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {ns.limit}")
-    found = _open(settings).list_jobs(topic=ns.topic, state=ns.state, tag=ns.tag, limit=ns.limit)
-    if ns.json:
-        print(json.dumps({"jobs": [j.to_dict() for j in found]}))
-        return EXIT_OK
-    print(f"{'id':>8}  {'topic':<12} {'state':<10} pri att   {'when (UTC)':<19}  worker")
-    for job in found:
-        print(_job_line(job))
+    print_jobs(_open(settings).list_jobs(topic=ns.topic, state=ns.state, tag=ns.tag, limit=ns.limit), ns.json)
     return EXIT_OK
 
 
@@ -108,22 +91,7 @@ def cmd_show(settings: config_module.Settings, ns: argparse.Namespace) -> int:
 
 def _print_job(runner: Runner, job: Job, as_json: bool) -> None:
     data = runner.job_in_full(job)
-    if as_json:
-        print(json.dumps(data))
-        return
-    data = {**data, **runner.job_links(job.id)}
-    for key, value in data.items():
-        if key in ("errors", "depends_on", "dependents"):
-            continue
-        print(f"{key:>13}: {json.dumps(value) if key in ('args', 'result', 'tags', 'meta') else value}")
-    for key, label in (("depends_on", "depends on"), ("dependents", "dependents")):
-        print(f"{label:>13}: " + (", ".join(_link_text(link) for link in data[key]) or "-"))
-    for entry in job.errors:
-        print(f"\n-- attempt {entry.get('attempt')} at {entry.get('at')}: {entry.get('error')}")
-        if entry.get("note"):
-            print(f"   note: {entry['note']}")
-        if entry.get("traceback"):
-            print(entry["traceback"].rstrip())
+    print_job(job, data if as_json else {**data, **runner.job_links(job.id)}, as_json)
 
 
 #: Exit codes of ``wait`` by the job's final state (completed: 0), and when it timed out.
@@ -155,29 +123,8 @@ def cmd_cron(settings: config_module.Settings, ns: argparse.Namespace) -> int:
     import_modules(settings)
     entries = cron.schedules(settings)
     runner = _open(settings)
-    described = cron.describe(entries, runner.store, runner.clock(), ns.next)
-    if ns.json:
-        print(json.dumps({"schedules": described}))
-        return EXIT_OK
-    if not described:
-        print("no cron schedules (add [[cron]] entries to the configuration, or `cron` to a Worker)")
-    for entry in described:
-        last = entry["last"]
-        print(f"{entry['name']}")
-        print(f"  worker:   {entry['worker']} {json.dumps(entry['args'])}")
-        print(f"  schedule: {entry['schedule']} ({entry['timezone']}, missed = {entry['missed']})")
-        print(f"  next:     {', '.join(entry['next']) or 'never'}")
-        if last is None:
-            print("  last:     none yet")
-        else:
-            job = f"job {last['job_id']} ({last['state']})" if last["job_id"] is not None else "job pruned"
-            print(f"  last:     {last['slot']}: {job}")
+    print_schedules(cron.describe(entries, runner.store, runner.clock(), ns.next), ns.json)
     return EXIT_OK
-
-
-def _link_text(link: dict[str, Any]) -> str:
-    text = f"{link['id']} ({link['state'] or 'pruned'})"
-    return text + (" run on failure" if link.get("on_failure") == "run" else "")
 
 
 def cmd_migrate(settings: config_module.Settings, ns: argparse.Namespace) -> int:
@@ -264,32 +211,8 @@ def cmd_nodes(settings: config_module.Settings, ns: argparse.Namespace) -> int:
 
     runner = _open(settings)
     now = time.time()
-    found = runner.store.nodes.listing(now - settings.runner.rescue_after)
-    if ns.json:
-        print(json.dumps({"nodes": [info.as_json() for info in found]}))
-        return EXIT_OK
-    if not found:
-        print("no live nodes")
-        return EXIT_OK
-    width = max(len("node"), *(len(info.node) for info in found))
-    print(f"{'node'.ljust(width)}  {'running':>7}  {'heartbeat':>9}  topics")
-    for info in found:
-        print(f"{info.node.ljust(width)}  {sum(info.running.values()):>7}  {now - info.heartbeat_at:>8.1f}s  "
-              + ", ".join(f"{t}({info.running.get(t, 0)})" for t in info.topics))
+    print_nodes(runner.store.nodes.listing(now - settings.runner.rescue_after), now, ns.json)
     return EXIT_OK
-
-
-def _event_line(data: dict[str, Any]) -> str:
-    job = data.get("job")
-    sender_kind = "node" if str(data.get("event")).startswith("runner_") else "topic"
-    parts = [data.get("event", "?"), f"{sender_kind}={data.get('sender')}"]
-    if isinstance(job, dict):
-        parts += [f"id={job.get('id')}", f"state={job.get('state')}", f"worker={job.get('worker')}",
-                  f"attempt={job.get('attempt')}/{job.get('max_attempts')}"]
-    for key, value in data.items():
-        if key not in ("event", "sender", "job") and value is not None:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
 
 
 def cmd_events(settings: config_module.Settings, ns: argparse.Namespace) -> int:
@@ -309,9 +232,16 @@ def cmd_events(settings: config_module.Settings, ns: argparse.Namespace) -> int:
                 return EXIT_FAILURE
             for line in response.iter_lines():
                 if line.startswith("data: "):
-                    print(_event_line(json.loads(line[6:])), flush=True)
+                    print(event_line(json.loads(line[6:])), flush=True)
     except httpx.TransportError as exc:
         print(f"error: cannot reach the daemon at {url} ({exc}); is it running with [http] enabled = true?",
               file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+__all__ = [
+    "EXIT_FAILURE", "EXIT_OK", "EXIT_TIMEOUT", "EXIT_USAGE", "EXIT_WAIT", "cmd_cancel", "cmd_copy", "cmd_cron",
+    "cmd_enqueue", "cmd_events", "cmd_jobs", "cmd_migrate", "cmd_nodes", "cmd_pause", "cmd_resume", "cmd_retry",
+    "cmd_scale", "cmd_show", "cmd_stats", "cmd_wait",
+]

@@ -1,4 +1,5 @@
-"""Running a coroutine in a ``contextvars`` context of its own, inside the current task.
+"""The ``contextvars`` of running jobs: the variables a running runner sets for them, and
+running a coroutine in a context of its own, inside the current task.
 
 A job task runs many jobs one after another. Each job must still start from a clean
 copy of the context, as if it had a task of its own: a context variable that one job
@@ -9,10 +10,20 @@ next job that the same task runs.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Coroutine, Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .job import Job
 
 T = TypeVar("T")
+
+#: The configuration of the runner executing jobs in this context (set by Runner.run).
+current_settings: ContextVar[Settings] = ContextVar("jobrunner_settings")
+#: Records the progress of a running job (set by Runner.run; see Worker.progress).
+current_progress: ContextVar[Callable[[Job, float], Coroutine[Any, Any, None]]] = ContextVar("jobrunner_progress")
 
 
 class in_own_context:  # noqa: N801 - used like a function: ``await in_own_context(coro)``
@@ -45,3 +56,6 @@ class in_own_context:  # noqa: N801 - used like a function: ``await in_own_conte
                 raise
             except BaseException as exc:  # noqa: BLE001 - thrown in by the loop: hand it on
                 step, arg = coro.throw, exc
+
+
+__all__ = ["current_progress", "current_settings", "in_own_context"]

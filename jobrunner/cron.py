@@ -24,7 +24,8 @@ from .schedule import Cron, local_iso
 from .storage import Storage
 from .storage.cron import CronPlan
 from .storage.records import NewJob
-from .worker import Worker, registered_workers, resolve_worker, worker_path
+from .worker import Worker
+from .worker_lookup import registered_workers, resolve_worker, worker_path
 
 logger = logging.getLogger("jobrunner.cron")
 

@@ -24,7 +24,8 @@ from .metadata import check_meta, check_tags
 from .priority import PriorityError, parse_priority
 from .storage.records import NewJob
 from .unique import Unique
-from .worker import Worker, registered_worker, resolve_worker, worker_path
+from .worker import Worker
+from .worker_lookup import registered_worker, resolve_worker, worker_path
 
 _OPTIONS = {"topic", "priority", "delay", "scheduled_at", "max_attempts", "tags", "meta", "unique", "depends_on",
             "on_dependency_failure"}

@@ -34,7 +34,8 @@ from .outcomes import (
 from .payload import PayloadError
 from .process import ExternalProcess, as_external_process
 from .threads import ThreadCall
-from .worker import Worker, runnable_worker
+from .worker import Worker
+from .worker_lookup import runnable_worker
 
 logger = logging.getLogger("jobrunner.executor")
 

@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import events
 from .config import Settings
+from .context import current_progress, current_settings
 from .cron import CronScheduler, schedules as cron_schedules
 from .errors import ConfigError
 from .executor import Executor
@@ -34,7 +35,6 @@ from .storage import INSERTED
 from .summary import report_throughput
 from .supervisor import TopicSupervisor
 from .watcher import CommitWatcher
-from .worker import current_progress, current_settings
 
 if TYPE_CHECKING:
     from .runner import Runner

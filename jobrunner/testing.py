@@ -32,7 +32,8 @@ from .producer import Producer
 from .recording import EventRecorder, RecordedEvent, wait_for
 from .runner import Runner
 from .summary import OUTCOMES
-from .worker import Worker, worker_path
+from .worker import Worker
+from .worker_lookup import worker_path
 
 # ---------------------------------------------------------------- perform_job
 
@@ -101,10 +102,10 @@ class _DirectExecutor(Executor):
         self._worker = worker
 
     async def execute(self, job: Job) -> Any:
-        from . import worker as worker_module
+        from . import worker_lookup
 
         # Let resolve_worker find classes defined inside test functions.
-        worker_module._resolved.setdefault(job.worker, self._worker)
+        worker_lookup._resolved.setdefault(job.worker, self._worker)
         return await super().execute(job)
 
 

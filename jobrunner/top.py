@@ -24,9 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import Settings
-from .insight import Census, recent_outcomes, take_census
 from .job import ALL_STATES
 from .runner import Runner
+from .storage.records import Census
 
 #: Seconds of history behind "last minute" figures.
 WINDOW = 60.0
@@ -56,9 +56,9 @@ class TopView:
     def sample(self) -> Sample:
         """Read the table now."""
         now = self.runner.clock()
-        store = self.runner.store
-        census = take_census(store, list(self.settings.topics), now)
-        return Sample(census, recent_outcomes(store, now - WINDOW), time.monotonic())
+        insight = self.runner.store.insight
+        census = insight.census(list(self.settings.topics), now)
+        return Sample(census, insight.recent_outcomes(now - WINDOW), time.monotonic())
 
     def render(self, sample: Sample, live: bool = True) -> Group:
         """The per-topic table of ``sample`` (rates against the previous sample)."""

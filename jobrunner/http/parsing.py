@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from ..job import is_job_id
 from ..payload import MAX_DEPTH, PayloadError, check as check_value
-from ..worker import registered_worker
+from ..worker_lookup import registered_worker
 from .responses import ApiError
 
 #: The most jobs one ``GET /jobs`` page holds.

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .records import NewJob
+from .rows import INSERT_COLUMNS
 from .schema import jobs
-from .statements import INSERT_COLUMNS
 
 #: Rows per statement (bounds the memory of one statement; any count works).
 BATCH_ROWS = 5000

@@ -17,10 +17,10 @@ from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.dml import Insert
 
 from ..job import Job, JobState
-from . import statements as sql
 from .database import Database
 from .notices import INSERTED, NoticeVerbs
 from .records import NewJob
+from .rows import ALL, INSERT_COLUMNS, row_to_job
 from .schema import cron_slots, jobs
 
 #: A plan for one schedule: given the newest slot stored (None: never run), the
@@ -66,8 +66,8 @@ class CronVerbs:
                     continue
                 if not conn.execute(_insert_slot(conn.dialect.name, schedule, slot)).rowcount:
                     continue  # another process stored this slot first
-                values = {name: value for name, value in row._asdict().items() if name in sql.INSERT_COLUMNS}
-                job = sql.row_to_job(conn.execute(jobs.insert().values(values).returning(*sql.ALL)).one())
+                values = {name: value for name, value in row._asdict().items() if name in INSERT_COLUMNS}
+                job = row_to_job(conn.execute(jobs.insert().values(values).returning(*ALL)).one())
                 conn.execute(
                     update(cron_slots)
                     .where(cron_slots.c.schedule == schedule, cron_slots.c.slot == slot)
@@ -94,7 +94,7 @@ class CronVerbs:
             .subquery()
         )
         query = (
-            select(cron_slots.c.schedule, cron_slots.c.slot, *sql.ALL)
+            select(cron_slots.c.schedule, cron_slots.c.slot, *ALL)
             .join(newest, (newest.c.schedule == cron_slots.c.schedule) & (newest.c.slot == cron_slots.c.slot))
             .outerjoin(jobs, jobs.c.id == cron_slots.c.job_id)
         )
@@ -102,7 +102,7 @@ class CronVerbs:
         with self.db.read() as conn, conn.begin():
             for row in conn.execute(query):
                 schedule, slot, *columns = row
-                found[schedule] = (int(slot), None if columns[0] is None else sql.row_to_job(columns))
+                found[schedule] = (int(slot), None if columns[0] is None else row_to_job(columns))
         return found
 
 

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from ..errors import StorageError
-from ..job import ALL_STATES, Job, JobState
+from ..job import Job, JobState
 from ..transitions import Transition
-from . import bulk, statements as sql
+from . import bulk, operator_statements as ops, statements as sql
 from .database import Database, Prepared
 from .dependencies import OnCursor, record, settle
+from .insight import counts_by_state
 from .limited import LimitedClaims
 from .notices import INSERTED, NoticeVerbs
 from .records import Ack, ClaimRequest, CycleResult, NewJob, TopicControl, judge_running
+from .rows import INSERT_COLUMNS, row_to_job
 from .schema import jobs as jobs_table
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ def _stored(job_id: int, r: NewJob) -> Job:
 
 def _columns(row: NewJob) -> dict[str, Any]:
     """The stored columns of ``row`` by name (the fields after them are not columns)."""
-    return {name: getattr(row, name) for name in sql.INSERT_COLUMNS}
+    return {name: getattr(row, name) for name in INSERT_COLUMNS}
 
 
 class _StaleAcks(Exception):
@@ -92,7 +94,7 @@ class JobVerbs:
                 stored = []
                 for row in rows:
                     cursor.execute(self._insert_returning.sql, self._insert_returning.params_of(row))
-                    stored.append(sql.row_to_job(cursor.fetchone()))
+                    stored.append(row_to_job(cursor.fetchone()))
                 self._announce(cursor, rows)
                 return stored
             return self.db.write(insert_returning, durable=True)
@@ -110,7 +112,7 @@ class JobVerbs:
         and linked rows get the same look-ups as in :meth:`insert`, in that transaction."""
         if any(row.linked for row in rows):
             return self._scheduling.insert_linked_on(conn, rows)
-        stored = [sql.row_to_job(conn.execute(sql.INSERT_RETURNING, _columns(row)).one()) for row in rows]
+        stored = [row_to_job(conn.execute(sql.INSERT_RETURNING, _columns(row)).one()) for row in rows]
         self.notices.send(conn, INSERTED, {job.topic for job in stored if job.state == JobState.AVAILABLE})
         return stored
 
@@ -165,7 +167,7 @@ class JobVerbs:
             cursor.execute(self._claim.sql, self._claim.params(
                 {"b_topic": request.topic, "b_limit": limit, "b_now": request.now, "b_node": request.node}
             ))
-            return CycleResult(applied, [sql.row_to_job(r) for r in cursor.fetchall()], control)
+            return CycleResult(applied, [row_to_job(r) for r in cursor.fetchall()], control)
         result = self.db.write(body)
         result.claimed.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return result
@@ -200,7 +202,7 @@ class JobVerbs:
             # One indexed look-up of the dependents table; nothing more when there are none.
             now = max(a.at or 0.0 for a in finished)
             record(settle(OnCursor(cursor, self.db.engine.dialect), [a.job.id for a in finished], now,
-                          sql.row_to_job))
+                          row_to_job))
         return applied
 
     def _read_control(self, cursor: Any, topic: str, running: Sequence[tuple[int, int]], node: str) -> TopicControl:
@@ -230,8 +232,8 @@ class JobVerbs:
     def get(self, job_id: int) -> Job | None:
         """The job with that id, or None."""
         with self.db.read() as conn, conn.begin():
-            row = conn.execute(sql.job_by_id(job_id)).first()
-        return None if row is None else sql.row_to_job(row)
+            row = conn.execute(ops.job_by_id(job_id)).first()
+        return None if row is None else row_to_job(row)
 
     def listing(
         self, topic: str | None = None, state: str | None = None, limit: int = 100, worker: str | None = None,
@@ -239,30 +241,27 @@ class JobVerbs:
     ) -> list[Job]:
         """Jobs filtered by topic, state, worker and tag, newest first by default."""
         order = jobs_table.c.id.desc() if newest_first else jobs_table.c.id.asc()
-        query = sql.job_listing(topic, state, worker, tag).order_by(order).limit(limit)
+        query = ops.job_listing(topic, state, worker, tag).order_by(order).limit(limit)
         with self.db.read() as conn, conn.begin():
-            return [sql.row_to_job(r) for r in conn.execute(query)]
+            return [row_to_job(r) for r in conn.execute(query)]
 
     def page(
         self, topic: str | None, state: str | None, limit: int, before_id: int | None = None, tag: str | None = None,
     ) -> tuple[list[Job], int | None]:
         """One page of jobs, newest first, and the cursor of the next page (None: last page)."""
-        query = sql.job_listing(topic, state, tag=tag).order_by(jobs_table.c.id.desc()).limit(limit + 1)
+        query = ops.job_listing(topic, state, tag=tag).order_by(jobs_table.c.id.desc()).limit(limit + 1)
         if before_id is not None:
             query = query.where(jobs_table.c.id < before_id)
         with self.db.read() as conn, conn.begin():
-            found = [sql.row_to_job(r) for r in conn.execute(query)]
+            found = [row_to_job(r) for r in conn.execute(query)]
         if len(found) > limit:
             return found[:limit], found[limit - 1].id
         return found, None
 
     def stats(self, topics: Iterable[str] = ()) -> dict[str, dict[str, int]]:
         """Job counts per topic and state; every state is present for every topic named."""
-        counts: dict[str, dict[str, int]] = {t: dict.fromkeys(ALL_STATES, 0) for t in topics}
         with self.db.read() as conn, conn.begin():
-            for topic, state, count in conn.execute(sql.COUNTS):
-                counts.setdefault(topic, dict.fromkeys(ALL_STATES, 0))[state] = count
-        return counts
+            return counts_by_state(conn, topics)
 
 
 __all__ = ["JobVerbs"]

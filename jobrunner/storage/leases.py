@@ -28,6 +28,7 @@ from .jobs import FINISHING
 from .limited import LimitedClaims
 from .nodes import put_back
 from .records import Ack, Lease
+from .rows import row_to_job
 from .schema import leases
 
 
@@ -79,7 +80,7 @@ class LeaseVerbs:
                 ).first()
                 if row is None:
                     return None
-                job = sql.row_to_job(row)
+                job = row_to_job(row)
             lease = Lease(job, holder, now + seconds, new_token())
             conn.execute(delete(leases).where(leases.c.job_id == job.id))
             conn.execute(leases.insert().values(
@@ -94,7 +95,7 @@ class LeaseVerbs:
             row = conn.execute(sql.live_lease(job_id)).first()
         if row is None:
             return None
-        return Lease(sql.row_to_job(row[3:]), row[0], row[1], row[2])
+        return Lease(row_to_job(row[3:]), row[0], row[1], row[2])
 
     def extend(self, job_id: int, token: str, seconds: float, now: float) -> float | None:
         """Push the live lease on ``job_id`` held under ``token`` to ``now`` + ``seconds``.
@@ -134,7 +135,7 @@ class LeaseVerbs:
                 return False
             conn.execute(delete(leases).where(leases.c.job_id == job.id))
             if ack.transition in FINISHING:
-                settle_on(conn, [job.id], ack.at or 0.0, sql.row_to_job)
+                settle_on(conn, [job.id], ack.at or 0.0, row_to_job)
             return True
         return self.db.transaction(body)
 
@@ -163,7 +164,7 @@ class LeaseVerbs:
                 if row is None or not gone.rowcount:
                     continue
                 reason = f"lease of {holder} expired before the job was concluded"
-                moved = put_back(conn, sql.row_to_job(row), now, reason)
+                moved = put_back(conn, row_to_job(row), now, reason)
                 if moved is not None:
                     returned.append(moved)
             return returned

@@ -26,6 +26,7 @@ from ..limits import Capacity, TopicLimits, partition_key
 from ..payload import decode
 from . import statements as sql
 from .database import Database, Prepared
+from .rows import row_to_job
 
 #: Available jobs read per batch while choosing jobs of partitions that are not full.
 CANDIDATE_BATCH = 200
@@ -107,7 +108,7 @@ class LimitedClaims:
         cursor.execute(self._claim.sql, self._claim.params(
             {"b_topic": topic, "b_limit": room, "b_now": now, "b_node": node}
         ))
-        return [sql.row_to_job(r) for r in cursor.fetchall()]
+        return [row_to_job(r) for r in cursor.fetchall()]
 
     def _claim_partitioned(self, cursor: Any, topic: str, capacity: Capacity, now: float, node: str) -> list[Job]:
         chosen: list[int] = []
@@ -139,7 +140,7 @@ class LimitedClaims:
         cursor.execute(statement.sql, statement.params(
             {"b_now": now, "b_node": node, **{f"b_id{i}": job_id for i, job_id in enumerate(chosen)}}
         ))
-        return [sql.row_to_job(r) for r in cursor.fetchall()]
+        return [row_to_job(r) for r in cursor.fetchall()]
 
 
 __all__ = ["CANDIDATE_BATCH", "LimitedClaims"]

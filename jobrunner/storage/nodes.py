@@ -13,11 +13,12 @@ from typing import Any
 from sqlalchemy import Connection, delete
 
 from ..job import Job, JobState, iso
-from . import statements as sql
+from . import operator_statements as ops, statements as sql
 from .database import Database
 from .dependencies import settle_on
 from .notices import INSERTED, NoticeVerbs
 from .records import NodeInfo
+from .rows import row_to_job
 from .schema import nodes
 
 
@@ -34,7 +35,7 @@ def put_back(conn: Connection, job: Job, now: float, reason: str) -> Job | None:
         values.update(state=JobState.AVAILABLE, scheduled_at=now)
     moved = conn.execute(sql.put_back(job, values))
     if moved.rowcount and values["state"] == JobState.DISCARDED:
-        settle_on(conn, [job.id], now, sql.row_to_job)
+        settle_on(conn, [job.id], now, row_to_job)
     return job.evolve(**{**values, "errors": errors}) if moved.rowcount else None
 
 
@@ -78,10 +79,10 @@ class NodeVerbs:
         """Nodes whose last heartbeat is at or after ``alive_since``, oldest first, with their
         topics and how many jobs of each they are executing."""
         with self.db.read() as conn, conn.begin():
-            rows = conn.execute(sql.node_listing(alive_since)).all()
+            rows = conn.execute(ops.node_listing(alive_since)).all()
             running: dict[str, dict[str, int]] = {}
             if rows:
-                for node, topic, count in conn.execute(sql.running_per_node([r.node for r in rows])):
+                for node, topic, count in conn.execute(ops.running_per_node([r.node for r in rows])):
                     running.setdefault(node, {})[topic] = int(count)
         return [NodeInfo(r.node, r.started_at, r.heartbeat_at, _topics(r.topics), running.get(r.node, {}))
                 for r in rows]
@@ -97,7 +98,7 @@ class NodeVerbs:
         def body(conn: Connection) -> list[Job]:
             rescued = []
             for row in conn.execute(sql.orphans(alive_since)).all():
-                job = sql.row_to_job(row)
+                job = row_to_job(row)
                 reason = f"node {job.attempted_by} died while the job was executing (no heartbeat)"
                 moved = put_back(conn, job, now, reason)
                 if moved is not None:

@@ -18,15 +18,16 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, Connection
 
 from ..job import Job, iso
-from . import statements as sql
+from . import operator_statements as ops, statements as sql
 from .database import Database
 from .notices import CONTROL, INSERTED, NoticeVerbs
 from .records import TopicControl, judge_running
+from .rows import row_to_job
 from .scheduling import SchedulingVerbs
 from .schema import jobs, topics
 
-CANCELLABLE = sql.CANCELLABLE
-RETRYABLE_FROM = sql.RETRYABLE_FROM
+CANCELLABLE = ops.CANCELLABLE
+RETRYABLE_FROM = ops.RETRYABLE_FROM
 
 
 class OperatorVerbs:
@@ -47,19 +48,19 @@ class OperatorVerbs:
         """
         def body(conn: Connection) -> tuple[Job | None, bool]:
             # Locked as read, so the state judged here is the state the update leaves.
-            row = conn.execute(sql.job_by_id(job_id).with_for_update()).first()
+            row = conn.execute(ops.job_by_id(job_id).with_for_update()).first()
             if row is None:
                 return None, False
-            job = sql.row_to_job(row)
+            job = row_to_job(row)
             if job.state not in CANCELLABLE:
                 return job, False
             entry = {"attempt": job.attempt, "at": iso(now), "error": f"cancelled: {reason}", "traceback": None}
-            changed = conn.execute(sql.cancel(job, now, json.dumps([*job.errors, entry]))).first()
+            changed = conn.execute(ops.cancel(job, now, json.dumps([*job.errors, entry]))).first()
             if changed is None:  # pragma: no cover - the row lock makes this unreachable
                 return job, False
             self._scheduling.settle(conn, [job_id], now)
             self.notices.send(conn, CONTROL, [job.topic])  # its node interrupts it at once
-            return sql.row_to_job(changed), True
+            return row_to_job(changed), True
         return self.db.transaction(body)
 
     def retry(
@@ -77,7 +78,7 @@ class OperatorVerbs:
             conditions.append(jobs.c.id.in_(list(ids)))
         if topic is not None:
             conditions.append(jobs.c.topic == topic)
-        statement = sql.retry(now, wanted, conditions)
+        statement = ops.retry(now, wanted, conditions)
 
         def body(conn: Connection) -> list[int]:
             rows = conn.execute(statement).all()
@@ -114,7 +115,7 @@ class OperatorVerbs:
     def paused_topics(self) -> set[str]:
         """Topics currently paused."""
         with self.db.read() as conn, conn.begin():
-            return set(conn.scalars(sql.PAUSED_TOPICS))
+            return set(conn.scalars(ops.PAUSED_TOPICS))
 
     def control(self, topic: str, running: Iterable[tuple[int, int]], node: str = "") -> TopicControl:
         """Whether ``topic`` is paused, and which ``running`` (id, attempt) jobs of ``node``
@@ -136,10 +137,10 @@ class OperatorVerbs:
         """
         def body(conn: Connection) -> int:
             deleted = 0
-            for state in sql.PRUNABLE:
+            for state in ops.PRUNABLE:
                 if deleted >= limit:
                     break
-                gone = list(conn.scalars(sql.prune(state, before, limit - deleted)))
+                gone = list(conn.scalars(ops.prune(state, before, limit - deleted)))
                 self._scheduling.unlink(conn, gone)
                 deleted += len(gone)
             return deleted

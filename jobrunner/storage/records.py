@@ -154,6 +154,25 @@ class NodeInfo:
                 "topics": self.topics, "running": self.running, "running_total": sum(self.running.values())}
 
 
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One row of the nodes table: a runner process and its last heartbeat."""
+
+    node: str
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """What the table says at ``taken_at``: jobs per topic and state, paused topics, nodes."""
+
+    counts: dict[str, dict[str, int]]
+    paused: frozenset[str]
+    nodes: tuple[NodeRow, ...]
+    taken_at: float
+
+
 def judge_running(
     running: Iterable[tuple[int, int]], node: str, rows: Iterable[Sequence[Any]]
 ) -> tuple[frozenset[int], frozenset[int]]:
@@ -171,4 +190,7 @@ def judge_running(
     return frozenset(cancelled), frozenset(lost)
 
 
-__all__ = ["Ack", "ClaimRequest", "CycleResult", "Lease", "NewJob", "NodeInfo", "TopicControl", "judge_running"]
+__all__ = [
+    "Ack", "Census", "ClaimRequest", "CycleResult", "Lease", "NewJob", "NodeInfo", "NodeRow", "TopicControl",
+    "judge_running",
+]

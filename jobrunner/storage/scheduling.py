@@ -29,8 +29,8 @@ from .database import Database
 from .dependencies import settle_on, verdict
 from .notices import INSERTED, NoticeVerbs
 from .records import NewJob
+from .rows import ALL as _ALL, INSERT_COLUMNS, row_to_job
 from .schema import dependencies, jobs
-from .statements import ALL as _ALL, INSERT_COLUMNS, row_to_job
 
 #: How often an insert whose dependencies are locked right now is tried again.
 LOCKED_RETRIES = 50

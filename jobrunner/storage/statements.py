@@ -1,68 +1,42 @@
-"""Every SQL statement of jobrunner, as SQLAlchemy Core, in one place to review.
+"""The statements of the claim path, as SQLAlchemy Core: insert, stage, claim, ack, the
+topic's control row, rescue of dead nodes' jobs, external workers' leases and the claims
+of limited topics.
 
-Bound parameters are named ``b_*``. The verb groups (:mod:`.jobs`, :mod:`.operator`,
-:mod:`.nodes`, :mod:`.leases`) run these; the hot path compiles its statements once
+Bound parameters are named ``b_*``. The verb groups (:mod:`.jobs`, :mod:`.nodes`,
+:mod:`.leases`, :mod:`.limited`) run these; the hot path compiles its statements once
 (see :class:`jobrunner.storage.database.Prepared`). Where the dialects differ, the
-choice is made from a :class:`~jobrunner.storage.dialects.Dialect` flag here.
+choice is made from a :class:`~jobrunner.storage.dialects.Dialect` flag here. The
+statements of looking and operator actions are in :mod:`.operator_statements`, the
+row ↔ Job mapping in :mod:`.rows`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import (
-    BindParameter,
-    ColumnElement,
-    Select,
-    and_,
-    bindparam,
-    case,
-    delete,
-    exists,
-    func,
-    or_,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.sql.dml import Delete, ReturningDelete, Update
+from sqlalchemy import BindParameter, Select, and_, bindparam, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy.sql.dml import Delete, Update
 
-from ..job import FINAL_STATES, RETRYABLE_STATES, Job, JobState
-from ..metadata import decode_meta, decode_tags
-from ..payload import decode, decode_errors
+from ..job import Job, JobState
 from ..transitions import Transition
-from .dialects import LOCK_NAMESPACE, Dialect, HasTag
-from .records import NewJob
-from .schema import JOB_COLUMNS, WAITING_FOR_TIME, jobs, leases, nodes, starts, topics
-
-if tuple(f.name for f in fields(Job))[:len(JOB_COLUMNS)] != JOB_COLUMNS:  # pragma: no cover - a schema/Job mismatch
-    raise ImportError("jobrunner.job.Job fields must follow the columns of jobrunner.storage.schema.jobs")
-
-#: Every column of the jobs table, in Job's field order.
-ALL = [jobs.c[name] for name in JOB_COLUMNS]
-#: The columns a new row sets (the fields of NewJob that are columns).
-INSERT_COLUMNS = tuple(name for name in NewJob._fields if name in JOB_COLUMNS)
-_EMPTY_LIST = "[]"
-_EMPTY_OBJECT = "{}"
-
-
-def row_to_job(row: Sequence[Any]) -> Job:
-    """The Job of a row holding :data:`ALL`, in order. Never raises on unreadable JSON."""
-    (id_, topic, worker, args, state, priority, attempt, max_attempts, errors, result,
-     inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at,
-     attempted_by, tags, meta, progress, unique_key) = row
-    # Positional: the field order of Job is the column order of the table (checked above).
-    # Decoding never raises: one unreadable row must not fail a claim or a listing.
-    return Job.of(
-        id_, topic, worker, decode(args, "args"), state, priority, attempt, max_attempts,
-        [] if errors == _EMPTY_LIST else decode_errors(errors), None if result is None else decode(result, "result"),
-        inserted_at, scheduled_at, attempted_at, completed_at, discarded_at, cancelled_at, attempted_by,
-        [] if tags == _EMPTY_LIST else decode_tags(tags), {} if meta == _EMPTY_OBJECT else decode_meta(meta),
-        progress, unique_key,
-    )
-
+from .dialects import LOCK_NAMESPACE, Dialect
+from .operator_statements import (
+    CANCELLABLE,
+    COUNTS,
+    PAUSED_TOPICS,
+    PRUNABLE,
+    RETRYABLE_FROM,
+    cancel,
+    filter_jobs,
+    job_by_id,
+    job_listing,
+    node_listing,
+    prune,
+    retry,
+    running_per_node,
+)
+from .rows import ALL, INSERT_COLUMNS, row_to_job
+from .schema import WAITING_FOR_TIME, jobs, leases, nodes, starts, topics
 
 # ---------------------------------------------------------------- the claim/ack cycle
 
@@ -149,117 +123,11 @@ def running_rows(count: int) -> Select[Any]:
     return select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.attempted_by).where(jobs.c.id.in_(ids))
 
 
-# ---------------------------------------------------------------- reads
-
-def job_by_id(job_id: int) -> Select[Any]:
-    """The row of one job."""
-    return select(*ALL).where(jobs.c.id == job_id)
-
-
-def job_listing(
-    topic: str | None, state: str | None, worker: str | None = None, tag: str | None = None
-) -> Select[Any]:
-    """Jobs filtered by topic, state, worker and tag (unordered, unlimited)."""
-    return filter_jobs(select(*ALL), topic, state, worker, tag)
-
-
-def filter_jobs(
-    query: Select[Any], topic: str | None, state: str | None, worker: str | None = None, tag: str | None = None
-) -> Select[Any]:
-    """``query`` (of the jobs table) kept to the jobs of that topic, state, worker and tag."""
-    if tag is not None:
-        query = query.where(HasTag(jobs.c.tags, tag))
-    if topic is not None:
-        query = query.where(jobs.c.topic == topic)
-    if state is not None:
-        query = query.where(jobs.c.state == state)
-    if worker is not None:
-        query = query.where(jobs.c.worker == worker)
-    return query
-
-
-COUNTS = select(jobs.c.topic, jobs.c.state, func.count()).group_by(jobs.c.topic, jobs.c.state)
-
-
-# ---------------------------------------------------------------- operator actions
-
-#: States a job can be cancelled from.
-CANCELLABLE = (JobState.SCHEDULED, JobState.BLOCKED, JobState.AVAILABLE, JobState.EXECUTING, JobState.RETRYABLE)
-#: States a job can be retried from.
-RETRYABLE_FROM = RETRYABLE_STATES
-_FINISHED_AT = {JobState.COMPLETED: jobs.c.completed_at, JobState.CANCELLED: jobs.c.cancelled_at,
-                JobState.DISCARDED: jobs.c.discarded_at}
-
-
-def cancel(job: Job, now: float, errors: str) -> Update:
-    """Cancel ``job`` if it is still in the state and attempt it was read at."""
-    return (
-        update(jobs)
-        .where(jobs.c.id == job.id, jobs.c.state == job.state, jobs.c.attempt == job.attempt)
-        .values(state=JobState.CANCELLED, cancelled_at=now, errors=errors)
-        .returning(*ALL)
-    )
-
-
-def retry(now: float, wanted: Sequence[str], conditions: Sequence[ColumnElement[bool]]) -> Update:
-    """Make the jobs matching ``conditions`` and in ``wanted`` states available; returns
-    (id, topic) of each.
-
-    The rows are locked in id order first (no deadlock with another bulk action); a job
-    that used all its attempts gets one more.
-    """
-    locked = (
-        select(jobs.c.id).where(jobs.c.state.in_(wanted), *conditions).order_by(jobs.c.id).with_for_update()
-        .cte("retried").prefix_with("MATERIALIZED", dialect="postgresql")
-    )
-    return (
-        update(jobs)
-        .where(jobs.c.id.in_(select(locked.c.id)), jobs.c.state.in_(wanted))
-        .values(
-            state=JobState.AVAILABLE, scheduled_at=now, completed_at=None, discarded_at=None, cancelled_at=None,
-            max_attempts=case((jobs.c.max_attempts > jobs.c.attempt, jobs.c.max_attempts), else_=jobs.c.attempt + 1),
-        )
-        .returning(jobs.c.id, jobs.c.topic)
-    )
-
-
-def prune(state: str, before: float, limit: int) -> ReturningDelete[Any]:
-    """Delete up to ``limit`` jobs of final ``state`` finished before ``before``; returns their ids.
-
-    Rows locked by others are skipped, so pruning never waits on (or deadlocks with)
-    another transaction; the outer condition re-checks each row as it is deleted.
-    """
-    final = and_(jobs.c.state == state, _FINISHED_AT[JobState(state)] < before)
-    oldest = select(jobs.c.id).where(final).limit(limit).with_for_update(skip_locked=True)
-    return delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery()), final).returning(jobs.c.id)
-
-
-PRUNABLE = sorted(FINAL_STATES)
-PAUSED_TOPICS = select(topics.c.topic).where(topics.c.paused != 0)
-
-
 # ---------------------------------------------------------------- nodes and rescue
 
 def live_nodes(alive_since: float) -> Select[Any]:
     """Nodes whose last heartbeat is at or after ``alive_since``."""
     return select(nodes.c.node).where(nodes.c.heartbeat_at >= alive_since)
-
-
-def node_listing(alive_since: float) -> Select[Any]:
-    """(node, started_at, heartbeat_at, topics) of live nodes, oldest first."""
-    return (
-        select(nodes.c.node, nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.topics)
-        .where(nodes.c.heartbeat_at >= alive_since).order_by(nodes.c.started_at, nodes.c.node)
-    )
-
-
-def running_per_node(names: Sequence[str]) -> Select[Any]:
-    """(node, topic, count) of the jobs those nodes are executing."""
-    return (
-        select(jobs.c.attempted_by, jobs.c.topic, func.count())
-        .where(jobs.c.state == JobState.EXECUTING, jobs.c.attempted_by.in_(list(names)))
-        .group_by(jobs.c.attempted_by, jobs.c.topic)
-    )
 
 
 def orphans(alive_since: float) -> Select[Any]:
@@ -372,3 +240,13 @@ def claim_ids(count: int) -> Update:
         .values(_CLAIM_VALUES)
         .returning(*ALL)
     )
+
+
+__all__ = [
+    "ACKS", "ALL", "CANCELLABLE", "CLAIM_LOCK", "COUNTS", "CURRENT_LEASE", "EXECUTING", "EXECUTING_ARGS",
+    "FORGET_STARTS", "INSERT", "INSERT_COLUMNS", "INSERT_RETURNING", "LIVE_CHECK", "LIVE_JOB", "PAUSED",
+    "PAUSED_TOPICS", "PRUNABLE", "RECORD_START", "RETRYABLE_FROM", "RUNNING_COUNT", "SCALED", "STAGE",
+    "STARTED_COUNTS", "cancel", "candidates", "claim", "claim_ids", "conclude_lease", "executing_at", "filter_jobs",
+    "forget_nodes", "job_by_id", "job_listing", "live_lease", "live_nodes", "node_listing", "orphans", "prune",
+    "put_back", "retry", "row_to_job", "running_per_node", "running_rows",
+]

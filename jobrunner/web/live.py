@@ -23,8 +23,8 @@ import anyio
 from ..census import CensusCache
 from ..events import Observed
 from ..fanout import Handler
-from ..insight import Census
 from ..job import Job
+from ..storage.records import Census
 
 if TYPE_CHECKING:
     from ..runner import Runner

@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..census import CensusCache
 from ..fanout import subscribe
-from ..insight import job_summaries
 from ..job import ALL_STATES, MAX_JOB_ID
 from ..metrics import RunnerMetrics
 from .live import LiveBoard
@@ -169,8 +168,8 @@ class WebViews:
         limit = _query_int(request, "limit", 50, MAX_ROWS) or 50
         after = _query_int(request, "after", None, MAX_JOB_ID)
         rows, cursor = await self.runner.in_read_thread(
-            lambda: job_summaries(self.runner.store, topic=topic, state=state, worker=worker, limit=limit,
-                                  after=after, oldest_first=order == "oldest"))
+            lambda: self.runner.store.insight.job_summaries(topic=topic, state=state, worker=worker, limit=limit,
+                                                            after=after, oldest_first=order == "oldest"))
         return JSONResponse({"jobs": rows, "next": cursor})
 
 
