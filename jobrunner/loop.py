@@ -9,8 +9,9 @@ handed over (anyio's ``from_thread.run_sync``), waiting until it ran.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.from_thread
@@ -61,4 +62,31 @@ class EventLoop:
         return True
 
 
-__all__ = ["EventLoop"]
+def completion() -> tuple[Callable[[], Awaitable[Any]], Callable[[], None]]:
+    """A one-shot signal from any thread to a task of the running loop: ``(wait, done)``.
+
+    ``await wait()`` returns once ``done()`` was called, from whichever thread. The
+    cheapest such hand-over each library has (an asyncio future settled through
+    ``call_soon_threadsafe``; a trio event set through the run's token), without
+    waiting for the loop in the calling thread, as :meth:`EventLoop.call` does.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio (anyio's other backend)
+        import trio
+
+        event = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        return event.wait, lambda: token.run_sync_soon(event.set)
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    def done() -> None:
+        loop.call_soon_threadsafe(settle)
+    return lambda: future, done
+
+
+__all__ = ["EventLoop", "completion"]

@@ -139,7 +139,6 @@ class Node:
         # Job tasks inherit this context: workers read their topic's options from it.
         settings_token = current_settings.set(self.settings)
         progress_token = current_progress.set(runner.report_progress)
-        runner.storage.open()
         housekeeper = Housekeeper(runner.storage, self.settings.runner, self.id, self._wake_topics, runner.clock)
         try:
             await runner.storage.run_blocking(runner.ensure_schema)

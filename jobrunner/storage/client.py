@@ -1,8 +1,8 @@
 """The typed async storage API: every verb the engine, HTTP layer and testing kit use.
 
-Each method hops to a worker thread, runs one storage verb there and returns its typed
-result. The hop is written once (:meth:`AsyncStorage._hop`). Writes queue on one limiter
-(one thread at a time on SQLite, which takes one writer anyway: waiting here is cheaper
+Each method hops to a storage thread (:mod:`.lanes`), runs one storage verb there and
+returns its typed result. The hop is written once (:meth:`AsyncStorage._hop`). Writes
+queue on one lane (one thread at a time on SQLite, which takes one writer anyway: waiting here is cheaper
 than waiting on its lock); reads have threads of their own, so a flood of user queries
 never delays the claim/ack path or the heartbeat, and never waits behind writes.
 """
@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from ..job import Job
 from ..limits import TopicLimits
+from .lanes import Lane
 from .records import Ack, ClaimRequest, CycleResult, Lease, NewJob, TopicControl
 
 if TYPE_CHECKING:
@@ -36,21 +34,15 @@ class AsyncStorage:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._writes: anyio.CapacityLimiter | None = None
-        self._reads: anyio.CapacityLimiter | None = None
-
-    def open(self) -> None:
-        """Make the thread limiters (inside the event loop that will use them); until then
-        calls use anyio's default thread pool."""
-        serial = self.storage.db.dialect.serial_writes
-        self._writes = anyio.CapacityLimiter(1 if serial else WRITE_THREADS)
-        self._reads = anyio.CapacityLimiter(READ_THREADS)
+        serial = storage.db.dialect.serial_writes
+        self._writes = Lane("writer", 1 if serial else WRITE_THREADS)
+        self._reads = Lane("reader", READ_THREADS)
 
     async def _hop(self, read: bool, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` in a worker thread: the one hop from the event loop to the database."""
+        """Run ``fn`` in a storage thread: the one hop from the event loop to the database."""
         def call() -> T:
             return fn(*args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=self._reads if read else self._writes)
+        return await (self._reads if read else self._writes).run(call)
 
     async def run_blocking(self, fn: Callable[[], T]) -> T:
         """Run blocking work that writes through the storage (the schema check, an
