@@ -32,7 +32,6 @@ async def api(any_db_url: str) -> AsyncIterator[AsyncStorage]:
     storage = Storage(DatabaseSettings(url=any_db_url))
     storage.db.migrate()
     made = AsyncStorage(storage)
-    made.open()
     yield made
     storage.close()
 

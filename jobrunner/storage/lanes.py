@@ -9,20 +9,24 @@ hand-back to the loop (see :func:`jobrunner.loop.completion`).
 
 Like ``to_thread.run_sync``, a call is never abandoned: a task cancelled while its call
 runs gets the cancellation once the call has returned, so a transaction that committed
-is never lost to its caller.
+is never lost to its caller; and like it, a call is a cancellation point before it is queued.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from ..loop import completion
+
+logger = logging.getLogger("jobrunner.store")
 
 T = TypeVar("T")
 
@@ -49,7 +53,11 @@ class _Call(Generic[T]):
             self.value = self.context.run(self.fn)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is
             self.error = exc
-        self.done()
+        try:
+            self.done()
+        except Exception:  # its event loop has ended: nobody waits for this result any more
+            logger.warning("a storage call finished after its event loop had ended", exc_info=True,
+                           extra={"event": "storage_call_orphaned"})
 
 
 class Lane:
@@ -68,7 +76,11 @@ class Lane:
         self._alive = 0
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` in a thread of this lane; its result or its exception."""
+        """Run ``fn()`` in a thread of this lane; its result or its exception.
+
+        A cancellation point before the call is queued (a cancelled task queues nothing,
+        and other tasks run first), none after, as with ``anyio.to_thread.run_sync``."""
+        await anyio.lowlevel.checkpoint()
         wait, done = completion()
         call = _Call(fn, done)
         self._submit(call)
