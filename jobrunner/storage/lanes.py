@@ -2,10 +2,10 @@
 
 Every storage call leaves the event loop for a thread and comes back with its result:
 the claim loop makes that hop once per transaction, so its cost is paid per batch of
-jobs. ``anyio.to_thread.run_sync`` costs about 110 µs of event-loop CPU per call on a
-2-core VM (a capacity limiter, run-variable look-ups, cancel scopes); a :class:`Lane`
-costs about a third of that: a queue of calls served in order by a few threads, and one
-hand-back to the loop (see :func:`jobrunner.loop.completion`).
+jobs. ``anyio.to_thread.run_sync`` costs about 104 µs of event-loop CPU per call on a
+2-core VM with asyncio (a capacity limiter, run-variable look-ups, cancel scopes); a
+:class:`Lane` costs about 72 µs, most of it the two wake-ups: a queue of calls served in
+order by a few threads, and one hand-back to the loop (see :func:`jobrunner.loop.completion`).
 
 Like ``to_thread.run_sync``, a call is never abandoned: a task cancelled while its call
 runs gets the cancellation once the call has returned, so a transaction that committed
