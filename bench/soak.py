@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -70,6 +71,10 @@ from soak_http import HttpWorkers  # noqa: E402
 from soak_reads import ReadFlood  # noqa: E402
 
 from jobrunner import Runner  # noqa: E402
+from tests.forkserver import ENV_COLD  # noqa: E402
+
+# The soak's daemons start as a user's do, not as forks of the tests' fork server.
+os.environ[ENV_COLD] = "1"
 from tests.daemon_harness import READY_EVENT, DaemonProcess, child_env, free_port, stop_all  # noqa: E402
 from tests import resilience_workers as rw  # noqa: E402
 from tests.resilience_workers import Task  # noqa: E402

@@ -16,16 +16,26 @@ with a plain ``Connection`` no ``job_inserted`` is sent by the enqueue.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL
-from sqlalchemy.orm import Session
 
 from .errors import EnqueueError
 from .job import Job
 from .storage import NewJob, Storage
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+def _is_session(target: Any) -> bool:
+    """True for an ORM ``Session``. The ORM is not imported for this: a caller holding a
+    Session has imported it already, and it costs a fifth of a second to start."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    return orm is not None and isinstance(target, orm.Session)
 
 
 def _same_database(mine: URL, theirs: URL) -> bool:
@@ -36,7 +46,8 @@ def _same_database(mine: URL, theirs: URL) -> bool:
 def connection_of(target: Any, database: URL) -> Connection:
     """The Core connection of ``target`` (a Connection, or a Session's current one), checked
     to be on ``database``; EnqueueError naming what is wrong otherwise."""
-    if isinstance(target, Session):
+    conn: Connection
+    if _is_session(target):
         conn = target.connection()
     elif isinstance(target, Connection):
         conn = target
@@ -60,7 +71,7 @@ def insert_in_transaction(
     """
     conn = connection_of(target, storage.db.engine.url)
     stored = storage.jobs.insert_on(conn, rows)
-    if isinstance(target, Session):
+    if _is_session(target):
         _call_after_commit(target, lambda: after_commit(stored))
     return stored
 

@@ -28,6 +28,8 @@ from typing import TypeVar
 
 import httpx
 
+from tests import forkserver
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 #: The event every daemon logs (at INFO) once every topic is running.
@@ -54,6 +56,15 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
+
+
+def run_cli(config: Path | None, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m jobrunner [--config CONFIG] ARGS`` to its end, output captured as text
+    (a fork of the fork server: :mod:`tests.forkserver`)."""
+    config_option = ["--config", str(config)] if config is not None else []
+    return forkserver.run([PYTHON, "-m", "jobrunner", *config_option, *args], env=env, cwd=cwd,
+                          timeout=timeout, input=input)
 
 
 def wait_until(what: str, predicate: Callable[[], T], *, timeout: float = 30.0,
@@ -121,7 +132,7 @@ class DaemonProcess:
         self.topics = set(topics) if topics is not None else None
         self.headers = dict(headers or {})
         self.ready_event = ready_event
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None
         self._client: httpx.Client | None = None
         self._log_start = 0
         self._terminated = False
@@ -140,7 +151,7 @@ class DaemonProcess:
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._terminated = False
         with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.command(), env=self.env, cwd=self.cwd, stdout=out,
+            self.proc = forkserver.spawn(self.command(), env=self.env, cwd=self.cwd, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait:
             self.wait_ready(timeout)

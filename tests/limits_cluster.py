@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from jobrunner import Runner
+from tests import forkserver
+from tests.daemon_harness import run_cli
 from tests.limits_workers import Nap
 
 POLL = 0.01  # how often the tests sample the table
@@ -45,15 +47,14 @@ class Cluster:
     def start(self, count: int = 1) -> None:
         for _ in range(count):
             out = (self.tmp / f"daemon-{len(self.daemons)}.log").open("wb")
-            self.daemons.append(subprocess.Popen(
+            self.daemons.append(forkserver.spawn(
                 [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "run"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp,
             ))
             out.close()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(self.cfg), *args],
-                              env=self.env, capture_output=True, text=True, timeout=60, cwd=self.tmp)
+        return run_cli(self.cfg, *args, env=self.env, cwd=self.tmp)
 
     def stop(self) -> None:
         for proc in self.daemons:

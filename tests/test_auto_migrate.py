@@ -9,7 +9,6 @@ import multiprocessing
 import queue
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from jobrunner.config import ConfigError, parse
 from jobrunner.errors import MigrationError
 from jobrunner.migrate import available_migrations
 from jobrunner.testing import running
+from tests.daemon_harness import run_cli
 from tests.workers import Add
 
 ALL_VERSIONS = [m.version for m in available_migrations("sqlite")]
@@ -138,8 +138,7 @@ def test_auto_migrate_false_refuses_with_the_command_to_run(
     assert "jobrunner_jobs" not in tables(db)  # nothing was created
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(cfg), *args],
-                              env=subprocess_env, capture_output=True, text=True, timeout=60)
+        return run_cli(cfg, *args, env=subprocess_env)
 
     refused = cli("enqueue", "tests.workers.Add", "--args", '{"a": 1, "b": 2}')
     assert refused.returncode == 1 and "python -m jobrunner migrate" in refused.stderr

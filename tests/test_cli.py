@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobrunner.job import ALL_STATES
-from tests.daemon_harness import wait_until
+from tests.daemon_harness import run_cli, wait_until
 
 CONFIG = """
 [database]
@@ -37,10 +37,7 @@ def cfg(tmp_path: Path) -> Path:
 
 
 def cli(cfg: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobrunner", "--config", str(cfg), *args],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
+    proc = run_cli(cfg, *args, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
     return proc

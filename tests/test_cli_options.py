@@ -19,7 +19,7 @@ import pytest
 from jobrunner import Runner, cli
 from jobrunner.config import load
 from jobrunner.errors import ConfigError
-from tests.daemon_harness import DaemonProcess, free_port
+from tests.daemon_harness import DaemonProcess, free_port, run_cli
 from tests.workers import Noop
 
 CONFIG = """
@@ -47,7 +47,10 @@ def cfg(tmp_path: Path) -> Path:
 
 
 def jr(env: dict[str, str], *args: str, cwd: Path | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """``python -m jobrunner ARGS`` (no implicit --config)."""
+    """``python -m jobrunner ARGS`` (no implicit --config); ``kwargs`` for ``subprocess.run``
+    start it cold, else it is a fork of the fork server (:func:`tests.daemon_harness.run_cli`)."""
+    if not kwargs:
+        return run_cli(None, *args, env=env, cwd=cwd)
     options = {"capture_output": True, **kwargs}
     return subprocess.run([sys.executable, "-m", "jobrunner", *args], env=env, cwd=cwd, text=True, timeout=60,
                           check=False, **options)  # type: ignore[call-overload]

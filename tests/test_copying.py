@@ -11,7 +11,7 @@ import pytest
 from jobrunner import CopyError, Runner
 from jobrunner.config import parse
 from jobrunner.storage.copying import copy_database
-from tests.conftest import PYTHON
+from tests.daemon_harness import run_cli
 from tests.workers import Add, AlwaysFails
 
 
@@ -67,8 +67,7 @@ def test_cli_copy_needs_one_direction_and_refuses_a_full_target(
     other = f"sqlite:///{tmp_path / 'other.db'}"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(cfg), *args], env=subprocess_env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        return run_cli(cfg, *args, env=subprocess_env)
 
     assert cli("enqueue", "tests.workers.Noop").returncode == 0
     assert cli("copy").returncode == 2

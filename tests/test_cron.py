@@ -25,7 +25,9 @@ from jobrunner.schedule import CATCH_UP_LIMIT, ON_TIME, ScheduleError
 from jobrunner.storage import NewJob
 from jobrunner.storage.schema import cron_slots, jobs
 from jobrunner.testing import EventRecorder, running
+from tests import forkserver
 from tests.conftest import PYTHON
+from tests.daemon_harness import run_cli
 
 PARIS = ZoneInfo("Europe/Paris")
 CRON_TOPIC = {"cron": {"parallelism": 2, "poll_interval": 0.05}}
@@ -322,7 +324,7 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
     config = write_config(tmp_path / "config.toml", any_db_url,
                           f'[[cron]]\nworker = "{TICK}"\nschedule = "* * * * * *"\nmissed = "all"\n')
     logs = [(tmp_path / f"d{i}.log").open("wb") for i in range(3)]
-    daemons = [subprocess.Popen([PYTHON, "-m", "jobrunner", "--config", str(config), "run"], env=subprocess_env,
+    daemons = [forkserver.spawn([PYTHON, "-m", "jobrunner", "--config", str(config), "run"], env=subprocess_env,
                                 stdout=subprocess.DEVNULL, stderr=log) for log in logs]
     observer = Runner(cron_settings(any_db_url, []))
     try:
@@ -361,11 +363,6 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
 # ---------------------------------------------------------------- python -m jobrunner cron
 
 
-def run_cli(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(config), *args], env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cron_command_lists_next_runs_and_the_last_job(
     any_db_url: str, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
@@ -385,7 +382,7 @@ def test_cron_command_lists_next_runs_and_the_last_job(
         job = slot_jobs(runner)[-1]
     finally:
         runner.store.close()
-    listed = run_cli(config, subprocess_env, "cron", "--json")
+    listed = run_cli(config, "cron", "--json", env=subprocess_env)
     assert listed.returncode == 0, listed.stderr
     ticks, daily = json.loads(listed.stdout)["schedules"]
     assert (ticks["name"], ticks["worker"], ticks["schedule"], ticks["timezone"], ticks["missed"], ticks["args"]) == (
@@ -393,7 +390,7 @@ def test_cron_command_lists_next_runs_and_the_last_job(
     assert len(ticks["next"]) == 3 and all(t.endswith(("+01:00", "+02:00")) for t in ticks["next"])
     assert ticks["last"]["job_id"] == job.id and ticks["last"]["state"] == "available"
     assert daily["name"] == f"{TICK} @daily" and daily["last"] is None
-    text = run_cli(config, subprocess_env, "cron", "--next", "2")
+    text = run_cli(config, "cron", "--next", "2", env=subprocess_env)
     assert text.returncode == 0, text.stderr
     assert "ticks" in text.stdout and f"job {job.id} (available)" in text.stdout and "none yet" in text.stdout
 
@@ -402,6 +399,6 @@ def test_cron_command_and_run_refuse_a_bad_entry(tmp_path: Path, subprocess_env:
     config = write_config(tmp_path / "config.toml", f"sqlite:///{tmp_path / 'jobs.db'}",
                           '[[cron]]\nworker = "tests.cron_workers.Missing"\nschedule = "* * * * *"\n')
     for command in ("cron", "run"):
-        result = run_cli(config, subprocess_env, command)
+        result = run_cli(config, command, env=subprocess_env)
         assert result.returncode == 2
         assert "[[cron]] #1 (tests.cron_workers.Missing): key 'worker'" in result.stderr

@@ -31,6 +31,7 @@ from tests.daemon_harness import (
     free_port,
     holds_for,
     requests_taken_in,
+    run_cli,
     start_on_free_port,
     wait_until,
 )
@@ -124,8 +125,7 @@ class Daemon:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(self.cfg), *args],
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = run_cli(self.cfg, *args, env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")
         return proc
@@ -1102,8 +1102,7 @@ def test_event_stream_needs_the_token(secured: Daemon) -> None:
     # The CLI without the token is told so.
     anonymous = secured.directory / "anonymous.toml"
     anonymous.write_text(config_text(secured.db, secured.port, AUTH_TOPICS))
-    proc = subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(anonymous), "events"], env=secured.env,
-                          capture_output=True, text=True, timeout=30)
+    proc = run_cli(anonymous, "events", env=secured.env, timeout=30)
     assert proc.returncode == 1 and "401" in proc.stderr, proc.stderr
 
 
@@ -1137,8 +1136,7 @@ def test_token_from_the_environment(tmp_path: Path) -> None:
 def test_refuses_a_non_loopback_host_without_a_token(tmp_path: Path, host: str) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text(config_text(tmp_path / "jobs.db", free_port(), AUTH_TOPICS, http=f'host = "{host}"'))
-    proc = subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(cfg), "run"], env=child_env(),
-                          capture_output=True, text=True, timeout=30)
+    proc = run_cli(cfg, "run", env=child_env(), timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert "[http]" in proc.stderr and "token" in proc.stderr and str(cfg) in proc.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from jobrunner.external import ExternalTopics
 from jobrunner.http import create_app
 from jobrunner.storage import ClaimRequest
 from jobrunner.testing import running
+from tests.daemon_harness import run_cli
 from tests.workers import Add, Noop
 
 
@@ -174,8 +174,7 @@ def test_cli_enqueue_jobs_and_show(any_db_url: str, tmp_path: Path, subprocess_e
     config.write_text(f'[database]\nurl = "{any_db_url}"\n[topics.t]\n', encoding="utf-8")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(config), *args],
-                              capture_output=True, text=True, env=subprocess_env, timeout=60)
+        return run_cli(config, *args, env=subprocess_env)
 
     first = cli("enqueue", "tests.workers.Add", "--args", '{"a": 1, "b": 2}', "--tag", "cli", "--meta", '{"m": 1}',
                 "--unique", '{"period": 60}')

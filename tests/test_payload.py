@@ -8,7 +8,6 @@ breaks a listing.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from jobrunner.enqueue import build_row, external_defaults
 from jobrunner.payload import MAX_DEPTH
 from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
+from tests.daemon_harness import run_cli
 from tests.workers import Add, Noop
 
 PYTHON = sys.executable
@@ -102,8 +102,7 @@ def test_cli_enqueue_refuses_with_exit_2(tmp_path: Path, subprocess_env: dict[st
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "jobs.db"}"\n\n'
                    '[runner]\nmodules = ["tests.workers"]\n\n[topics.t]\n')
-    proc = subprocess.run([PYTHON, "-m", "jobrunner", "--config", str(cfg), "enqueue", "tests.workers.Noop",
-                           "--args", args], env=subprocess_env, capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli(cfg, "enqueue", "tests.workers.Noop", "--args", args, env=subprocess_env)
     assert proc.returncode == 2, proc.stderr
     assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""

@@ -15,7 +15,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from jobrunner import Runner
 from tests import resilience_workers as rw
-from tests.daemon_harness import DaemonProcess, holds_for, wait_until
+from tests.daemon_harness import DaemonProcess, holds_for, run_cli, wait_until
 from tests.resilience_workers import Task
 
 CONFIG = """
@@ -92,10 +91,7 @@ class Cluster:
         return daemon.start(wait=wait)
 
     def cli(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobrunner", "--config", str(self.cfg), *args],
-            env=self.env, capture_output=True, text=True, timeout=60, cwd=self.tmp,
-        )
+        proc = run_cli(self.cfg, *args, env=self.env, cwd=self.tmp)
         if expect is not None and proc.returncode != expect:
             raise AssertionError(f"{args}: exit {proc.returncode}, wanted {expect}: {proc.stdout}{proc.stderr}")
         return proc

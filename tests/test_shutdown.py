@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from jobrunner import Job, Worker
 from jobrunner.config import TopicSettings
 from jobrunner.executor import Executor, Finished
 from jobrunner.threads import performs_in_threads
-from tests.daemon_harness import DaemonProcess, wait_until
+from tests.daemon_harness import DaemonProcess, run_cli, wait_until
 
 CONFIG = """
 [database]
@@ -59,8 +57,7 @@ class Daemon:
         self.proc = self.process.start().proc
 
     def enqueue(self, worker: str, args: str) -> int:
-        out = subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(self.cfg), "enqueue", worker,
-                              "--args", args], env=self.env, capture_output=True, text=True, timeout=60)
+        out = run_cli(self.cfg, "enqueue", worker, "--args", args, env=self.env)
         assert out.returncode == 0, out.stderr
         return int(out.stdout)
 

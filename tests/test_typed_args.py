@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from jobrunner import EnqueueError, InvalidArgumentsError, Job, Runner, Worker
 from jobrunner.storage import NewJob
 from jobrunner.testing import drain, perform_job
 from tests import typed_workers
+from tests.daemon_harness import run_cli
 from tests.typed_workers import Greet, Order, Plot, Point, TakeOrder, Untyped
 from topics.demo import FlakyJob, PrintMessage, PrintSum
 
@@ -203,8 +203,7 @@ def test_cli_enqueue_refuses_mismatched_arguments_with_exit_2(tmp_path: Path, su
     cfg.write_text(DEMO_CONFIG.format(db=tmp_path / "demo.db"))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobrunner", "--config", str(cfg), *args],
-                              env=subprocess_env, capture_output=True, text=True, timeout=60, check=False)
+        return run_cli(cfg, *args, env=subprocess_env)
 
     bad = cli("enqueue", "topics.demo.PrintSum", "--args", '{"x": 1}')
     assert bad.returncode == 2, bad.stderr

@@ -53,13 +53,20 @@ WAITING_FOR_TIME = jobs.c.state.in_([literal_column(f"'{JobState.SCHEDULED}'"),
                                      literal_column(f"'{JobState.RETRYABLE}'")])
 #: Only the jobs that wait for a time (staging reads them by due time): the jobs that are
 #: claimed, run and finished never touch it.
-Index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at,
-      sqlite_where=WAITING_FOR_TIME, postgresql_where=WAITING_FOR_TIME)
+
+
+def _partial_index(name: str, *columns: Column[Any], where: Any) -> Index:
+    """An index over the rows that match ``where`` (the migrations create it, with that
+    condition). The condition is kept in ``info``: as a ``postgresql_where`` it would
+    load SQLAlchemy's PostgreSQL dialect into every process, SQLite or not."""
+    return Index(name, *columns, info={"where": where})
+
+
+_partial_index("ix_jobrunner_jobs_due", jobs.c.topic, jobs.c.state, jobs.c.scheduled_at, where=WAITING_FOR_TIME)
 
 
 def _partial(name: str, column: Column[Any], state: str) -> Index:
-    where = jobs.c.state == state
-    return Index(name, column, sqlite_where=where, postgresql_where=where)
+    return _partial_index(name, column, where=jobs.c.state == state)
 
 
 _partial("ix_jobrunner_jobs_attempted_by", jobs.c.attempted_by, JobState.EXECUTING)
@@ -67,7 +74,7 @@ _partial("ix_jobrunner_jobs_completed", jobs.c.completed_at, JobState.COMPLETED)
 _partial("ix_jobrunner_jobs_cancelled", jobs.c.cancelled_at, JobState.CANCELLED)
 _partial("ix_jobrunner_jobs_discarded", jobs.c.discarded_at, JobState.DISCARDED)
 _keyed = jobs.c.unique_key.is_not(None)
-Index("ix_jobrunner_jobs_unique", jobs.c.unique_key, jobs.c.inserted_at, sqlite_where=_keyed, postgresql_where=_keyed)
+_partial_index("ix_jobrunner_jobs_unique", jobs.c.unique_key, jobs.c.inserted_at, where=_keyed)
 
 nodes = Table(
     "jobrunner_nodes",
