@@ -334,25 +334,56 @@ def spawn(command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: 
             os.close(fd)
 
 
+class Captured:
+    """A ``python -m jobrunner`` started with its output captured (to files, as text):
+    ``wait`` and ``communicate`` as on ``subprocess.Popen(..., stdout=PIPE, stderr=PIPE)``."""
+
+    def __init__(self, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None, input: str | None = None) -> None:
+        self.args = list(command)
+        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        with tempfile.TemporaryFile() as given:
+            if input is not None:
+                given.write(input.encode())
+                given.seek(0)
+            self.proc = spawn(command, env=env, cwd=cwd, stdin=given if input is not None else subprocess.DEVNULL,
+                              stdout=self._out, stderr=self._err)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, None while it runs."""
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit (subprocess.TimeoutExpired after ``timeout`` seconds)."""
+        return int(self.proc.wait(timeout=timeout))
+
+    def kill(self) -> None:
+        """SIGKILL, and reap."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the exit; then what it wrote to stdout and to stderr."""
+        self.wait(timeout)
+        texts = []
+        for captured in (self._out, self._err):
+            captured.seek(0)
+            texts.append(captured.read().decode(errors="replace"))
+            captured.close()
+        return texts[0], texts[1]
+
+
 def run(command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
         timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(command, capture_output=True, text=True)``, forked where :func:`spawn` can."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
-        if input is not None:
-            inp.write(input.encode())
-            inp.seek(0)
-        proc = spawn(command, env=env, cwd=cwd, stdin=inp if input is not None else subprocess.DEVNULL,
-                     stdout=out, stderr=err)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(list(command), code, out.read().decode(errors="replace"),
-                                           err.read().decode(errors="replace"))
+    started = Captured(command, env=env, cwd=cwd, input=input)
+    try:
+        out, err = started.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        started.kill()
+        raise
+    return subprocess.CompletedProcess(started.args, started.wait(), out, err)
 
 
 if __name__ == "__main__":

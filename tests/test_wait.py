@@ -5,7 +5,6 @@ processes, and without reading the table in a loop."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import jobrunner
 from jobrunner import JobNotFoundError, Runner, WaitTimeoutError
 from jobrunner.config import parse
 from jobrunner.testing import running
+from tests import forkserver
 from tests.conftest import PYTHON
 from tests.readme_session import free_port
 from tests.workers import Add, FailTimes
@@ -145,9 +145,8 @@ def write_config(path: Path, url: str) -> Path:
     return path
 
 
-def cli(config: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([PYTHON, "-m", "jobrunner", "--config", str(config), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def cli(config: Path, env: dict[str, str], *args: str) -> forkserver.Captured:
+    return forkserver.Captured([PYTHON, "-m", "jobrunner", "--config", str(config), *args], env=env)
 
 
 def test_wait_command_exit_codes(any_db_url: str, tmp_path: Path, subprocess_env: dict[str, str]) -> None:
