@@ -78,9 +78,10 @@ class Enqueuing:
         commits, not at all if it rolls back, and nothing is woken before the commit
         (see :mod:`jobrunner.txenqueue`).
         """
-        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
-                   "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
-                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure, "unique": unique}
+        options = _given({"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
+                          "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
+                          "depends_on": depends_on, "on_dependency_failure": on_dependency_failure,
+                          "unique": unique})
         rows = [build_row(self.settings, worker, args, options, self.clock())]
         if connection is not None:
             return self._insert_on(connection, rows)[0]
@@ -129,9 +130,10 @@ class Enqueuing:
         on_dependency_failure: str | None = None,
     ) -> Job:
         """Like :meth:`enqueue`, without blocking the event loop."""
-        options = {"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
-                   "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
-                   "depends_on": depends_on, "on_dependency_failure": on_dependency_failure, "unique": unique}
+        options = _given({"priority": priority, "delay": delay, "scheduled_at": scheduled_at,
+                          "max_attempts": max_attempts, "topic": topic, "tags": tags, "meta": meta,
+                          "depends_on": depends_on, "on_dependency_failure": on_dependency_failure,
+                          "unique": unique})
         row = build_row(self.settings, worker, args, options, self.clock())
         return (await self.in_thread(lambda: self.store_rows([row])))[0]
 
@@ -160,6 +162,13 @@ class Enqueuing:
         stored = self._storage.jobs.insert(rows)
         self._announce_committed(stored)
         return stored
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The options given (None is "not given" for every one): a call with none takes
+    :func:`~jobrunner.enqueue.build_row`'s short way."""
+    given = {name: value for name, value in options.items() if value is not None}
+    return given or None
 
 
 __all__ = ["EnqueueItem", "Enqueuing"]

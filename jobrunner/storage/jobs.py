@@ -37,8 +37,9 @@ def _stored(job_id: int, r: NewJob) -> Job:
     return Job.of(job_id, r.topic, r.worker, r.decoded_args if r.decoded_args is not None else json.loads(r.args),
                   r.state, r.priority, r.attempt, r.max_attempts, [], None, r.inserted_at, r.scheduled_at,
                   None, None, None, None, None,
-                  r.decoded_tags if r.decoded_tags is not None else json.loads(r.tags),
-                  r.decoded_meta if r.decoded_meta is not None else json.loads(r.meta), None, r.unique_key)
+                  r.decoded_tags if r.decoded_tags is not None else [] if r.tags == "[]" else json.loads(r.tags),
+                  r.decoded_meta if r.decoded_meta is not None else {} if r.meta == "{}" else json.loads(r.meta),
+                  None, r.unique_key)
 
 
 def _columns(row: NewJob) -> dict[str, Any]:
@@ -89,6 +90,15 @@ class JobVerbs:
                 return ids
             ids = self.db.write(insert_bulk, durable=True)
             return [_stored(job_id, row) for job_id, row in zip(ids, rows, strict=True)]
+        if len(rows) == 1 and self.db.dialect.sequential_ids:
+            # One row where ids are given in order (SQLite): its id is the cursor's
+            # lastrowid, and the job is the row as sent; nothing to read back.
+            def insert_one(cursor: Any) -> int:
+                cursor.execute(self._insert_plain.sql, self._insert_plain.params_of(rows[0]))
+                self._announce(cursor, rows)
+                job_id: int = cursor.lastrowid
+                return job_id
+            return [_stored(self.db.write(insert_one, durable=True), rows[0])]
         if len(rows) == 1 or not self.db.dialect.sequential_ids:
             def insert_returning(cursor: Any) -> list[Job]:
                 stored = []
