@@ -211,3 +211,37 @@ def test_dependencies_finishing_at_once_in_two_transactions_release_the_dependen
         writer.join(timeout=120)
     assert not failures, failures
     assert [state(runner, job) for job in dependents] == ["available"] * len(dependents)
+
+
+def test_cancels_racing_through_a_diamond_cancel_it_all_without_deadlock(runner: Runner) -> None:
+    """Two operators cancel the two sides of a diamond (a → b, c → d → e) at the same
+    moment: both cascades reach d and e. Each ends cancelled, no transaction deadlocks,
+    and the loser is told the job is already cancelled (or cancels it itself)."""
+    import threading
+
+    from jobrunner import JobStateError
+
+    def cancel(job: Job, start: threading.Barrier, failures: list[BaseException]) -> None:
+        try:
+            start.wait(timeout=30)
+            runner.cancel_job(job.id)
+        except JobStateError:
+            pass  # the other cascade got there first
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    for _ in range(15):
+        top = runner.enqueue(Add, {"a": 0, "b": 0}, delay=3600)
+        left = runner.enqueue(Add, {"a": 1, "b": 0}, depends_on=[top])
+        right = runner.enqueue(Add, {"a": 2, "b": 0}, depends_on=[top])
+        join = runner.enqueue(Add, {"a": 3, "b": 0}, depends_on=[left, right])
+        last = runner.enqueue(Add, {"a": 4, "b": 0}, depends_on=[join, left, right])
+        start = threading.Barrier(2)
+        failures: list[BaseException] = []
+        operators = [threading.Thread(target=cancel, args=(job, start, failures)) for job in (left, right)]
+        for operator in operators:
+            operator.start()
+        for operator in operators:
+            operator.join(timeout=60)
+        assert not failures, failures
+        assert [state(runner, job) for job in (top, left, right, join, last)] == ["scheduled"] + ["cancelled"] * 4
