@@ -190,12 +190,13 @@ class Captured:
                  cwd: str | Path | None = None, input: str | None = None) -> None:
         self.args = list(command)
         self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        if input is None:
+            self.proc = spawn(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
+            return
         with tempfile.TemporaryFile() as given:
-            if input is not None:
-                given.write(input.encode())
-                given.seek(0)
-            self.proc = spawn(command, env=env, cwd=cwd, stdin=given if input is not None else subprocess.DEVNULL,
-                              stdout=self._out, stderr=self._err)
+            given.write(input.encode())
+            given.seek(0)
+            self.proc = spawn(command, env=env, cwd=cwd, stdin=given, stdout=self._out, stderr=self._err)
 
     @property
     def returncode(self) -> int | None:
@@ -207,9 +208,11 @@ class Captured:
         return int(self.proc.wait(timeout=timeout))
 
     def kill(self) -> None:
-        """SIGKILL, and reap."""
+        """SIGKILL, reap, and drop what it wrote."""
         self.proc.kill()
         self.proc.wait()
+        self._out.close()
+        self._err.close()
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         """Wait for the exit; then what it wrote to stdout and to stderr."""
