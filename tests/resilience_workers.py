@@ -1,12 +1,11 @@
 """Workers for the multi-process resilience tests and ``bench/soak.py``.
 
 Daemon subprocesses import this module (``[runner] modules = ["tests.resilience_workers"]``),
-so every execution is visible outside the process that ran it: each one appends a row to
-an *execution log*, a separate SQLite file named in the job's arguments (``args["log"]``).
-The row is written when ``perform`` starts (job id, attempt, pid, node, start time) and
-completed from a ``finally`` block with the end time and the outcome (``ok``, ``failed``
-or ``cancelled``). A row whose outcome stays NULL belongs to an execution that was killed
-(``kill -9``) before it could finish.
+so every execution is visible outside the process that ran it: each one is written to an
+*execution log*, a directory named in the job's arguments (``args["log"]``). A record is
+written when ``perform`` starts (job id, attempt, pid, node, start time) and another from a
+``finally`` block with the end time and the outcome (``ok``, ``failed`` or ``cancelled``).
+An execution without an end record was killed (``kill -9``) before it could finish.
 
 Behaviour is chosen by the job's arguments:
 
@@ -16,78 +15,77 @@ Behaviour is chosen by the job's arguments:
 ``fail_if_exists`` a path: raise while that file exists
 ``wait_for``       a path: wait until that file exists (a gate the test opens)
 
-Every log write opens its own connection (busy timeout, WAL) in a worker thread, so a
-slow write never blocks the daemon's event loop (and with it its heartbeat).
+The log is plain files, not a database: each process appends JSON lines to a file of its
+own, one ``write`` per record (atomic against ``kill -9``: a record is whole or absent).
+The instrument that counts executions must not share a failure mode with the storage it
+checks; an SQLite log opening a connection per write checkpoints its WAL on nearly every
+close, which is where SQLite releases before 3.51.3 can lose a commit (the WAL-reset bug).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import itertools
+import json
 import os
-import sqlite3
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from jobrunner import Job, Worker
 
 #: The topic of every worker here; the test configs define it.
 TOPIC = "r"
 
-LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS executions (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id   INTEGER NOT NULL,
-    attempt  INTEGER NOT NULL,
-    pid      INTEGER NOT NULL,
-    node     TEXT,
-    started  REAL NOT NULL,
-    ended    REAL,
-    outcome  TEXT
-);
-CREATE INDEX IF NOT EXISTS ix_executions_job ON executions (job_id);
-"""
-
-BUSY_TIMEOUT = 30.0
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
+_files: dict[tuple[int, str], int] = {}
+_files_lock = threading.Lock()
+_serial = itertools.count(1)
 
 
 def create_log(path: str | os.PathLike[str]) -> None:
-    """Create the execution log (WAL mode is persistent, so set it once here)."""
-    with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(LOG_SCHEMA)
-        conn.commit()
+    """Create the execution log (a directory; each process writes its own file in it)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _append(log: str, record: dict[str, Any]) -> None:
+    key = (os.getpid(), log)
+    with _files_lock:
+        fd = _files.get(key)
+        if fd is None:  # opened once per process (a forked child opens its own)
+            fd = _files[key] = os.open(os.path.join(log, f"{os.getpid()}.jsonl"),
+                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, (json.dumps(record) + "\n").encode())
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every execution, in insertion order, as dicts."""
-    with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM executions ORDER BY id")]
+    """Every execution, in the order they started, as dicts (``ended`` and ``outcome``
+    are None for one that never ended)."""
+    starts: dict[str, dict[str, Any]] = {}
+    ends: dict[str, dict[str, Any]] = {}
+    for file in Path(path).glob("*.jsonl"):
+        for line in file.read_text().splitlines():
+            record = json.loads(line)
+            (starts if record.pop("record") == "start" else ends)[record.pop("key")] = record
+    executions = []
+    for key, start in sorted(starts.items(), key=lambda item: (item[1]["started"], item[0])):
+        end = ends.get(key, {})
+        executions.append({"id": len(executions) + 1, **start,
+                           "ended": end.get("ended"), "outcome": end.get("outcome")})
+    return executions
 
 
-def _record_start(path: str, job: Job) -> int:
-    with contextlib.closing(_connect(path)) as conn:
-        cursor = conn.execute(
-            "INSERT INTO executions (job_id, attempt, pid, node, started) VALUES (?, ?, ?, ?, ?)",
-            (job.id, job.attempt, os.getpid(), job.attempted_by, time.time()),
-        )
-        return int(cursor.lastrowid)
+def _record_start(log: str, job: Job) -> str:
+    key = f"{os.getpid()}-{next(_serial)}"
+    _append(log, {"record": "start", "key": key, "job_id": job.id, "attempt": job.attempt,
+                  "pid": os.getpid(), "node": job.attempted_by, "started": time.time()})
+    return key
 
 
-def _record_end(path: str, row: int, ended: float, outcome: str) -> None:
-    with contextlib.closing(_connect(path)) as conn:
-        conn.execute("UPDATE executions SET ended = ?, outcome = ? WHERE id = ?", (ended, outcome, row))
+def _record_end(log: str, key: str, ended: float, outcome: str) -> None:
+    _append(log, {"record": "end", "key": key, "ended": ended, "outcome": outcome})
 
 
 def _unlucky(job: Job, probability: float) -> bool:
@@ -104,7 +102,7 @@ class Task(Worker):
     async def perform(self, job: Job) -> Any:
         args = job.args
         log = args.get("log")
-        row = await anyio.to_thread.run_sync(_record_start, log, job) if log else None
+        row = _record_start(log, job) if log else None
         outcome = "cancelled"
         try:
             if args.get("sleep"):
@@ -130,9 +128,7 @@ class Task(Worker):
             raise
         finally:
             if row is not None:
-                ended = time.time()
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_record_end, log, row, ended, outcome)
+                _record_end(log, row, time.time(), outcome)
 
 
 class SyncTask(Worker):

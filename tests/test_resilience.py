@@ -2,7 +2,7 @@
 
 Every test drives ``python -m jobrunner`` daemons (``tests/daemon_harness.py``) on one database and
 watches two things from outside: the jobs table (the only state the daemons share) and
-an execution log (a second SQLite file each execution appends to, see
+an execution log (files each execution appends to, see
 ``tests/resilience_workers.py``). Nothing sleeps to guess timing: the tests poll the
 tables with a short interval and a generous deadline, or wait for a process to exit.
 The only fixed-length waits are the deliberate "nothing happens for a while" checks
@@ -73,7 +73,7 @@ class Cluster:
     def __post_init__(self) -> None:
         self.url = self.url or f"sqlite:///{self.tmp / 'jobs.db'}"
         self.engine = create_engine(self.url, poolclass=NullPool)
-        self.log = self.tmp / "executions.db"
+        self.log = self.tmp / "executions"
         self.cfg = self.tmp / "config.toml"
         self.cfg.write_text(CONFIG.format(
             url=self.url, grace=self.grace, heartbeat=self.heartbeat, rescue=self.rescue,
