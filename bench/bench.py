@@ -66,6 +66,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream  # noqa: E402
 import jobrunner  # noqa: E402
 from jobrunner import events  # noqa: E402
 from jobrunner.config import ENV_DATABASE_URL, parse  # noqa: E402
+from jobrunner.settings import SQLITE_LIBRARIES  # noqa: E402
+from jobrunner.storage.sqlite_library import sqlite_library  # noqa: E402
 
 from bench_workers import STARTS, TOPIC, Noop, Stamp, TypedNoop  # noqa: E402
 
@@ -207,10 +209,14 @@ def percentile(samples: list[float], pct: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[pct - 1]
 
 
+#: ``[database] sqlite_library`` of every workload (``--sqlite-library``).
+SQLITE_LIBRARY = "auto"
+
+
 def bench_config(db_path: Path) -> dict[str, Any]:
     """The configuration every workload uses: one topic, otherwise defaults."""
     return {
-        "database": {"url": f"sqlite:///{db_path}"},
+        "database": {"url": f"sqlite:///{db_path}", "sqlite_library": SQLITE_LIBRARY},
         "topics": {TOPIC: {"parallelism": PARALLELISM}},
     }
 
@@ -407,8 +413,8 @@ def record_memory(report: Report, backend: str, count: int) -> None:
 
 def daemon_config_text(db_path: Path) -> str:
     """config.toml of the daemon workload: the bench topic, otherwise defaults."""
-    return (f'[database]\nurl = "sqlite:///{db_path}"\n\n[runner]\nmodules = ["bench_workers"]\n\n'
-            f"[topics.{TOPIC}]\nparallelism = {PARALLELISM}\n")
+    return (f'[database]\nurl = "sqlite:///{db_path}"\nsqlite_library = "{SQLITE_LIBRARY}"\n\n'
+            f'[runner]\nmodules = ["bench_workers"]\n\n[topics.{TOPIC}]\nparallelism = {PARALLELISM}\n')
 
 
 def table_progress(db_path: Path) -> tuple[int, float | None, float | None]:
@@ -640,7 +646,7 @@ def machine_info(backend: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlite": sqlite3.sqlite_version,
+        "sqlite": sqlite_library(SQLITE_LIBRARY).describe(),
         "sqlalchemy": _version("sqlalchemy"),
         "anyio": _version("anyio"),
         "backend": backend + (f" (trio {_version('trio')})" if backend == "trio" else ""),
@@ -737,6 +743,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="drain 100,000 jobs sampling RSS (default: on with --full)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--sqlite-library", choices=SQLITE_LIBRARIES, default="auto",
+                        help="[database] sqlite_library of every workload (default: auto)")
     parser.add_argument("--only", type=_workloads, default=WORKLOADS, metavar="W[,W...]",
                         help=f"run only these workloads (of {', '.join(WORKLOADS)})")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
@@ -754,6 +762,8 @@ def _keep(box: list[DaemonResult], result: DaemonResult) -> DaemonResult:
 
 def run_benchmarks(args: argparse.Namespace) -> Report:
     """Every workload, in order, each on its own database."""
+    global SQLITE_LIBRARY
+    SQLITE_LIBRARY = args.sqlite_library
     scale = Scale.choose(args.quick)
     backend = args.backend
     report = Report(machine_info(backend))

@@ -32,6 +32,7 @@ from jobrunner.storage import ClaimRequest  # noqa: E402
 from jobrunner.storage.records import Ack  # noqa: E402
 from jobrunner.transitions import Transition  # noqa: E402
 
+import bench  # noqa: E402
 from bench import bench_config, enqueue_noops  # noqa: E402
 from bench_workers import TOPIC  # noqa: E402
 
@@ -62,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=10, help="jobs claimed per transaction (the parallelism)")
+    parser.add_argument("--sqlite-library", choices=("auto", "sqlite3", "pysqlite3"), default="auto")
     args = parser.parse_args()
+    bench.SQLITE_LIBRARY = args.sqlite_library
     with tempfile.TemporaryDirectory(prefix="jobrunner-cycle-") as tmp:
         runner = jobrunner.Runner(parse(bench_config(Path(tmp) / "cycle.db"), source="<bench>"))
         runner.migrate()
@@ -82,6 +85,7 @@ def main() -> None:
                 break
         elapsed = time.perf_counter() - started
         storage.close()
+    print(runner.store.db.sqlite.describe() if runner.store.db.sqlite else "")
     print(f"{cycles:,} transactions of up to {args.batch} acks + {args.batch} claims: "
           f"{1e6 * elapsed / cycles:,.0f} µs each, {args.jobs / elapsed:,.0f} jobs/s at most")
     for statement, seconds in spent.most_common():

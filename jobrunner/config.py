@@ -32,6 +32,7 @@ from .settings import (
     ENV_HTTP_TOKEN,
     LOOPBACK_HOSTS,
     NO_FILE,
+    SQLITE_LIBRARIES,
     SYNCHRONOUS_LEVELS,
     BackoffSettings,
     DatabaseSettings,
@@ -137,7 +138,7 @@ def _parse_topic(root: Where, name: str, raw: Any) -> TopicSettings:
 def _parse_database(root: Where, raw: Mapping[str, Any]) -> DatabaseSettings:
     where = root.child("database", "[database]")
     kinds = {"url": str, "synchronous": str, "busy_timeout": float, "watch_interval": float,
-             "auto_migrate": bool}
+             "auto_migrate": bool, "sqlite_library": str}
     reject_unknown(where, raw, set(kinds))
     values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = DatabaseSettings(**values)
@@ -146,6 +147,11 @@ def _parse_database(root: Where, raw: Mapping[str, Any]) -> DatabaseSettings:
         raise ConfigError(
             f"{where.at('synchronous')}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
             f"got {settings.synchronous!r}"
+        )
+    if settings.sqlite_library not in SQLITE_LIBRARIES:
+        raise ConfigError(
+            f"{where.at('sqlite_library')}: key 'sqlite_library' must be one of {', '.join(SQLITE_LIBRARIES)}, "
+            f"got {settings.sqlite_library!r}"
         )
     at_least(where, "busy_timeout", settings.busy_timeout, 0)
     at_least(where, "watch_interval", settings.watch_interval, 0)

@@ -142,6 +142,7 @@ class Node:
         housekeeper = Housekeeper(runner.storage, self.settings.runner, self.id, self._wake_topics, runner.clock)
         try:
             await runner.storage.run_blocking(runner.ensure_schema)
+            runner.store.db.warn_if_unsafe()
             import_modules(self.settings)
             cron = CronScheduler(cron_schedules(self.settings), self.settings, runner.store, runner.in_thread,
                                  runner.clock, self._cron_inserted)

@@ -24,6 +24,8 @@ NO_FILE = "<defaults>"
 
 BACKOFF_STRATEGIES = ("exponential", "linear", "constant")
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA", "OFF")
+#: The values of ``[database] sqlite_library`` (see :mod:`jobrunner.storage.sqlite_library`).
+SQLITE_LIBRARIES = ("sqlite3", "pysqlite3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class DatabaseSettings:
     process committed, so their inserts start without waiting for the poll (0: never).
     ``auto_migrate``: a Runner brings an unmigrated (or older) schema up to date before
     its first use of the database; false makes that an error instead.
+    ``sqlite_library`` picks the SQLite library: Python's ``sqlite3`` (the default) or
+    ``pysqlite3`` (a current SQLite bundled; see :mod:`jobrunner.storage.sqlite_library`).
     """
 
     url: str = "sqlite:///jobrunner.db"
@@ -89,6 +93,7 @@ class DatabaseSettings:
     busy_timeout: float = 5.0
     watch_interval: float = 0.01
     auto_migrate: bool = True
+    sqlite_library: str = "sqlite3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +180,6 @@ def no_file_message(base_dir: Path | None = None) -> str:
 
 __all__ = [
     "BACKOFF_STRATEGIES", "DEFAULT_CONFIG_FILE", "ENV_CONFIG", "ENV_DATABASE_URL", "ENV_HTTP_TOKEN", "LOOPBACK_HOSTS",
-    "NO_FILE", "SYNCHRONOUS_LEVELS", "BackoffSettings", "DatabaseSettings", "HttpSettings", "RunnerSettings",
-    "Settings", "TopicSettings", "no_file_message",
+    "NO_FILE", "SQLITE_LIBRARIES", "SYNCHRONOUS_LEVELS", "BackoffSettings", "DatabaseSettings", "HttpSettings",
+    "RunnerSettings", "Settings", "TopicSettings", "no_file_message",
 ]

@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 from .errors import EnqueueError
 from .job import Job
 from .storage import NewJob, Storage
+from .storage.database import Database
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -43,9 +44,11 @@ def _same_database(mine: URL, theirs: URL) -> bool:
             and mine.host == theirs.host and (mine.port or 0) == (theirs.port or 0))
 
 
-def connection_of(target: Any, database: URL) -> Connection:
+def connection_of(target: Any, db: Database) -> Connection:
     """The Core connection of ``target`` (a Connection, or a Session's current one), checked
-    to be on ``database``; EnqueueError naming what is wrong otherwise."""
+    to be on ``db`` and able to share it with jobrunner's own connections in this process;
+    EnqueueError naming what is wrong otherwise."""
+    database = db.engine.url
     conn: Connection
     if _is_session(target):
         conn = target.connection()
@@ -57,6 +60,9 @@ def connection_of(target: Any, database: URL) -> Connection:
         theirs = conn.engine.url.render_as_string(hide_password=True)
         raise EnqueueError(f"connection is on {theirs!r}, not on the runner's database "
                            f"{database.render_as_string(hide_password=True)!r}")
+    problem = db.sharing_problem(conn.dialect.dbapi)
+    if problem is not None:
+        raise EnqueueError(f"connection cannot be used: {problem}")
     return conn
 
 
@@ -69,7 +75,7 @@ def insert_in_transaction(
     ``after_commit`` is called with the jobs once a Session's transaction commits (never
     on rollback).
     """
-    conn = connection_of(target, storage.db.engine.url)
+    conn = connection_of(target, storage.db)
     stored = storage.jobs.insert_on(conn, rows)
     if _is_session(target):
         _call_after_commit(target, lambda: after_commit(stored))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from ..errors import ConfigError, StorageError
 from .dependencies import Settled, settling_begin, settling_end
 from .dialects import Dialect, lock_for_transaction, upsert
 from .sqlite import ChangeProbe, is_busy, sqlite_engine
+from .sqlite_library import SqliteLibrary, same_library, sqlite_library, warn_if_unsafe
 
 logger = logging.getLogger("jobrunner.store")
 
@@ -96,11 +96,20 @@ class Database:
         except ArgumentError as exc:
             raise ConfigError(f"database url {settings.url!r} is not a valid URL: {exc}") from None
         self.dialect = Dialect.named(url.get_backend_name())
+        #: The SQLite library in use (None on PostgreSQL).
+        self.sqlite: SqliteLibrary | None = None
+        #: The driver's exception for "the database is busy" (raw on the hot path's DBAPI
+        #: cursors, wrapped in DBAPIError elsewhere); SQLite only.
+        self._busy_error: type[Exception] | None = None
+        self._retried: tuple[type[Exception], ...] = (DBAPIError,)
         if self.dialect.name == "sqlite":
-            self.engine = sqlite_engine(url, settings.url, settings.synchronous, settings.busy_timeout)
+            self.sqlite = sqlite_library(settings.sqlite_library)
+            self._busy_error = self.sqlite.module.OperationalError
+            self._retried = (self._busy_error, DBAPIError)
+            self.engine = sqlite_engine(url, settings.url, settings.synchronous, settings.busy_timeout, self.sqlite)
             level = "NORMAL" if settings.synchronous != "OFF" else "OFF"
             #: The engine of state transitions (SQLite: a lighter durability level).
-            self.transitions = sqlite_engine(url, settings.url, level, settings.busy_timeout)
+            self.transitions = sqlite_engine(url, settings.url, level, settings.busy_timeout, self.sqlite)
         else:
             try:
                 self.engine = create_engine(url, pool_pre_ping=True)
@@ -133,9 +142,10 @@ class Database:
         for attempt in range(1, BUSY_RETRIES + 2):
             try:
                 return attempt_once()
-            except (sqlite3.OperationalError, DBAPIError) as exc:
+            except self._retried as exc:
                 orig = getattr(exc, "orig", exc)
-                if not isinstance(orig, sqlite3.OperationalError) or not is_busy(orig) or attempt > BUSY_RETRIES:
+                if self._busy_error is None or not isinstance(orig, self._busy_error) or not is_busy(orig) \
+                        or attempt > BUSY_RETRIES:
                     raise StorageError(f"database {self.settings.url!r}: {orig}") from exc
                 logger.info("database busy (%s); retrying the transaction in %.0f ms", orig, delay * 1000,
                             extra={"event": "db_busy_retry"})
@@ -216,6 +226,23 @@ class Database:
         """Migrations not yet applied (a read: creates nothing, takes no write lock)."""
         with self.read() as conn, conn.begin():
             return migrations.pending_on(conn)
+
+    def warn_if_unsafe(self) -> None:
+        """Log a warning (once per process) when the SQLite library in use can lose a
+        commit to a known SQLite bug; a running node calls it as it starts."""
+        if self.sqlite is not None:
+            warn_if_unsafe(self.sqlite, str(self.engine.url.database))
+
+    def sharing_problem(self, dbapi: Any) -> str | None:
+        """Why a caller's connection through the DB-API module ``dbapi`` must not work on
+        this database inside this process, or None when it may."""
+        if self.sqlite is None or dbapi is None or same_library(self.sqlite.module, dbapi):
+            return None
+        return (f"it opens the SQLite file through another library than jobrunner's {self.sqlite.describe()}, and "
+                "two SQLite libraries on one file in one process release each other's locks and can corrupt it "
+                "(https://sqlite.org/howtocorrupt.html); create your engine with "
+                f"create_engine(url, module={self.sqlite.module.__name__}) or set [database] sqlite_library "
+                "to the library your engine uses")
 
     def change_probe(self) -> ChangeProbe | None:
         """A cheap way to notice commits by other processes, or None where there is none."""

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from ..errors import ConfigError, StorageError
+from .sqlite_library import SqliteLibrary
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """True when SQLite refused because another connection holds a lock."""
+def is_busy(exc: Exception) -> bool:
+    """True when SQLite refused because another connection holds a lock (``exc`` is an
+    OperationalError of the library in use)."""
     text = str(exc)
     return "locked" in text or "busy" in text
 
 
-def enable_wal(cursor: Any, database: str, timeout: float) -> None:
+def enable_wal(cursor: Any, database: str, timeout: float, operational_error: type[Exception]) -> None:
     """Switch the file to WAL mode, waiting out other openers.
 
     Changing the journal mode needs an exclusive lock and SQLite answers "database is
@@ -33,7 +34,7 @@ def enable_wal(cursor: Any, database: str, timeout: float) -> None:
             if mode and str(mode[0]).lower() == "wal":
                 return
             mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-        except sqlite3.OperationalError as exc:
+        except operational_error as exc:
             if not is_busy(exc):
                 raise
             if time.monotonic() >= deadline:
@@ -46,9 +47,9 @@ def enable_wal(cursor: Any, database: str, timeout: float) -> None:
         raise StorageError(f"database {database!r}: could not enable WAL mode (got {mode and mode[0]})")
 
 
-def sqlite_engine(url: Any, shown_url: str, synchronous: str, busy_timeout: float) -> Engine:
-    """An engine on the SQLite file of ``url``: WAL, busy timeout, ``synchronous`` level,
-    and write transactions that take the write lock at BEGIN."""
+def sqlite_engine(url: Any, shown_url: str, synchronous: str, busy_timeout: float, library: SqliteLibrary) -> Engine:
+    """An engine on the SQLite file of ``url`` through ``library``: WAL, busy timeout,
+    ``synchronous`` level, and write transactions that take the write lock at BEGIN."""
     database = url.database
     if not database or database == ":memory:" or url.query.get("mode") == "memory":
         raise ConfigError(
@@ -61,18 +62,20 @@ def sqlite_engine(url: Any, shown_url: str, synchronous: str, busy_timeout: floa
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout},
+        module=library.module,
         pool_size=8,
         max_overflow=16,
     )
     busy_ms = int(busy_timeout * 1000)
+    operational_error = library.module.OperationalError
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module: we issue BEGIN ourselves.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        enable_wal(cursor, database, busy_timeout)
+        enable_wal(cursor, database, busy_timeout, operational_error)
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.close()
 
