@@ -44,13 +44,13 @@ class Runner(Enqueuing, LinkedJobs, OperatorActions):
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+        #: This node's id: its heartbeat row, ``attempted_by`` of the jobs it claims.
+        self.node = settings.runner.node or default_node_id()
         #: The storage, for sync callers (its verb groups: jobs, operator, nodes, leases).
-        self.store = Storage(settings.database)
+        self.store = Storage(settings.database, f"jobrunner {self.node}")
         #: The typed async storage API the engine uses (the one thread hop).
         self.storage = AsyncStorage(self.store)
         self.store.db.on_settled = self._dependents_settled
-        #: This node's id: its heartbeat row, ``attempted_by`` of the jobs it claims.
-        self.node = settings.runner.node or default_node_id()
         #: What runs during :meth:`run` (kept after it ends: its supervisors stay readable).
         self._current: Node | None = None
         #: True once the schema is known to be current (checked once per runner).

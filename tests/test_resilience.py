@@ -132,6 +132,21 @@ class Cluster:
             jobs[job["id"]] = job
         return jobs
 
+    def sessions_of(self, daemon: DaemonProcess) -> list[tuple[Any, ...]]:
+        """PostgreSQL: the server's sessions of ``daemon`` (their ``application_name`` is
+        ``jobrunner <node id>``, the node id holding the pid); SQLite: none."""
+        if not self.url.startswith("postgresql"):
+            return []
+        return self.query("SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE :name",
+                          {"name": f"jobrunner %:{daemon.pid}:%"})
+
+    def wait_sessions_ended(self, daemon: DaemonProcess) -> None:
+        """After a kill -9: until the server has ended the dead daemon's sessions. Until
+        then a transaction whose COMMIT it sent just before dying may still commit
+        (PostgreSQL); an SQLite writer has nothing in flight once its process is gone."""
+        self.wait_until(f"the database sessions of daemon {daemon.pid} to end",
+                        lambda: not self.sessions_of(daemon), alive=[])
+
     def executions(self) -> list[dict[str, Any]]:
         return rw.read_log(self.log)
 
@@ -245,7 +260,9 @@ def test_kill_9_then_restart_loses_nothing(make_cluster: Callable[..., Cluster])
         "some jobs completed and some executing",
         lambda: (n := c.counts())["completed"] >= 30 and n["executing"] >= 3,
     )
+    assert c.sessions_of(first) or not c.url.startswith("postgresql"), "a daemon's sessions carry its node id"
     assert first.kill() == -signal.SIGKILL
+    c.wait_sessions_ended(first)
 
     left = {r[0] for r in c.query("SELECT id FROM jobrunner_jobs WHERE state = 'executing'")}
     assert left, "the killed daemon left no job executing"

@@ -77,7 +77,9 @@ def test_kill_9_of_one_node_rescues_its_jobs_onto_the_others(pg_cluster: Callabl
     c.wait_until("the victim runs some jobs", lambda: any(
         f":{victim.pid}:" in (r[0] or "") for r in c.query(
             "SELECT attempted_by FROM jobrunner_jobs WHERE state = 'executing'")))
+    assert c.sessions_of(victim), "a daemon's sessions carry its node id"
     assert victim.kill() == -signal.SIGKILL
+    c.wait_sessions_ended(victim)
     left = {r[0] for r in c.query("SELECT id, attempted_by FROM jobrunner_jobs WHERE state = 'executing'")
             if f":{victim.pid}:" in (r[1] or "")}
     survivors = daemons[1:]

@@ -39,8 +39,8 @@ class Storage:
     ``notices``, ``scheduling`` (unique and linked inserts, dependencies, progress), ``insight``
     (reads for looking: census, recent outcomes, job summaries)."""
 
-    def __init__(self, settings: DatabaseSettings) -> None:
-        self.db = Database(settings)
+    def __init__(self, settings: DatabaseSettings, client_name: str = "jobrunner") -> None:
+        self.db = Database(settings, client_name)
         self.notices = NoticeVerbs(self.db)
         self.scheduling = SchedulingVerbs(self.db, self.notices)
         self.jobs = JobVerbs(self.db, self.notices, self.scheduling)

@@ -86,11 +86,20 @@ class Prepared:
         return picked if self._positional else dict(zip(self._names, picked, strict=True))
 
 
-class Database:
-    """The engines of one database and the ways to run a transaction on them."""
+#: PostgreSQL keeps the first 63 bytes of an ``application_name``.
+APPLICATION_NAME_LIMIT = 63
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+
+class Database:
+    """The engines of one database and the ways to run a transaction on them.
+
+    ``client_name`` names this process's sessions on PostgreSQL (``application_name``,
+    seen in ``pg_stat_activity``) unless the URL sets one; a runner passes its node id.
+    """
+
+    def __init__(self, settings: DatabaseSettings, client_name: str = "jobrunner") -> None:
         self.settings = settings
+        self.client_name = client_name.encode()[:APPLICATION_NAME_LIMIT].decode(errors="ignore")
         try:
             url = make_url(settings.url)
         except ArgumentError as exc:
@@ -111,8 +120,9 @@ class Database:
             #: The engine of state transitions (SQLite: a lighter durability level).
             self.transitions = sqlite_engine(url, settings.url, level, settings.busy_timeout, self.sqlite)
         else:
+            connect_args = {} if "application_name" in url.query else {"application_name": self.client_name}
             try:
-                self.engine = create_engine(url, pool_pre_ping=True)
+                self.engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             except Exception as exc:  # noqa: BLE001 - any bad url is a configuration error
                 raise ConfigError(f"database url {settings.url!r}: {exc}") from None
             self.transitions = self.engine

@@ -27,8 +27,11 @@ STOP_CHECK = 0.1
 MAX_RECONNECT_DELAY = 2.0
 
 
-def libpq_url(url: URL) -> str:
-    """A connection URI psycopg understands for a SQLAlchemy URL (``postgresql+psycopg://``)."""
+def libpq_url(url: URL, application_name: str | None = None) -> str:
+    """A connection URI psycopg understands for a SQLAlchemy URL (``postgresql+psycopg://``),
+    with ``application_name`` unless the URL names one."""
+    if application_name is not None and "application_name" not in url.query:
+        url = url.update_query_dict({"application_name": application_name})
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 

@@ -87,7 +87,8 @@ class NoticeVerbs:
         event loop; None where the database has no notifications."""
         if not self.notifies:
             return None
-        return NotificationListener(libpq_url(self.db.engine.url), CHANNEL, lambda text: on_notice(*parse(text)))
+        url = libpq_url(self.db.engine.url, self.db.client_name)
+        return NotificationListener(url, CHANNEL, lambda text: on_notice(*parse(text)))
 
 
 __all__ = ["CHANNEL", "CONTROL", "INSERTED", "NOTIFY", "NoticeVerbs", "OnNotice", "parse", "payload"]
