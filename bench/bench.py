@@ -17,7 +17,7 @@ Workloads (each on a fresh SQLite file in its own temporary directory):
 * W2 daemon: drain 20,000 pre-enqueued no-op jobs the way users run it: ``python -m
   jobrunner run`` started as a process, with its default logging (INFO lines on stderr,
   written to a file), one topic at parallelism 10; the rate comes from the table (jobs
-  / (last ``completed_at`` − first ``attempted_at``)), so start-up is not counted;
+  / (last ``completed_at`` - first ``attempted_at``)), so start-up is not counted;
 * W2 in-process: drain pre-enqueued no-op jobs in this process (no log handler), one
   topic at parallelism 10, timed from the start of ``runner.run`` until a
   ``job_completed`` subscriber has seen every job; peak RSS; with ``--memory`` also
@@ -52,7 +52,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -62,14 +64,13 @@ for _entry in (str(BENCH_DIR), str(REPO_ROOT)):
 
 import anyio  # noqa: E402
 from anyio.streams.buffered import BufferedByteReceiveStream  # noqa: E402
+from bench_workers import STARTS, TOPIC, Noop, Stamp, TypedNoop  # noqa: E402
 
 import jobrunner  # noqa: E402
 from jobrunner import events  # noqa: E402
 from jobrunner.config import ENV_DATABASE_URL, parse  # noqa: E402
 from jobrunner.settings import SQLITE_LIBRARIES  # noqa: E402
 from jobrunner.storage.sqlite_library import sqlite_library  # noqa: E402
-
-from bench_workers import STARTS, TOPIC, Noop, Stamp, TypedNoop  # noqa: E402
 
 PARALLELISM = 10
 LATENCY_WARMUP = 5
@@ -210,7 +211,7 @@ def percentile(samples: list[float], pct: int) -> float:
 
 
 #: ``[database] sqlite_library`` of every workload (``--sqlite-library``).
-SQLITE_LIBRARY = "auto"
+SQLITE_LIBRARY = "sqlite3"
 
 
 def bench_config(db_path: Path) -> dict[str, Any]:
@@ -281,7 +282,7 @@ def measure(report: Report, key: str, label: str, unit: str, fn: Callable[[], fl
     report.add(Metric(key, label, value, unit, error=error, **kw))
 
 
-def run_async(backend: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+def run_async(backend: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run one async workload on a fresh event loop of ``backend``."""
     return anyio.run(functools.partial(fn, *args), backend=backend)
 
@@ -394,7 +395,8 @@ def record_memory(report: Report, backend: str, count: int) -> None:
         result = drain_workload(backend, count, sample_every=step)
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc(file=sys.stderr)
-        report.add(Metric("memory", f"memory check ({count:,} jobs)", None, "MiB", error=f"{type(exc).__name__}: {exc}"))
+        report.add(Metric("memory", f"memory check ({count:,} jobs)", None, "MiB",
+                          error=f"{type(exc).__name__}: {exc}"))
         return
     report.extra["memory_rss_samples_mib"] = result.rss_samples
     by_count = dict(result.rss_samples)
@@ -421,7 +423,8 @@ def table_progress(db_path: Path) -> tuple[int, float | None, float | None]:
     """Completed jobs, the first ``attempted_at`` and the last ``completed_at`` in the table."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
-        count, last = conn.execute("SELECT count(*), max(completed_at) FROM jobrunner_jobs WHERE state = 'completed'").fetchone()
+        count, last = conn.execute(
+            "SELECT count(*), max(completed_at) FROM jobrunner_jobs WHERE state = 'completed'").fetchone()
         first = conn.execute("SELECT min(attempted_at) FROM jobrunner_jobs").fetchone()[0]
         return int(count), first, last
     finally:
@@ -743,8 +746,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="drain 100,000 jobs sampling RSS (default: on with --full)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--sqlite-library", choices=SQLITE_LIBRARIES, default="auto",
-                        help="[database] sqlite_library of every workload (default: auto)")
+    parser.add_argument("--sqlite-library", choices=SQLITE_LIBRARIES, default="sqlite3",
+                        help="[database] sqlite_library of every workload (default: sqlite3)")
     parser.add_argument("--only", type=_workloads, default=WORKLOADS, metavar="W[,W...]",
                         help=f"run only these workloads (of {', '.join(WORKLOADS)})")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",

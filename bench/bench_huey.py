@@ -26,11 +26,11 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
-import jobrunner  # noqa: E402
-from jobrunner.config import parse  # noqa: E402
-
-from bench import bench_config  # noqa: E402
 from bench_workers import Noop  # noqa: E402
+
+import jobrunner  # noqa: E402
+from bench import bench_config  # noqa: E402
+from jobrunner.config import parse  # noqa: E402
 
 
 def jobrunner_run(synchronous: str, jobs: int) -> float:
@@ -56,7 +56,7 @@ def huey_run(fsync: bool, jobs: int) -> float:
     with tempfile.TemporaryDirectory(prefix="huey-bench-") as tmp:
         huey = SqliteHuey(filename=os.path.join(tmp, "huey.db"), fsync=fsync)
 
-        @huey.task()
+        @huey.task()  # type: ignore[untyped-decorator]  # huey has no type hints
         def noop(i: int) -> None:
             return None
 

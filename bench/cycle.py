@@ -20,27 +20,29 @@ import collections
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
+from bench_workers import TOPIC  # noqa: E402
+
+import bench  # noqa: E402
 import jobrunner  # noqa: E402
+from bench import bench_config, enqueue_noops  # noqa: E402
 from jobrunner.config import parse  # noqa: E402
 from jobrunner.storage import ClaimRequest  # noqa: E402
 from jobrunner.storage.records import Ack  # noqa: E402
 from jobrunner.transitions import Transition  # noqa: E402
 
-import bench  # noqa: E402
-from bench import bench_config, enqueue_noops  # noqa: E402
-from bench_workers import TOPIC  # noqa: E402
-
 
 class TimedCursor:
     """A DBAPI cursor that adds the time of each statement to ``spent`` (by its first words)."""
 
-    def __init__(self, cursor: Any, spent: collections.Counter[str]) -> None:
+    def __init__(self, cursor: Any, spent: collections.defaultdict[str, float]) -> None:
         self.cursor, self.spent = cursor, spent
 
     def execute(self, statement: str, *args: Any) -> TimedCursor:
@@ -63,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=10, help="jobs claimed per transaction (the parallelism)")
-    parser.add_argument("--sqlite-library", choices=("auto", "sqlite3", "pysqlite3"), default="auto")
+    parser.add_argument("--sqlite-library", choices=("sqlite3", "pysqlite3"), default="sqlite3")
     args = parser.parse_args()
     bench.SQLITE_LIBRARY = args.sqlite_library
     with tempfile.TemporaryDirectory(prefix="jobrunner-cycle-") as tmp:
@@ -71,9 +73,13 @@ def main() -> None:
         runner.migrate()
         enqueue_noops(runner, args.jobs)
         storage = runner.store
-        spent: collections.Counter[str] = collections.Counter()
+        spent: collections.defaultdict[str, float] = collections.defaultdict(float)
         write = storage.db.write
-        storage.db.write = lambda body, durable=False: write(lambda c: body(TimedCursor(c, spent)), durable=durable)
+
+        def timed_write(body: Callable[[Any], T], *, durable: bool = False) -> T:
+            return write(lambda c: body(TimedCursor(c, spent)), durable=durable)
+
+        storage.db.write = timed_write  # type: ignore[method-assign]  # instrumentation of this run only
         claimed: list[jobrunner.Job] = []
         cycles, started = 0, time.perf_counter()
         while True:
@@ -88,7 +94,7 @@ def main() -> None:
     print(runner.store.db.sqlite.describe() if runner.store.db.sqlite else "")
     print(f"{cycles:,} transactions of up to {args.batch} acks + {args.batch} claims: "
           f"{1e6 * elapsed / cycles:,.0f} µs each, {args.jobs / elapsed:,.0f} jobs/s at most")
-    for statement, seconds in spent.most_common():
+    for statement, seconds in sorted(spent.items(), key=lambda item: -item[1]):
         print(f"  {1e6 * seconds / cycles:7,.0f} µs  {statement!r}")
     print(f"  {1e6 * (elapsed - sum(spent.values())) / cycles:7,.0f} µs  the rest: BEGIN/COMMIT, rows → Job, Python")
 

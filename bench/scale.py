@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import secrets
@@ -124,6 +125,10 @@ def w3_latency(engine: str, server: str, count: int, cross_process: bool) -> lis
 
 
 # ------------------------------------------------------------------ drain with N daemons
+
+
+def _drain_cell(engine: str, *, server: str, count: int, processes: int) -> str:
+    return f"{drain_with_daemons(engine, server, count, processes):,.0f}/s"
 
 
 def drain_with_daemons(engine: str, server: str, count: int, processes: int) -> float:
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda e: pcts(w3_latency(e, args.server, lat_n, True)))
     for processes in (1, 2, 4):
         row(f"drain {nodes_n:,} with {processes} daemon process(es)",
-            lambda e, n=processes: f"{drain_with_daemons(e, args.server, nodes_n, n):,.0f}/s")
+            functools.partial(_drain_cell, server=args.server, count=nodes_n, processes=processes))
     row("claim 10 jobs, p50/p90/p99, 10,000-row table",
         lambda e: pcts(claim_latency(e, args.server, 10_000, 5_000, 200)))
     row(f"claim 10 jobs, p50/p90/p99, {big:,}-row table ({big - 5_000:,} completed)",

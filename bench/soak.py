@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -66,8 +67,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import soak_client  # noqa: E402
-from soak_http import TOPIC as EXT  # noqa: E402
-from soak_http import HttpWorkers  # noqa: E402
+from soak_http import TOPIC as EXT, HttpWorkers  # noqa: E402
 from soak_reads import ReadFlood  # noqa: E402
 
 from jobrunner import Runner  # noqa: E402
@@ -75,8 +75,8 @@ from tests.forkserver import ENV_COLD  # noqa: E402
 
 # The soak's daemons start as a user's do, not as forks of the tests' fork server.
 os.environ[ENV_COLD] = "1"
-from tests.daemon_harness import READY_EVENT, DaemonProcess, child_env, free_port, stop_all  # noqa: E402
 from tests import resilience_workers as rw  # noqa: E402
+from tests.daemon_harness import READY_EVENT, DaemonProcess, child_env, free_port, stop_all  # noqa: E402
 from tests.resilience_workers import Task  # noqa: E402
 
 NON_FINAL = ("scheduled", "available", "executing", "retryable")
@@ -206,7 +206,8 @@ class Soak:
         """Jobs per state, and jobs not final yet per topic."""
         states: Counter[str] = Counter()
         pending: Counter[str] = Counter()
-        for topic, state, count in self.query("SELECT topic, state, count(*) FROM jobrunner_jobs GROUP BY topic, state"):
+        counted = self.query("SELECT topic, state, count(*) FROM jobrunner_jobs GROUP BY topic, state")
+        for topic, state, count in counted:
             states[state] += count
             pending[topic] += count if state in NON_FINAL else 0
         return states, pending
@@ -342,10 +343,12 @@ class Soak:
                 if needle in text:
                     problems.append(f"{daemon.log_path.name} (pid {daemon.pid}): {text.count(needle)}x {needle!r}")
 
-        rows, ext_rows = {}, {}
+        rows: dict[int, dict[str, Any]] = {}
+        ext_rows: dict[int, dict[str, Any]] = {}
         with contextlib.closing(sqlite3.connect(self.db, timeout=60)) as conn:
             conn.row_factory = sqlite3.Row
-            for row in conn.execute("SELECT id, topic, state, attempt, max_attempts, errors, result FROM jobrunner_jobs"):
+            columns = "id, topic, state, attempt, max_attempts, errors, result"
+            for row in conn.execute(f"SELECT {columns} FROM jobrunner_jobs"):
                 (ext_rows if row["topic"] == EXT else rows)[row["id"]] = dict(row)
         executions: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for e in rw.read_log(self.exec_log):
@@ -370,7 +373,8 @@ class Soak:
         if rescued != kept_left:
             problems.append(
                 f"rescued jobs differ from those left executing by killed processes: "
-                f"rescued but not left {sorted(rescued - kept_left)[:10]}, left but not rescued {sorted(kept_left - rescued)[:10]}"
+                f"rescued but not left {sorted(rescued - kept_left)[:10]}, "
+                f"left but not rescued {sorted(kept_left - rescued)[:10]}"
             )
 
         double = overlaps = unfinished = missing = 0
@@ -378,20 +382,20 @@ class Soak:
         for job_id in self.enqueued:
             runs = sorted(executions.get(job_id, []), key=lambda e: e["started"])
             row = rows.get(job_id)
-            state = row["state"] if row else None
+            job_state = row["state"] if row else None
             ok = [e for e in runs if e["outcome"] == "ok"]
             # A successful execution whose outcome was never written: its process was
             # killed after perform returned, the job was left executing and rescued.
             lost = [e for e in ok if job_id in self.left_executing.get(e["pid"], ())]
             killed_ok += len(lost)
             acked = [e for e in ok if e not in lost]
-            if state == "completed" or (row is None and acked):
+            if job_state == "completed" or (row is None and acked):
                 if len(acked) != 1:
                     double += 1
                     if double <= 5:
                         problems.append(f"job {job_id}: {len(acked)} acknowledged successful executions: {ok}")
             elif acked:
-                problems.append(f"job {job_id} is {state} but has a successful execution: {acked}")
+                problems.append(f"job {job_id} is {job_state} but has a successful execution: {acked}")
             if row is None:
                 # Pruned: its executions must show a final outcome.
                 last = runs[-1] if runs else None
@@ -412,7 +416,7 @@ class Soak:
                     if unfinished <= 5:
                         problems.append(f"job {job_id}: execution {e} never recorded its end, and its process "
                                         f"{'was killed later' if e['pid'] in self.killed else 'was not killed'}")
-            for a, b in zip(runs, runs[1:]):
+            for a, b in itertools.pairwise(runs):
                 end = a["ended"] if a["ended"] is not None else self.killed.get(a["pid"], float("inf"))
                 if end > b["started"] + 1e-3:
                     overlaps += 1
@@ -477,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--kills", type=int, default=2, help="kill -9 one daemon (and restart it) this many times")
-    parser.add_argument("--fail-rate", type=float, default=0.1, help="probability that an attempt fails (max_attempts 3)")
+    parser.add_argument("--fail-rate", type=float, default=0.1,
+                        help="probability that an attempt fails (max_attempts 3)")
     parser.add_argument("--slow-rate", type=float, default=0.02, help="fraction of jobs sleeping 10-200 ms")
     parser.add_argument("--parallelism", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.2)

@@ -227,9 +227,9 @@ class HttpWorkers:
         for c in calls:
             if c.kind != "extend" and c.status == 200:
                 concluded[(c.job_id, c.attempt)].append(c)
-        for key, twice in concluded.items():
-            if len(twice) > 1:
-                problems.append(f"job {key[0]} attempt {key[1]} concluded {len(twice)} times: {twice}")
+        for key, conclusions in concluded.items():
+            if len(conclusions) > 1:
+                problems.append(f"job {key[0]} attempt {key[1]} concluded {len(conclusions)} times: {conclusions}")
 
         # No job leased again while an earlier lease of it was surely live. (The daemon's
         # own claim time is read before its write waits its turn, so it may be early: the
@@ -313,7 +313,8 @@ class HttpWorkers:
         unexplained = expiries - abandoned - slow
         if len(unexplained) > counts["claim_lost"]:
             problems.append(f"{len(unexplained)} lease expiries not explained by an abandon, a late conclusion or "
-                            f"one of the {counts['claim_lost']} claims whose answer was lost: {sorted(unexplained)[:10]}")
+                            f"one of the {counts['claim_lost']} claims whose answer was lost: "
+                            f"{sorted(unexplained)[:10]}")
         if self.max_executing > parallelism or self.max_leases > parallelism:
             problems.append(f"topic {TOPIC}: up to {self.max_executing} jobs executing and {self.max_leases} leases "
                             f"held at once, parallelism {parallelism}")
