@@ -34,13 +34,17 @@ class Execution:
     ``scope`` cancels it (its job task's scope). ``lost``: the job left this node's
     hands meanwhile (rescued, retried or claimed again), so nothing is written or
     announced for it. ``cancelled``: it was cancelled in the table by request, so its
-    end is only announced.
+    end is only announced. ``after``: an earlier execution of the same job, lost and
+    still unwinding, that this one waits for before it starts; ``finished`` is set when
+    this one has ended (made only when a later execution waits for it).
     """
 
     job: Job
     scope: anyio.CancelScope
     lost: bool = False
     cancelled: bool = False
+    after: Execution | None = None
+    finished: anyio.Event | None = None
 
 
 #: Called once per execution as it ends: with its outcome, or None when it was
@@ -64,6 +68,8 @@ class JobSlots:
         #: Slots taken: executions running, plus timed-out ones whose thread runs on.
         self.taken = 0
         self._executions: dict[int, Execution] = {}
+        #: Executions abandoned (their job lost) whose task has not ended yet, by job id.
+        self._unwinding: dict[int, Execution] = {}
         self._jobs_tg: TaskGroup | None = None
         self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
@@ -94,11 +100,23 @@ class JobSlots:
         if self._idle_tasks:
             handoff = self._idle_tasks.pop()
             execution = self._executions[job.id] = Execution(job, handoff.scope)
+            self._wait_for_unwinding(execution)
             handoff.give(execution)
         else:
             execution = self._executions[job.id] = Execution(job, anyio.CancelScope())
+            self._wait_for_unwinding(execution)
             jobs_tg.start_soon(self._job_task, execution, self._idle_tasks)
         return execution
+
+    def _wait_for_unwinding(self, execution: Execution) -> None:
+        """A job never runs twice at once here: when an abandoned execution of the same job
+        is still unwinding (its cancellation not yet delivered, its ``finally`` blocks not
+        yet run), the new one starts only after it has ended."""
+        previous = self._unwinding.get(execution.job.id) if self._unwinding else None
+        if previous is not None:
+            if previous.finished is None:
+                previous.finished = self._new_event()
+            execution.after = previous
 
     def cancel(self, job_id: int) -> bool:
         """Stop the execution of ``job_id`` (cancelled in the table); False if none runs here."""
@@ -115,6 +133,12 @@ class JobSlots:
         if execution is None:
             return
         execution.lost = True
+        earlier = execution.after
+        if earlier is None:
+            self._unwinding[job_id] = execution
+        elif earlier.finished is not None and not earlier.finished.is_set():
+            # It never started: only the execution it was waiting for may still be unwinding.
+            self._unwinding[job_id] = earlier
         logger.warning(
             "job_lost id=%s topic=%s attempt=%s: the job left this node's hands (rescued, retried or "
             "claimed again); stopping this execution", job_id, self.topic, execution.job.attempt,
@@ -159,6 +183,11 @@ class JobSlots:
     async def _run(self, execution: Execution) -> None:
         finished: Finished | None = None
         try:
+            previous = execution.after
+            if previous is not None:
+                assert previous.finished is not None  # made when this execution was linked to it
+                await previous.finished.wait()
+                execution.after = None
             finished = await self._perform(execution.job)
         finally:
             overrun = finished.overrun if finished is not None else None
@@ -183,8 +212,13 @@ class JobSlots:
             self._free_slot()
 
     def _end(self, execution: Execution, finished: Finished | None, *, free_slot: bool = True) -> None:
-        if self._executions.get(execution.job.id) is execution:
-            del self._executions[execution.job.id]
+        job_id = execution.job.id
+        if self._executions.get(job_id) is execution:
+            del self._executions[job_id]
+        elif self._unwinding.get(job_id) is execution:
+            del self._unwinding[job_id]
+        if execution.finished is not None:
+            execution.finished.set()
         self._ended(execution, finished)
         if free_slot:
             self._free_slot()

@@ -509,11 +509,10 @@ def test_cancel_then_retry_of_a_running_job_never_runs_it_twice_at_once(
 ) -> None:
     """The node re-claims a job it still runs (cancelled and retried elsewhere before it
     noticed): it stops the old execution and writes nothing for it, and the old one has
-    unwound (``perform``'s ``finally`` ran) before the new one starts. Deterministic for an
-    ``async def perform`` on asyncio: the control read that finds the job lost cancels the old
-    execution's scope before the claim starts the new task, and the event loop runs the old
-    task's wake-up (queued first) before the new task's first step. A plain ``def perform``
-    has no such guarantee (its thread cannot be interrupted)."""
+    unwound (``perform``'s ``finally`` ran) before the new one starts: the new execution
+    waits for the old one's end (the old task may take a few loop steps to see its
+    cancellation, e.g. when its sleep had just ended; see tests/test_slots.py). A plain
+    ``def perform`` has no such guarantee (its thread cannot be interrupted)."""
     c = make_cluster(parallelism=2, poll=0.5)
     daemon = c.start()
     gate = c.tmp / "gate"
