@@ -14,6 +14,7 @@ import pytest
 
 from jobrunner import Runner
 from jobrunner.config import Settings, parse
+from tests.helpers import MakeRunner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +30,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every async test runs on asyncio and on trio."""
-    return request.param
+    return str(request.param)
 
 
 #: The engines every ``db_url`` test (storage, engine, control, kill -9 ...) runs on: both
@@ -146,7 +147,7 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def make_runner(make_settings: Callable[..., Settings]) -> Any:
+def make_runner(make_settings: Callable[..., Settings]) -> Iterator[MakeRunner]:
     """Build migrated runners; their connections are closed after the test."""
     made: list[Runner] = []
 
@@ -162,7 +163,7 @@ def make_runner(make_settings: Callable[..., Settings]) -> Any:
 
 
 @pytest.fixture
-def runner(make_runner: Any) -> Runner:
+def runner(make_runner: MakeRunner) -> Runner:
     """A migrated runner with one topic ``t`` (parallelism 4)."""
     return make_runner()
 

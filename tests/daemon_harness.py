@@ -67,9 +67,9 @@ def run_cli(config: Path | None, *args: str, env: Mapping[str, str] | None = Non
                           timeout=timeout, input=input)
 
 
-def wait_until(what: str, predicate: Callable[[], T], *, timeout: float = 30.0,
+def wait_until(what: str, predicate: Callable[[], T | None], *, timeout: float = 30.0,
                alive: Iterable[DaemonProcess] = (), describe: Callable[[], str] | None = None) -> T:
-    """Poll ``predicate`` until it returns something truthy, and return that.
+    """Poll ``predicate`` until it returns something truthy (so never None), and return that.
 
     Fails (AssertionError naming ``what``) when ``timeout`` seconds pass first, or at once
     when a daemon of ``alive`` exits meanwhile (with the end of its output). ``describe``

@@ -162,8 +162,10 @@ def _fd(stream: StreamArg, default: int, opened: list[int]) -> int:
     return stream.fileno()
 
 
-def spawn(command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-          stdin: StreamArg = None, stdout: StreamArg = None, stderr: StreamArg = None) -> Any:
+def spawn(
+    command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+    stdin: StreamArg = None, stdout: StreamArg = None, stderr: StreamArg = None,
+) -> subprocess.Popen[bytes] | ForkedProcess:
     """Start ``command`` like ``subprocess.Popen``: a fork of the server when it is
     ``[sys.executable, "-m", "jobrunner", ...]``, else (or without a server) cold.
     ``stderr=subprocess.STDOUT`` joins it to stdout; pipes are not supported forked."""

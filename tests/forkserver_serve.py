@@ -43,11 +43,12 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _std_streams(unbuffered: bool) -> None:
     """New sys.stdin/stdout/stderr on descriptors 0, 1 and 2 (just replaced)."""
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    # typeshed declares sys.__stdin__ and the others Final: this forked child replaces them on purpose.
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")  # type: ignore[misc]
     out = io.FileIO(1, "w", closefd=False)
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(out if unbuffered else io.BufferedWriter(out),
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(out if unbuffered else io.BufferedWriter(out),  # type: ignore[misc]
                                                    encoding="utf-8", write_through=unbuffered)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",  # type: ignore[misc]
                                                    errors="backslashreplace", write_through=True)
 
 

@@ -31,7 +31,7 @@ class Cluster:
     env: dict[str, str]
     url: str
     topic: str
-    daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    daemons: list[subprocess.Popen[bytes] | forkserver.ForkedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.cfg = self.tmp / "config.toml"

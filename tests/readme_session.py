@@ -3,6 +3,7 @@ session's shared daemon (HTTP on a free port), and the jobs table the examples f
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -60,7 +61,8 @@ class Running:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+        stdout = cast(io.BufferedReader, self.proc.stdout)  # a pipe with Popen's default buffering
+        for chunk in iter(lambda: stdout.read1(65536), b""):
             with self.changed:
                 self.chunks.append(chunk)
                 self.changed.notify_all()

@@ -69,7 +69,7 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for line in file.read_text().splitlines():
             record = json.loads(line)
             (starts if record.pop("record") == "start" else ends)[record.pop("key")] = record
-    executions = []
+    executions: list[dict[str, Any]] = []
     for key, start in sorted(starts.items(), key=lambda item: (item[1]["started"], item[0])):
         end = ends.get(key, {})
         executions.append({"id": len(executions) + 1, **start,

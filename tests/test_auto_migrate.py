@@ -10,6 +10,7 @@ import queue
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from jobrunner.errors import MigrationError
 from jobrunner.migrate import available_migrations
 from jobrunner.testing import running
 from tests.daemon_harness import run_cli
+from tests.helpers import get_job
 from tests.workers import Add
 
 ALL_VERSIONS = [m.version for m in available_migrations("sqlite")]
@@ -55,8 +57,12 @@ def tables(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+#: The ``opened`` fixture: ``opened(runner)`` is ``runner``, closed after the test.
+Opened = Callable[[Runner], Runner]
+
+
 @pytest.fixture
-def opened() -> Any:
+def opened() -> Iterator[Opened]:
     """Runners made by the test; their connections are closed after it."""
     made: list[Runner] = []
 
@@ -69,26 +75,27 @@ def opened() -> Any:
         runner.store.close()
 
 
-def test_the_readme_embedding_example_works_on_a_new_database(tmp_path: Path, opened: Any) -> None:
+def test_the_readme_embedding_example_works_on_a_new_database(tmp_path: Path, opened: Opened) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
     job = runner.enqueue(Add, {"a": 1, "b": 2})
-    assert runner.get_job(job.id).state == "available"
+    assert get_job(runner, job.id).state == "available"
     assert versions(tmp_path / "jobs.db") == ALL_VERSIONS
 
 
 @pytest.mark.parametrize("first_use", ["stats", "get_job", "enqueue_many", "pause"])
-def test_every_first_use_migrates(tmp_path: Path, opened: Any, first_use: str) -> None:
+def test_every_first_use_migrates(tmp_path: Path, opened: Opened, first_use: str) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
-    {
+    uses: dict[str, Callable[[], object]] = {
         "stats": lambda: runner.stats(),
         "get_job": lambda: runner.get_job(1),
         "enqueue_many": lambda: runner.enqueue_many([(Add, {"a": 1, "b": 1})]),
         "pause": lambda: runner.pause("t"),
-    }[first_use]()
+    }
+    uses[first_use]()
     assert versions(tmp_path / "jobs.db") == ALL_VERSIONS
 
 
-def test_an_older_schema_is_brought_up_to_date(tmp_path: Path, opened: Any) -> None:
+def test_an_older_schema_is_brought_up_to_date(tmp_path: Path, opened: Opened) -> None:
     db = tmp_path / "jobs.db"
     first = available_migrations("sqlite")[0]
     with contextlib.closing(sqlite3.connect(db)) as conn:  # a database made by an older release
@@ -105,14 +112,14 @@ def test_an_older_schema_is_brought_up_to_date(tmp_path: Path, opened: Any) -> N
 
 
 @pytest.mark.anyio
-async def test_run_migrates_too(tmp_path: Path, opened: Any) -> None:
+async def test_run_migrates_too(tmp_path: Path, opened: Opened) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
     async with running(runner):
         pass
     assert versions(tmp_path / "jobs.db") == ALL_VERSIONS
 
 
-def test_the_schema_is_checked_once_per_runner(tmp_path: Path, opened: Any) -> None:
+def test_the_schema_is_checked_once_per_runner(tmp_path: Path, opened: Opened) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
     statements: list[str] = []
     sa.event.listen(runner.store.db.engine, "before_cursor_execute",
@@ -127,7 +134,7 @@ def test_the_schema_is_checked_once_per_runner(tmp_path: Path, opened: Any) -> N
 
 
 def test_auto_migrate_false_refuses_with_the_command_to_run(
-    tmp_path: Path, opened: Any, subprocess_env: dict[str, str]
+    tmp_path: Path, opened: Opened, subprocess_env: dict[str, str]
 ) -> None:
     cfg = write_config(tmp_path, "auto_migrate = false")
     db = tmp_path / "jobs.db"
@@ -191,7 +198,7 @@ def test_processes_first_using_one_new_file_at_once_all_succeed(tmp_path: Path) 
     assert versions(tmp_path / "jobs.db") == ALL_VERSIONS
 
 
-def test_threads_first_using_one_runner_at_once_migrate_once(tmp_path: Path, opened: Any) -> None:
+def test_threads_first_using_one_runner_at_once_migrate_once(tmp_path: Path, opened: Opened) -> None:
     runner = opened(Runner.from_config(write_config(tmp_path)))
     count = 6
     barrier = threading.Barrier(count)

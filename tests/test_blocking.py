@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from jobrunner import Job, Worker, events
 from jobrunner.testing import EventRecorder, running, wait_for
+from tests.helpers import MakeRunner, get_job
 from tests.workers import CpuHeavy, Noop
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,8 @@ class BlockingSleep(Worker):
     peak = 0
     release = threading.Event()
 
-    def perform(self, job: Job) -> None:
+    # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
+    def perform(self, job: Job) -> None:  # type: ignore[override]
         with BlockingSleep.lock:
             BlockingSleep.active += 1
             BlockingSleep.peak = max(BlockingSleep.peak, BlockingSleep.active)
@@ -35,7 +36,7 @@ class BlockingSleep(Worker):
                 BlockingSleep.active -= 1
 
 
-async def test_blocking_jobs_use_at_most_parallelism_threads_and_never_block_the_loop(make_runner: Any) -> None:
+async def test_blocking_jobs_use_at_most_parallelism_threads_and_never_block_the_loop(make_runner: MakeRunner) -> None:
     BlockingSleep.active = BlockingSleep.peak = 0
     BlockingSleep.release.clear()
     runner = make_runner({"blocking": {"parallelism": 2, "poll_interval": 0.05}, "t": {"poll_interval": 0.05}})
@@ -54,11 +55,11 @@ async def test_blocking_jobs_use_at_most_parallelism_threads_and_never_block_the
     assert BlockingSleep.peak == 2  # never more threads at once than the topic's parallelism
 
 
-async def test_cpu_heavy_work_runs_in_a_separate_process(make_runner: Any) -> None:
+async def test_cpu_heavy_work_runs_in_a_separate_process(make_runner: MakeRunner) -> None:
     runner = make_runner({"t": {"poll_interval": 0.05}})
     async with running(runner):
         job = runner.enqueue(CpuHeavy, {"n": 20_000})
         await wait_for(events.job_completed, lambda p: p["job"].id == job.id, timeout=30)
-    result = runner.get_job(job.id).result
+    result = get_job(runner, job.id).result
     assert result["value"] == sum(i * i for i in range(20_000))
     assert result["pid"] != os.getpid()

@@ -45,7 +45,7 @@ def cli(cfg: Path, env: dict[str, str], *args: str, check: bool = True) -> subpr
 
 def job_state(db: Path, job_id: int) -> str | None:
     with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT state FROM jobrunner_jobs WHERE id = ?", (job_id,)).fetchone()
+        row: tuple[str] | None = conn.execute("SELECT state FROM jobrunner_jobs WHERE id = ?", (job_id,)).fetchone()
     return row and row[0]
 
 

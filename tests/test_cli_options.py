@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,14 +47,14 @@ def cfg(tmp_path: Path) -> Path:
     return path
 
 
-def jr(env: dict[str, str], *args: str, cwd: Path | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def jr(env: dict[str, str], *args: str, cwd: Path | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """``python -m jobrunner ARGS`` (no implicit --config); ``kwargs`` for ``subprocess.run``
     start it cold, else it is a fork of the fork server (:func:`tests.daemon_harness.run_cli`)."""
     if not kwargs:
         return run_cli(None, *args, env=env, cwd=cwd)
     options = {"capture_output": True, **kwargs}
     return subprocess.run([sys.executable, "-m", "jobrunner", *args], env=env, cwd=cwd, text=True, timeout=60,
-                          check=False, **options)  # type: ignore[call-overload]
+                          check=False, **options)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -27,6 +27,7 @@ def test_round_trip_keeps_every_job_and_pause(sqlite_url: str, pg_url: str, tmp_
         done = source.enqueue(Add, {"a": 1, "b": 2})
         failed = source.enqueue(AlwaysFails, {}, max_attempts=1)
         later = source.enqueue(Add, {"a": 5, "b": 5}, delay=3600, priority=7)
+        assert done.inserted_at is not None and failed.inserted_at is not None
         with source.store.db.engine.begin() as conn:  # finished states, written as the engine would
             from sqlalchemy import update
 

@@ -19,23 +19,25 @@ import pytest
 import sqlalchemy as sa
 
 from jobrunner import ConfigError, Cron, Job, Runner, Worker
-from jobrunner.config import parse
+from jobrunner.config import Settings, parse
 from jobrunner.cron import CronScheduler, schedules
 from jobrunner.schedule import CATCH_UP_LIMIT, ON_TIME, ScheduleError
 from jobrunner.storage import NewJob
+from jobrunner.storage.cron import CronPlan
 from jobrunner.storage.schema import cron_slots, jobs
 from jobrunner.testing import EventRecorder, running
 from tests import forkserver
 from tests.conftest import PYTHON
 from tests.daemon_harness import run_cli
+from tests.helpers import job_of
 
 PARIS = ZoneInfo("Europe/Paris")
 CRON_TOPIC = {"cron": {"parallelism": 2, "poll_interval": 0.05}}
 TICK = "tests.cron_workers.Tick"
 
 
-def at(*parts: int, tz: Any = UTC) -> int:
-    return int(datetime(*parts, tzinfo=tz).timestamp())
+def at(year: int, month: int, day: int, hour: int, minute: int, second: int, *, tz: Any = UTC) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp())
 
 
 def local(ts: int, tz: Any = PARIS) -> str:
@@ -214,13 +216,19 @@ def test_a_bad_worker_cron_fails_when_the_class_is_defined() -> None:
 # ---------------------------------------------------------------- one job per slot
 
 
-def cron_settings(url: str, cron: list[dict[str, Any]], **runner: Any) -> Any:
+def cron_settings(url: str, cron: list[dict[str, Any]], **runner: Any) -> Settings:
     return parse({"database": {"url": url}, "topics": CRON_TOPIC,
                   "runner": {"modules": ["tests.cron_workers"], **runner}, "cron": cron}, source="cron.toml")
 
 
+def scheduled(job: Job) -> float:
+    """The job's ``scheduled_at``, which every stored job has."""
+    assert job.scheduled_at is not None, job
+    return job.scheduled_at
+
+
 def slot_jobs(runner: Runner) -> list[Job]:
-    return sorted(runner.list_jobs(topic="cron", limit=100_000), key=lambda j: j.scheduled_at)
+    return sorted(runner.list_jobs(topic="cron", limit=100_000), key=scheduled)
 
 
 def stored_slots(runner: Runner) -> list[tuple[str, int, int | None]]:
@@ -265,6 +273,11 @@ async def test_missed_slots_after_downtime_follow_the_policy(any_db_url: str, mi
         runner.store.close()
 
 
+def plan_of(rows: list[tuple[int, NewJob]]) -> CronPlan:
+    """A cron plan asking for ``rows``, whatever the newest stored slot."""
+    return lambda last: rows
+
+
 def test_concurrent_inserts_of_one_slot_store_one_job(any_db_url: str) -> None:
     settings = cron_settings(any_db_url, [{"worker": TICK, "schedule": "* * * * * *", "missed": "all"}])
     runners = [Runner(settings) for _ in range(4)]
@@ -279,7 +292,7 @@ def test_concurrent_inserts_of_one_slot_store_one_job(any_db_url: str) -> None:
         barrier.wait(timeout=30)
         for slot in slots:  # every thread inserts every slot, one transaction each
             rows = [(slot, NewJob("cron", TICK, "{}", "available", 2, 0, 5, "[]", slot, slot))]
-            done = runner.store.cron.insert_jobs(entry.key, lambda last, rows=rows: rows)
+            done = runner.store.cron.insert_jobs(entry.key, plan_of(rows))
             inserted[index].extend(s for s, _ in done)
 
     threads = [threading.Thread(target=fire, args=(i,)) for i in range(len(runners))]
@@ -303,9 +316,9 @@ async def test_a_running_runner_inserts_each_slot_and_names_the_schedule(any_db_
         with EventRecorder("cron") as recorder:
             async with running(runner):
                 inserted = await recorder.wait_count("job_inserted", 2, timeout=20)
-                done = await recorder.wait_for("job_completed", lambda p: p["job"].id == inserted[1].job.id)
+                done = await recorder.wait_for("job_completed", lambda p: p["job"].id == job_of(inserted[1]).id)
         assert [e.payload["schedule"] for e in inserted] == ["every-second", "every-second"]
-        assert inserted[1].job.scheduled_at - inserted[0].job.scheduled_at == 1
+        assert scheduled(job_of(inserted[1])) - scheduled(job_of(inserted[0])) == 1
         assert done.payload["result"] == {"n": 1}
     finally:
         runner.store.close()
@@ -335,8 +348,8 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
             assert all(d.poll() is None for d in daemons), [p.read_text() for p in tmp_path.glob("d*.log")]
             assert time.monotonic() < deadline, "the daemons inserted too few slots"
             if first is None and slot_jobs(observer):
-                first = max(j.scheduled_at for j in slot_jobs(observer))
-            if first is not None and max(j.scheduled_at for j in slot_jobs(observer)) >= first + 6:
+                first = max(scheduled(j) for j in slot_jobs(observer))
+            if first is not None and max(scheduled(j) for j in slot_jobs(observer)) >= first + 6:
                 break
             time.sleep(0.1)
     finally:
@@ -348,10 +361,10 @@ def test_several_daemons_insert_each_slot_once(any_db_url: str, tmp_path: Path, 
             log.close()
     try:
         found = slot_jobs(observer)
-        times = [int(j.scheduled_at) for j in found]
+        times = [int(scheduled(j)) for j in found]
         assert len(times) == len(set(times))  # never two jobs for one slot
         assert times == list(range(times[0], times[-1] + 1))  # missed = "all": no slot left out either
-        assert all(j.scheduled_at == int(j.scheduled_at) and j.worker == TICK for j in found)
+        assert all(j.scheduled_at == int(scheduled(j)) and j.worker == TICK for j in found)
         with observer.store.db.engine.connect() as conn:
             linked = conn.execute(sa.select(cron_slots.c.job_id, jobs.c.scheduled_at)
                                   .join(jobs, jobs.c.id == cron_slots.c.job_id)).all()

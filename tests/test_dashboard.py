@@ -19,7 +19,8 @@ from jobrunner.census import CensusCache
 from jobrunner.config import parse
 from jobrunner.metrics import Histogram, RunnerMetrics
 from jobrunner.web.live import MAX_CHANGED
-from tests.test_http import REPO, Daemon, assert_error, topic
+from tests.daemon_harness import REPO
+from tests.test_http import Daemon, assert_error, topic
 
 W = "tests.dashboard_workers"
 MODULES = {"JOBRUNNER_RUNNER__MODULES": f'["{W}"]'}

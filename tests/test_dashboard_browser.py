@@ -16,12 +16,15 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 
 from tests.test_dashboard import MODULES, TOPICS, W
 from tests.test_http import Daemon
+
+if TYPE_CHECKING:  # imported at run time below, or the module is skipped
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = os.environ.get("JOBRUNNER_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-s3cret"
@@ -30,7 +33,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-Page = sync_api.Page
 expect = sync_api.expect
 
 
@@ -50,14 +52,14 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
 
 
-def open_dashboard(browser: Any, daemon: Daemon, *, scheme: str = "light",
+def open_dashboard(browser: Browser, daemon: Daemon, *, scheme: Literal["light", "dark"] = "light",
                    viewport: tuple[int, int] = (1280, 860)) -> Page:
     """A new tab on the dashboard, signed in with the token through the login form."""
     context = browser.new_context(color_scheme=scheme, viewport={"width": viewport[0], "height": viewport[1]})
@@ -71,7 +73,7 @@ def open_dashboard(browser: Any, daemon: Daemon, *, scheme: str = "light",
 
 
 @pytest.fixture
-def page(browser: Any, daemon: Daemon) -> Iterator[Page]:
+def page(browser: Browser, daemon: Daemon) -> Iterator[Page]:
     opened = open_dashboard(browser, daemon)
     yield opened
     opened.context.close()
@@ -140,7 +142,7 @@ def test_pausing_a_topic_stops_claiming_until_resumed(page: Page, daemon: Daemon
     expect(card.locator("[data-count=completed] b")).not_to_have_text("0")
 
 
-def test_dark_theme_and_phone_width(browser: Any, daemon: Daemon, shots: Path) -> None:
+def test_dark_theme_and_phone_width(browser: Browser, daemon: Daemon, shots: Path) -> None:
     for n in range(20):
         daemon.enqueue({"worker": f"{W}.Quick", "args": {"n": n}})
     page = open_dashboard(browser, daemon, scheme="dark")

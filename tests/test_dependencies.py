@@ -113,7 +113,7 @@ def test_unknown_dependencies_are_refused_and_store_nothing(runner: Runner) -> N
     with pytest.raises(EnqueueError, match=r"unknown job id.*: 424242"):
         runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=[known, 424242])
     with pytest.raises(EnqueueError, match="is not a job or a job id"):
-        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=["first"])
+        runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=["first"])  # type: ignore[list-item]
     with pytest.raises(EnqueueError, match="must be a list"):
         runner.enqueue(Add, {"a": 1, "b": 2}, depends_on=known)  # type: ignore[arg-type]
     with pytest.raises(EnqueueError, match="on_dependency_failure"):

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from jobrunner import ConfigError, EnqueueError, Runner, UnknownWorkerError, Worker
+from jobrunner import ConfigError, EnqueueError, Job, Runner, UnknownWorkerError, Worker
 from jobrunner.testing import EventRecorder, all_enqueued, assert_enqueued, refute_enqueued
+from tests.helpers import job_of
 from tests.workers import Add, FailTimes, Noop
 
 
 class Elsewhere(Worker):
     topic = "not-configured"
 
-    async def perform(self, job):  # pragma: no cover - never runs
+    async def perform(self, job: Job) -> Any:  # pragma: no cover - never runs
         return None
 
 
 class NoTopic(Worker):
-    async def perform(self, job):  # pragma: no cover - never runs
+    async def perform(self, job: Job) -> Any:  # pragma: no cover - never runs
         return None
 
 
@@ -35,12 +37,14 @@ def test_enqueue_stores_a_job_with_defaults(runner: Runner) -> None:
     assert job.priority == 2  # the topic's default
     assert job.attempt == 0 and job.max_attempts == 50
     assert job.errors == [] and job.result is None
+    assert job.inserted_at is not None
     assert abs(job.inserted_at - time.time()) < 60
 
 
 def test_options_override_worker_and_topic_defaults(runner: Runner) -> None:
     job = runner.enqueue(Add, {"a": 1, "b": 1}, priority=0, max_attempts=7, delay=60)
     assert (job.priority, job.max_attempts, job.state) == (0, 7, "scheduled")
+    assert job.inserted_at is not None
     assert job.scheduled_at == pytest.approx(job.inserted_at + 60)
     assert FailTimes.max_attempts == runner.enqueue(FailTimes, {}).max_attempts
 
@@ -76,7 +80,7 @@ def test_enqueue_many_is_one_transaction_in_order(runner: Runner) -> None:
         {"a": {1, 2}},
     ],
 )
-def test_non_json_args_raise_and_store_nothing(runner: Runner, bad: dict) -> None:
+def test_non_json_args_raise_and_store_nothing(runner: Runner, bad: dict[str, Any]) -> None:
     with pytest.raises(EnqueueError, match=r"tests\.workers\.Add.*not JSON"):
         runner.enqueue(Add, bad)
     with pytest.raises(EnqueueError):
@@ -96,7 +100,7 @@ def test_non_json_args_raise_and_store_nothing(runner: Runner, bad: dict) -> Non
         ({"scheduled_at": "tomorrow"}, "scheduled_at"),
     ],
 )
-def test_bad_options_raise_and_store_nothing(runner: Runner, options: dict, message: str) -> None:
+def test_bad_options_raise_and_store_nothing(runner: Runner, options: dict[str, Any], message: str) -> None:
     with pytest.raises(EnqueueError, match=message):
         runner.enqueue(Noop, {}, **options)
     assert len(runner.list_jobs(limit=1_000_000)) == 0
@@ -123,7 +127,7 @@ async def test_async_enqueue_and_inserted_events(runner: Runner) -> None:
         many = await runner.enqueue_many_async([(Noop, {"n": n}) for n in range(3)])
     assert job.priority == 1 and len(many) == 3
     inserted = recorder.of("job_inserted")
-    assert [e.job.id for e in inserted] == [job.id, *(j.id for j in many)]
+    assert [job_of(e).id for e in inserted] == [job.id, *(j.id for j in many)]
     assert all(e.sender == "t" for e in inserted)
 
 

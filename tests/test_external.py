@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 
 from jobrunner.enqueue import build_row, external_defaults
 from jobrunner.external import ExternalTopics
 from jobrunner.testing import EventRecorder
+from tests.helpers import MakeRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ class Clock:
 
 
 async def test_concluded_external_jobs_report_the_time_since_the_claim(
-    make_runner: Any, caplog: pytest.LogCaptureFixture
+    make_runner: MakeRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     runner = make_runner({"ext": {"external": True, "backoff": {"strategy": "constant", "base": 0.0}}})
     clock = Clock()

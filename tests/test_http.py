@@ -143,7 +143,8 @@ class Daemon:
     def job(self, job_id: int) -> dict[str, Any]:
         response = self.http.get(f"/jobs/{job_id}")
         assert response.status_code == 200, response.text
-        return response.json()
+        job: dict[str, Any] = response.json()
+        return job
 
     def wait_job(self, job_id: int, until: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
         """Poll GET /jobs/{id} until ``until(job)`` holds (deadline ``timeout``)."""
@@ -1169,7 +1170,7 @@ def test_served_routes_match_the_openapi_document(tmp_path: Path) -> None:
     runner = Runner(settings)
     try:
         app = create_app(runner, ExternalTopics(settings, runner.storage), settings.http)
-        starlette_app = app
+        starlette_app: Any = app  # an ASGI app: its wrappers hold the next one in .app
         while not hasattr(starlette_app, "routes"):  # unwrap the dashboard's shell and the Guard middleware
             starlette_app = starlette_app.app
         served: set[tuple[str, str]] = set()

@@ -30,13 +30,13 @@ from jobrunner.enqueue import build_row, external_defaults
 from jobrunner.http import sse
 from jobrunner.payload import MAX_DEPTH
 from jobrunner.testing import running
+from tests.daemon_harness import PYTHON, free_port
+from tests.helpers import MakeRunner
 from tests.test_http import (
     MAX_BODY,
-    PYTHON,
     Daemon,
     W,
     assert_error,
-    free_port,
     state_is,
     topic,
 )
@@ -129,6 +129,7 @@ def insert_raw(daemon: Daemon, **columns: Any) -> int:
     with sqlite3.connect(daemon.db) as conn:
         cursor = conn.execute(f"INSERT INTO jobrunner_jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                               list(row.values()))
+        assert cursor.lastrowid is not None
         return int(cursor.lastrowid)
 
 
@@ -306,7 +307,7 @@ def _read_until_closed(sock: socket.socket) -> bytes:
 
 
 @pytest.mark.anyio
-async def test_a_stalled_event_reader_is_bounded_in_bytes_then_dropped(make_runner: Any) -> None:
+async def test_a_stalled_event_reader_is_bounded_in_bytes_then_dropped(make_runner: MakeRunner) -> None:
     port = free_port()
     runner: Runner = make_runner({"ext": {"external": True}}, http={"enabled": True, "port": port})
     ext = runner.settings.topic("ext")
@@ -325,7 +326,7 @@ async def test_a_stalled_event_reader_is_bounded_in_bytes_then_dropped(make_runn
             lagged_before = sse.stats()["lagged"]
             for _ in range(400):  # 100 MiB of events at most; the kernel buffers take a few MiB
                 row = build_row(runner.settings, "w", {"pad": big}, None, time.time(), external_defaults("w", ext))
-                await runner.in_thread(lambda rows=[row]: runner.store_rows(rows))
+                await runner.in_thread(functools.partial(runner.store_rows, [row]))
                 await anyio.lowlevel.checkpoint()
                 assert sse.stats()["queued_bytes"] <= sse.SSE_MAX_BYTES
                 if sse.stats()["lagged"] > lagged_before:

@@ -8,6 +8,7 @@ a real runner.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_extend_racing_expiry_either_extends_or_puts_back(store: Storage) -> Non
         (job,) = insert(store, "x", 1)
         leased = lease(store, seconds=1.0)
         extended, put_back = race(
-            lambda j=job.id, t=leased.token: store.leases.extend(j, t, 60.0, NOW + 1),
+            functools.partial(store.leases.extend, job.id, leased.token, 60.0, NOW + 1),
             lambda: store.leases.expire(NOW + 1.5),
         )
         now = store.jobs.get(job.id)

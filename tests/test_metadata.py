@@ -41,7 +41,8 @@ class Halfway(Worker):
 class HalfwayInThread(Worker):
     topic = "t"
 
-    def perform(self, job: Job) -> None:
+    # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
+    def perform(self, job: Job) -> None:  # type: ignore[override]
         self.progress_sync(job, 0.75)
 
 
@@ -157,13 +158,16 @@ async def test_http_enqueue_with_metadata_uniqueness_and_dependencies(runner: Ru
         listed = (await client.get("/jobs", params={"tag": "api"})).json()["jobs"]
         assert [j["id"] for j in listed] == [job["id"]]
 
-        for bad, message in [({"depends_on": [987654]}, "unknown job id"),
-                             ({"depends_on": ["x"]}, "field 'depends_on'"),
-                             ({"depends_on": [True]}, "field 'depends_on'"),
-                             ({"unique": {"period": "soon"}}, "unique period"),
-                             ({"tags": "x"}, "must be a list of strings"),
-                             ({"meta": 3}, "must be a JSON object"),
-                             ({"on_dependency_failure": "maybe"}, "on_dependency_failure")]:
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"depends_on": [987654]}, "unknown job id"),
+            ({"depends_on": ["x"]}, "field 'depends_on'"),
+            ({"depends_on": [True]}, "field 'depends_on'"),
+            ({"unique": {"period": "soon"}}, "unique period"),
+            ({"tags": "x"}, "must be a list of strings"),
+            ({"meta": 3}, "must be a JSON object"),
+            ({"on_dependency_failure": "maybe"}, "on_dependency_failure"),
+        ]
+        for bad, message in refusals:
             refused = await client.post("/jobs", json={"worker": "tests.workers.Add", "args": {}, **bad})
             assert refused.status_code == 400 and message in refused.json()["error"], (bad, refused.text)
     assert _stored(runner) == 2

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Any:
+def store(db_path: Path) -> Iterator[Database]:
     made = Database(DatabaseSettings(url=url_for(db_path)))
     yield made
     made.close()
@@ -61,6 +62,21 @@ def declared_affinity(column: sa.Column[Any]) -> str:
 # ---------------------------------------------------------------- the schema
 
 
+def server_default_of(column: sa.Column[Any]) -> Any:
+    """The text of the column's declared server default (None: it has none)."""
+    default = column.server_default
+    if default is None:
+        return None
+    assert isinstance(default, sa.DefaultClause), default  # the metadata declares no other kind
+    return default.arg
+
+
+def table_of(index: sa.Index) -> sa.Table:
+    """The table ``index`` is declared on."""
+    assert index.table is not None, index.name
+    return index.table
+
+
 def test_migrations_build_exactly_the_declared_metadata(store: Database) -> None:
     applied = store.migrate()
     assert [m.version for m in applied] == [m.version for m in available_migrations("sqlite")]
@@ -85,10 +101,11 @@ def test_migrations_build_exactly_the_declared_metadata(store: Database) -> None
             assert sqlite_affinity(reflected_type) in ("INTEGER", "TEXT", "REAL"), where
             if column.primary_key:
                 # SQLite reports an INTEGER PRIMARY KEY (the rowid) as nullable; it cannot hold NULL.
-                assert bool(got["primary_key"]), where
+                # (a key of SQLite's reflection that SQLAlchemy's ReflectedColumn does not declare)
+                assert bool(got["primary_key"]), where  # type: ignore[typeddict-item]
             else:
                 assert got["nullable"] == column.nullable, where
-            declared_default = column.server_default.arg if column.server_default is not None else None
+            declared_default = server_default_of(column)
             reflected_default = got["default"]
             if reflected_default is not None:
                 reflected_default = re.sub(r"^'(.*)'$", r"\1", reflected_default)
@@ -117,7 +134,7 @@ def test_postgresql_migrations_build_exactly_the_declared_metadata(pg_url: str) 
                 declared_type = column.type.dialect_impl(made.engine.dialect)
                 assert got["type"]._type_affinity is declared_type._type_affinity, (where, got["type"])
                 assert got["nullable"] == column.nullable, where
-                declared_default = column.server_default.arg if column.server_default is not None else None
+                declared_default = server_default_of(column)
                 reflected_default = got["default"]
                 if column.primary_key and column.autoincrement is True:
                     assert reflected_default and reflected_default.startswith("nextval("), where
@@ -160,9 +177,13 @@ def test_job_ids_are_never_reused(store: Database) -> None:
     now = time.time()
     row = {"topic": "t", "worker": "w", "inserted_at": now, "scheduled_at": now}
     with store.engine.begin() as conn:
-        first = conn.execute(jobs.insert().values(row)).inserted_primary_key[0]
+        first_key = conn.execute(jobs.insert().values(row)).inserted_primary_key
+        assert first_key is not None
+        first = first_key[0]
         conn.execute(jobs.delete().where(jobs.c.id == first))
-        second = conn.execute(jobs.insert().values(row)).inserted_primary_key[0]
+        second_key = conn.execute(jobs.insert().values(row)).inserted_primary_key
+        assert second_key is not None
+        second = second_key[0]
     assert second > first
 
 
@@ -261,7 +282,7 @@ def test_postgresql_migrations_declare_the_same_schema_as_sqlite() -> None:
     # ... and that schema is the metadata's (jobrunner_schema is created from metadata).
     assert {name: {c.name: not c.nullable for c in t.columns} for name, t in metadata.tables.items()
             if name != schema_versions.name} == pg["tables"]
-    assert {ix.name: (ix.table.name, [c.name for c in ix.columns], bool(ix.unique))
+    assert {ix.name: (table_of(ix).name, [c.name for c in ix.columns], bool(ix.unique))
             for t in metadata.tables.values() for ix in t.indexes} == pg["indexes"]
 
 
@@ -385,11 +406,11 @@ def test_store_uses_wal_and_the_configured_synchronous_level(db_path: Path, leve
     finally:
         store.close()
     # WAL is a property of the file: a plain connection sees it too.
-    conn = sqlite3.connect(db_path)
+    plain = sqlite3.connect(db_path)
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
-        conn.close()
+        plain.close()
 
 
 def test_default_durability_is_full(store: Database) -> None:

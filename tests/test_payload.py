@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import pytest
 from sqlalchemy import create_engine
 
 from jobrunner import EnqueueError, Job, Runner, Worker
+from jobrunner.config import Settings
 from jobrunner.enqueue import build_row, external_defaults
 from jobrunner.payload import MAX_DEPTH
 from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
 from tests.daemon_harness import run_cli
+from tests.helpers import MakeRunner, get_job
 from tests.workers import Add, Noop
 
 PYTHON = sys.executable
@@ -55,7 +58,7 @@ class DeepResult(Worker):
 def test_arguments_nest_at_most_the_bound(runner: Runner) -> None:
     assert MAX_DEPTH == 64
     job = runner.enqueue(Noop, {"x": nested(MAX_DEPTH - 1)})  # the dict is level 1
-    assert runner.get_job(job.id).args == {"x": nested(MAX_DEPTH - 1)}
+    assert get_job(runner, job.id).args == {"x": nested(MAX_DEPTH - 1)}
     for args in ({"x": nested(MAX_DEPTH)}, nested(MAX_DEPTH + 1), (nested(985),), nested(20_000),
                  {"x": [{"y": nested(5000)}]}):
         with pytest.raises(EnqueueError, match=f"arguments of tests.workers.Noop: nested deeper than {MAX_DEPTH}"):
@@ -81,7 +84,7 @@ def test_lone_surrogates_are_refused(runner: Runner, args: Any) -> None:
         runner.enqueue(Noop, args)
     assert len(runner.list_jobs(limit=1_000_000)) == 0
     ok = runner.enqueue(Noop, {"s": "emoji \U0001F600 and é"})  # valid Unicode is stored as given
-    assert runner.get_job(ok.id).args == {"s": "emoji \U0001F600 and é"}
+    assert get_job(runner, ok.id).args == {"s": "emoji \U0001F600 and é"}
 
 
 def test_one_bad_item_of_many_stores_nothing(runner: Runner) -> None:
@@ -141,9 +144,9 @@ async def test_unreadable_rows_are_discarded_alone_and_never_break_a_listing(run
     counts = await drain(runner, "t")
     assert counts["completed"] == 4 + 1 and counts["discarded"] == 3, counts  # bad errors column, good args: runs
     for job in good:
-        assert runner.get_job(job.id).state == "completed"
+        assert get_job(runner, job.id).state == "completed"
     for what, job_id in bad.items():
-        job = runner.get_job(job_id)
+        job = get_job(runner, job_id)
         if what == "errors not json":
             assert job.state == "completed" and "unreadable errors" in job.errors[0]["error"], job
             continue
@@ -159,7 +162,7 @@ async def test_results_that_cannot_be_stored_become_null(runner: Runner) -> None
     counts = await drain(runner, "t")
     assert counts["completed"] == 2, counts
     for job_id in (surrogate.id, deep.id):
-        job = runner.get_job(job_id)
+        job = get_job(runner, job_id)
         assert job.state == "completed" and job.result is None, job
     json.dumps([job.to_dict() for job in runner.list_jobs()])
 
@@ -172,7 +175,7 @@ ROOT = Path(__file__).resolve().parent
 
 @pytest.mark.anyio
 async def test_a_stored_worker_path_outside_the_loaded_modules_is_never_imported(
-        make_runner: Any, make_settings: Any) -> None:
+        make_runner: MakeRunner, make_settings: Callable[..., Settings]) -> None:
     # The row an HTTP client of an external topic may store: any worker name at all.
     external = make_settings({"ext": {"external": True}})
     path = "tests.import_marker.Anything"
@@ -183,5 +186,5 @@ async def test_a_stored_worker_path_outside_the_loaded_modules_is_never_imported
     counts = await drain(runner, "ext")
     assert counts["discarded"] == 1, counts
     assert "tests.import_marker" not in sys.modules  # its import-time code never ran
-    stored = runner.get_job(job.id)
+    stored = get_job(runner, job.id)
     assert stored.state == "discarded" and "never imported" in stored.errors[-1]["error"], stored.errors

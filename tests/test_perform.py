@@ -48,7 +48,8 @@ class BadHook(Worker):
     async def perform(self, job: Job) -> Any:
         raise KeyError("missing")
 
-    def after_error(self, job: Job, error: BaseException) -> None:  # a plain def hook works too
+    # A plain def hook works too (Worker.after_error is typed async).
+    def after_error(self, job: Job, error: BaseException) -> None:  # type: ignore[override]
         raise RuntimeError("hook broke")
 
 
@@ -129,6 +130,7 @@ async def test_raise_makes_retryable_records_error_and_calls_after_error() -> No
     assert "Traceback" in entry["traceback"] and "boom" in entry["traceback"]
     assert entry["at"].endswith("+00:00")
     assert Boom.calls == [(1, "boom")]
+    assert outcome.job.scheduled_at is not None and outcome.job.attempted_at is not None
     assert outcome.job.scheduled_at > outcome.job.attempted_at
 
 
@@ -171,6 +173,7 @@ async def test_snooze_reschedules_without_using_an_attempt() -> None:
     assert outcome.state == "scheduled"
     assert outcome.snooze == 30
     assert outcome.job.attempt == 3
+    assert outcome.job.attempted_at is not None
     assert outcome.job.scheduled_at == pytest.approx(outcome.job.attempted_at + 30, abs=5)
 
 
@@ -183,9 +186,11 @@ async def test_cancel_records_reason() -> None:
 
 async def test_worker_backoff_override_and_topic_backoff() -> None:
     own = await perform_job(OwnBackoff, {})
+    assert own.job.scheduled_at is not None and own.job.attempted_at is not None
     assert own.job.scheduled_at - own.job.attempted_at == pytest.approx(123.0, abs=2)
     topic = TopicSettings(name="t", backoff=BackoffSettings(strategy="constant", base=50, max=60, jitter=0))
     outcome = await perform_job(Boom, {}, topic=topic)
+    assert outcome.job.scheduled_at is not None and outcome.job.attempted_at is not None
     assert outcome.job.scheduled_at - outcome.job.attempted_at == pytest.approx(50, abs=2)
 
 
@@ -199,6 +204,7 @@ def test_classify_is_pure() -> None:
     assert classify(Snooze(2)).seconds == 2
     assert classify(Cancel("r")).reason == "r"
     failed = classify_error(ValueError("v"))
+    assert failed.traceback is not None
     assert failed.kind == "failed" and "ValueError: v" in failed.traceback
     assert encode_result(float("nan")) is None
     assert encode_result({"a": [1]}) == '{"a": [1]}'

@@ -17,6 +17,7 @@ from jobrunner.storage import Storage
 from jobrunner.storage.notices import CONTROL, INSERTED, parse, payload
 from jobrunner.testing import running, wait_for
 from tests.dashboard_workers import Quick
+from tests.helpers import get_job, job_of
 from tests.workers import Add, Sleeper
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +74,7 @@ async def test_insert_and_cancel_elsewhere_reach_this_node_at_once(pg_runner: Ru
     async with running(pg_runner):
         waiter = wait_for(events.job_completed, timeout=10)
         job = elsewhere.enqueue(Add, {"a": 1, "b": 2})
-        assert (await waiter).job.id == job.id
+        assert job_of(await waiter).id == job.id
         sleeper = elsewhere.enqueue(Sleeper, {"seconds": 60})
         await wait_for(events.job_started, lambda p: p["job"].id == sleeper.id, timeout=10)
         producer = pg_runner.supervisor("t").producer
@@ -111,7 +112,7 @@ async def test_dependents_released_elsewhere_wake_this_node(pg_runner: Runner, p
                 started = time.monotonic()
                 await waiter
                 assert time.monotonic() - started < 10  # far below the 60 s poll
-                assert pg_runner.get_job(dependent.id).attempted_by == pg_runner.node
+                assert get_job(pg_runner, dependent.id).attempted_by == pg_runner.node
     finally:
         upstream.store.close()
 
@@ -130,12 +131,12 @@ async def test_lost_listening_connection_reconnects_and_loses_nothing(
         # Inserted while the listener may be down: the wake-up after reconnecting finds it.
         waiter = wait_for(events.job_completed, timeout=15)
         job = elsewhere.enqueue(Add, {"a": 2, "b": 2})
-        assert (await waiter).job.id == job.id
+        assert job_of(await waiter).id == job.id
         pids = await _until("a new listener", lambda: _listener_pids(pg_url) - {first})
         assert first not in pids
         waiter = wait_for(events.job_completed, timeout=10)
         again = elsewhere.enqueue(Add, {"a": 3, "b": 3})
-        assert (await waiter).job.id == again.id
+        assert job_of(await waiter).id == again.id
 
 
 def test_sqlite_has_no_listener(tmp_path: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ import anyio
 import pytest
 
 from jobrunner import Job, Worker, events
+from jobrunner.config import Settings
 from jobrunner.errors import ConfigError
 from jobrunner.runner import import_modules
 from jobrunner.storage import NewJob
 from jobrunner.testing import EventRecorder, running, wait_for
+from tests.helpers import MakeRunner, about, get_job
 from tests.workers import Add
 
 pytestmark = pytest.mark.anyio
@@ -51,11 +53,11 @@ def exiting_module(tmp_path: Path) -> Iterator[str]:
 
 
 async def test_a_worker_module_that_exits_at_import_discards_only_its_job(
-    make_runner: Any, exiting_module: str
+    make_runner: MakeRunner, exiting_module: str
 ) -> None:
     # Workers are only ever imported from the packages of [runner] modules.
     runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}}, runner={"modules": ["poisonpkg"]})
-    row = {
+    row: dict[str, Any] = {
         "topic": "t", "worker": f"{exiting_module}.Never", "args": "{}", "state": "available",
         "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
@@ -67,21 +69,21 @@ async def test_a_worker_module_that_exits_at_import_discards_only_its_job(
             done = wait_for(events.job_completed, lambda p: p["job"].id == good.id)
             await wait_for(events.job_discarded, lambda p: p["job"].id == poisoned.id)
             await done
-    stored = runner.get_job(poisoned.id)
+    stored = get_job(runner, poisoned.id)
     assert stored.state == "discarded" and stored.attempt == 1
     assert "SystemExit" in stored.errors[0]["error"] and "usage" in stored.errors[0]["error"]
-    assert runner.get_job(good.id).state == "completed"
+    assert get_job(runner, good.id).state == "completed"
 
 
 def test_a_configured_module_that_exits_at_import_is_a_config_error(
-    make_settings: Any, exiting_module: str
+    make_settings: Callable[..., Settings], exiting_module: str
 ) -> None:
     settings = make_settings(runner={"modules": [exiting_module]})
     with pytest.raises(ConfigError, match=r"poisonpkg\.exiting_worker_mod.*SystemExit"):
         import_modules(settings)
 
 
-async def test_stop_returns_well_within_the_watch_interval(make_runner: Any) -> None:
+async def test_stop_returns_well_within_the_watch_interval(make_runner: MakeRunner) -> None:
     runner = make_runner(database={"watch_interval": 30})
     start = anyio.current_time()
     with anyio.fail_after(10):
@@ -117,7 +119,7 @@ class RaisesUnprintable(Worker):
         raise Unprintable()
 
 
-async def test_outcomes_that_are_hard_to_record_fail_alone(make_runner: Any) -> None:
+async def test_outcomes_that_are_hard_to_record_fail_alone(make_runner: MakeRunner) -> None:
     runner = make_runner({"t": {"parallelism": 2, "poll_interval": 0.05}})
     deep = runner.enqueue(DeepResult, {})
     unprintable = runner.enqueue(RaisesUnprintable, {})
@@ -129,8 +131,8 @@ async def test_outcomes_that_are_hard_to_record_fail_alone(make_runner: Any) -> 
         after = runner.enqueue(Add, {"a": 1, "b": 1})  # the runner is still serving
         with anyio.fail_after(10):
             await wait_for(events.job_completed, lambda p: p["job"].id == after.id)
-    assert runner.get_job(deep.id).state == "completed" and runner.get_job(deep.id).result is None
-    stored = runner.get_job(unprintable.id)
+    assert get_job(runner, deep.id).state == "completed" and get_job(runner, deep.id).result is None
+    stored = get_job(runner, unprintable.id)
     assert stored.state == "discarded" and stored.errors[0]["error"].startswith("Unprintable")
 
 
@@ -160,7 +162,7 @@ class OverrunningSync(Worker):
             _Bodies.ended += 1
 
 
-async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(make_runner: Any) -> None:
+async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(make_runner: MakeRunner) -> None:
     _Bodies.active = _Bodies.most = _Bodies.ended = 0
     runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}})
     jobs = [runner.enqueue(OverrunningSync, {}) for _ in range(3)]
@@ -169,12 +171,12 @@ async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(make_runner: A
         async with running(runner):
             with anyio.fail_after(20):
                 for job in jobs:
-                    await recorder.wait_for("job_discarded", lambda p, j=job: p["job"].id == j.id)
+                    await recorder.wait_for("job_discarded", about(job))
                 while _Bodies.ended < len(jobs):  # the last thread still runs after its failure
                     await anyio.sleep(0.01)
     assert _Bodies.most == 1, f"{_Bodies.most} bodies ran at once with parallelism 1"
     for job in jobs:
-        stored = runner.get_job(job.id)
+        stored = get_job(runner, job.id)
         assert stored.state == "discarded" and "timeout" in stored.errors[0]["error"]
 
 

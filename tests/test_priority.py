@@ -3,7 +3,7 @@ and enqueueing for an external topic from Python (``topic=``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -15,6 +15,7 @@ from jobrunner.priority import (
     parse_priority,
     parse_priority_text,
 )
+from tests.helpers import MakeRunner, get_job
 from tests.workers import Add, Noop
 
 
@@ -43,7 +44,7 @@ def test_command_line_text_is_refused_likewise(bad: str) -> None:
 def test_a_worker_priority_may_be_a_name() -> None:
     class Urgent(Worker):
         topic = "t"
-        priority = "critical"
+        priority: ClassVar[int | str | None] = "critical"  # Worker's type: a name becomes its number
 
     assert Urgent.priority == 0
     with pytest.raises(TypeError, match=r"Unknown\.priority must be None or an integer between 0 and 9 or one of"):
@@ -63,7 +64,7 @@ def test_enqueue_accepts_names_in_every_form(runner: Runner) -> None:
     assert runner.enqueue(Add, {"a": 1, "b": 1}, priority="high").priority == 1
     many = runner.enqueue_many([(Noop, {}, {"priority": "low"}), (Noop, {}, {"priority": 9}), (Noop, {})])
     assert [job.priority for job in many] == [3, 9, 2]
-    assert runner.get_job(many[0].id).priority == 3
+    assert get_job(runner, many[0].id).priority == 3
     with pytest.raises(EnqueueError, match=r"priority of tests\.workers\.Noop must be .*got 'urgent'"):
         runner.enqueue(Noop, {}, priority="urgent")
     assert len(runner.list_jobs(limit=1_000_000)) == 4
@@ -78,7 +79,7 @@ async def test_enqueue_async_accepts_names(runner: Runner) -> None:
 EXTERNAL = {"t": {"parallelism": 2}, "ext": {"external": True, "priority": "high"}, "other": {}}
 
 
-def test_enqueue_for_an_external_topic_takes_any_worker_name(make_runner: Any) -> None:
+def test_enqueue_for_an_external_topic_takes_any_worker_name(make_runner: MakeRunner) -> None:
     runner = make_runner(EXTERNAL)
     job = runner.enqueue("convert", {"file": "a.pdf"}, topic="ext")
     assert (job.topic, job.worker, job.priority, job.max_attempts) == ("ext", "convert", 1, 50)
@@ -91,7 +92,7 @@ def test_enqueue_for_an_external_topic_takes_any_worker_name(make_runner: Any) -
         ("ext", "no_such_module.Job", 0), ("t", "tests.workers.Add", 2), ("t", "tests.workers.Add", 2)]
 
 
-def test_topic_must_be_the_workers_own_and_configured(make_runner: Any) -> None:
+def test_topic_must_be_the_workers_own_and_configured(make_runner: MakeRunner) -> None:
     runner = make_runner(EXTERNAL)
     with pytest.raises(EnqueueError, match=r"tests\.workers\.Add belongs to topic 't', not 'other'"):
         runner.enqueue(Add, {"a": 1, "b": 2}, topic="other")

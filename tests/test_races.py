@@ -8,10 +8,11 @@ where these races were found.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,6 @@ from jobrunner.job import Job
 from jobrunner.migrate import available_migrations
 from jobrunner.storage import Ack, ClaimRequest, NewJob, Storage
 from jobrunner.transitions import Transition
-
-T = TypeVar("T")
 
 NOW = 1_000_000.0
 
@@ -56,14 +55,15 @@ def cancel_all(store: Storage, topic: str, count: int) -> list[int]:
     return sorted(job.id for job in claimed)
 
 
-def race(*calls: Callable[[], T]) -> list[T]:
+def race(*calls: Callable[[], Any]) -> list[Any]:
     """Run ``calls`` at once (each in its own thread, released together); their results
-    in order. An exception in any call fails the test."""
+    in order (Any: the calls of one race may return different types). An exception in any
+    call fails the test."""
     barrier = threading.Barrier(len(calls))
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException] = []
 
-    def run(index: int, call: Callable[[], T]) -> None:
+    def run(index: int, call: Callable[[], Any]) -> None:
         try:
             barrier.wait(timeout=30)
             results[index] = call()
@@ -124,7 +124,7 @@ def test_prune_racing_a_bulk_retry_deletes_only_final_jobs(store: Storage) -> No
         topic = f"r{round_}"
         ids = cancel_all(store, topic, 200)
         retried, pruned = race(
-            lambda t=topic: store.operator.retry(NOW + 1, topic=t),
+            functools.partial(store.operator.retry, NOW + 1, topic=topic),
             lambda: store.operator.prune(NOW + 1, 1000),
         )
         left = states(store, ids)
@@ -157,7 +157,7 @@ def test_cancel_racing_a_completion_reports_what_happened(store: Storage) -> Non
         (running,) = claim(store, "c", 1)
         ack = Ack(Transition.COMPLETE, running, at=NOW, result="1")
         acked, (after, cancelled) = race(
-            lambda a=ack: store.jobs.cycle([a]), lambda j=job.id: store.operator.cancel(j, NOW)
+            functools.partial(store.jobs.cycle, [ack]), functools.partial(store.operator.cancel, job.id, NOW)
         )
         (applied,) = acked.applied
         final = store.jobs.get(job.id)

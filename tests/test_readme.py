@@ -10,6 +10,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +118,7 @@ def _run_example(block: Block, session: ReadmeSession) -> None:
     assert not unfinished, (where, unfinished)
 
 
-def _check_enqueue_lines(block: Block, output: str, created: dict[int, dict]) -> None:
+def _check_enqueue_lines(block: Block, output: str, created: dict[int, dict[str, Any]]) -> None:
     """Each ``python -m jobrunner enqueue WORKER`` printed the new job's id alone on a line."""
     workers = [m.group("worker") for line in block.text.splitlines() if (m := ENQUEUE.search(line))]
     ids = {int(line) for line in output.splitlines() if line.strip().isdigit()} & set(created)

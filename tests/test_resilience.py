@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -31,6 +31,8 @@ from jobrunner import Runner
 from tests import resilience_workers as rw
 from tests.daemon_harness import DaemonProcess, holds_for, run_cli, wait_until
 from tests.resilience_workers import Task
+
+T = TypeVar("T")
 
 CONFIG = """
 [database]
@@ -154,7 +156,8 @@ class Cluster:
         return [e for e in self.executions() if e["job_id"] == job_id]
 
     def show(self, job_id: int) -> dict[str, Any]:
-        return json.loads(self.cli("show", str(job_id), "--json").stdout)
+        shown: dict[str, Any] = json.loads(self.cli("show", str(job_id), "--json").stdout)
+        return shown
 
     def enqueue(self, *args_list: dict[str, Any], **options: Any) -> list[int]:
         """Enqueue Task jobs from this (test) process, in one transaction."""
@@ -173,15 +176,15 @@ class Cluster:
 
     # -------------------------------------------------------- waiting
 
-    def wait_until(self, what: str, predicate: Callable[[], Any], timeout: float = 30,
-                   alive: list[DaemonProcess] | None = None) -> Any:
+    def wait_until(self, what: str, predicate: Callable[[], T | None], timeout: float = 30,
+                   alive: list[DaemonProcess] | None = None) -> T:
         """Poll ``predicate`` until truthy; fail early if a daemon that should live exits."""
         return wait_until(what, predicate, timeout=timeout, alive=self.daemons if alive is None else alive,
                           describe=lambda: f"states: {dict(self.counts())}")
 
     def wait_state(self, job_id: int, *states: str, timeout: float = 30) -> str:
         return self.wait_until(f"job {job_id} to be {'/'.join(states)}",
-                               lambda: (s := self.state(job_id)) in states and s, timeout)
+                               lambda: s if (s := self.state(job_id)) in states else None, timeout)
 
     def wait_started(self, job_id: int, timeout: float = 30) -> dict[str, Any]:
         """Until the job is executing and its perform has begun (its log row exists)."""
@@ -420,7 +423,11 @@ def test_pause_and_resume_from_another_process(make_cluster: Callable[..., Clust
 
     # The job that was running when the topic was paused goes on and finishes...
     gate.touch()
-    c.wait_until("the running job to finish", lambda: (still_held(), c.state(running) == "completed")[1])
+    def running_finished() -> bool:
+        still_held()
+        return c.state(running) == "completed"
+
+    c.wait_until("the running job to finish", running_finished)
     freed = time.monotonic()
     # ...and for many poll intervals after that (free slots, a paused topic), nothing is claimed.
     holds_for("the paused topic's jobs stay available", still_held,
@@ -521,7 +528,8 @@ def test_cancel_then_retry_of_a_running_job_never_runs_it_twice_at_once(
     runner = Runner.from_config(c.cfg)
     try:
         # An operator cancels the job and changes their mind at once (another process).
-        assert runner.cancel_job(job_id).state == "cancelled"
+        cancelled = runner.cancel_job(job_id)
+        assert cancelled is not None and cancelled.state == "cancelled"
         assert runner.retry_jobs([job_id]) == [job_id]
     finally:
         runner.store.close()
@@ -529,7 +537,7 @@ def test_cancel_then_retry_of_a_running_job_never_runs_it_twice_at_once(
     # either order).
     first, second = c.wait_until(
         "the job to run again and its first execution to have ended",
-        lambda: len(rows := c.executions_of(job_id)) >= 2 and rows[0]["outcome"] is not None and rows[:2])
+        lambda: rows[:2] if len(rows := c.executions_of(job_id)) >= 2 and rows[0]["outcome"] is not None else None)
     assert first["outcome"] == "cancelled" and first["ended"] <= second["started"], (
         f"two executions of job {job_id} at once: {first} and {second}")
     assert (first["attempt"], second["attempt"]) == (1, 2)
@@ -556,7 +564,8 @@ def test_cancel_then_retry_of_a_running_sync_perform_never_runs_it_twice_at_once
     c.wait_started(job_id)
     runner = Runner.from_config(c.cfg)
     try:
-        assert runner.cancel_job(job_id).state == "cancelled"
+        cancelled = runner.cancel_job(job_id)
+        assert cancelled is not None and cancelled.state == "cancelled"
         assert runner.retry_jobs([job_id]) == [job_id]
     finally:
         runner.store.close()

@@ -19,6 +19,7 @@ from jobrunner import Job, Runner, Snooze, Worker
 from jobrunner.job import LATEST, iso
 from jobrunner.storage.schema import jobs
 from jobrunner.testing import drain
+from tests.helpers import MakeRunner, get_job
 
 BACKOFF_1S = {"strategy": "constant", "base": 1.0, "max": 1.0, "jitter": 0.0}
 
@@ -67,7 +68,7 @@ def renders(job: Job) -> dict[str, Any]:
 
 
 @pytest.fixture
-def one_second_runner(make_runner: Any) -> Runner:
+def one_second_runner(make_runner: MakeRunner) -> Runner:
     return make_runner({"t": {"parallelism": 4, "backoff": BACKOFF_1S}})
 
 
@@ -75,7 +76,7 @@ def one_second_runner(make_runner: Any) -> Runner:
 async def test_a_snooze_past_the_year_9999_is_clamped(runner: Runner) -> None:
     job = runner.enqueue(LongSnooze, {})
     assert (await drain(runner, "t"))["snoozed"] == 1
-    stored = runner.get_job(job.id)
+    stored = get_job(runner, job.id)
     assert stored.state == "scheduled" and stored.scheduled_at == LATEST
     assert renders(stored)["scheduled_at"].startswith("9999-12-30")
 
@@ -93,11 +94,12 @@ async def test_a_backoff_is_seconds_or_a_timedelta_and_clamped(one_second_runner
     job = one_second_runner.enqueue(FailsWithBackoff, {"backoff": list(spec)})
     before = time.time()
     assert (await drain(one_second_runner, "t"))["failed"] == 1
-    stored = one_second_runner.get_job(job.id)
+    stored = get_job(one_second_runner, job.id)
     assert stored.state == "retryable"
     if low == LATEST:
         assert stored.scheduled_at == LATEST
     else:
+        assert stored.scheduled_at is not None
         assert before + low <= stored.scheduled_at <= time.time() + high, stored.scheduled_at - before
     assert "note" not in stored.errors[-1]
     renders(stored)
@@ -115,8 +117,9 @@ async def test_a_backoff_that_is_not_seconds_falls_back_to_the_topic(one_second_
     before = time.time()
     counts = await drain(one_second_runner, "t")
     assert counts["failed"] == 1, counts
-    stored = one_second_runner.get_job(job.id)
+    stored = get_job(one_second_runner, job.id)
     assert stored.state == "retryable"
+    assert stored.scheduled_at is not None
     assert before + 0.9 <= stored.scheduled_at <= time.time() + 1.1  # the topic's constant 1 s
     assert fragment in stored.errors[-1]["note"] and "used the topic's backoff" in stored.errors[-1]["note"]
 
@@ -129,6 +132,6 @@ def test_stored_times_beyond_the_range_still_render(runner: Runner) -> None:
             conn.execute(update(jobs).where(jobs.c.id == job.id).values(scheduled_at=1e14, attempted_at=-1e14))
     finally:
         engine.dispose()
-    data = renders(runner.get_job(job.id))
+    data = renders(get_job(runner, job.id))
     assert data["scheduled_at"].startswith("9999-12-31") and data["attempted_at"].startswith("0001-01-01")
     assert iso(float("nan")) is None

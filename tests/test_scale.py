@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from jobrunner import Runner, ScaleError, events
 from jobrunner.testing import running, wait_for
+from tests.helpers import MakeRunner, get_job
 from tests.limits_cluster import Cluster, make_cluster_fixture
 from tests.workers import Sleeper
 
@@ -29,7 +29,7 @@ async def started(runner: Runner, count: int) -> None:
 
 
 @pytest.mark.anyio
-async def test_scale_up_and_back_in_one_process(make_runner: Any) -> None:
+async def test_scale_up_and_back_in_one_process(make_runner: MakeRunner) -> None:
     # The sleepers still running at the end are cancelled after a short grace.
     runner = make_runner({"t": {"parallelism": 1, "poll_interval": 0.05}}, runner={"shutdown_grace": 0.2})
     jobs = runner.enqueue_many([(Sleeper, {"seconds": 60}) for _ in range(5)])
@@ -41,7 +41,7 @@ async def test_scale_up_and_back_in_one_process(make_runner: Any) -> None:
         assert runner.scale("t", None) == 1 and runner.parallelism("t") == 1
         # Scaling down cancels nothing: the three go on, and none starts until fewer run.
         ended = wait_for(events.job_cancelled, lambda p: True, timeout=10)
-        runner.cancel_job(next(j.id for j in jobs if runner.get_job(j.id).state == "executing"))
+        runner.cancel_job(next(j.id for j in jobs if get_job(runner, j.id).state == "executing"))
         await ended
         await anyio.sleep(0.3)  # ten polls: nothing more may start
         assert runner.stats()["t"]["executing"] == 2

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,17 +54,21 @@ class Daemon:
         self.cfg.write_text(CONFIG.format(db=self.db, grace=grace))
         self.log = tmp / "daemon.log"
         self.process = DaemonProcess(self.cfg, log_path=self.log, env=env, run_options=["--backend", backend])
-        self.proc = self.process.start().proc
+        proc = self.process.start().proc
+        assert proc is not None  # set by start()
+        self.proc = proc
 
     def enqueue(self, worker: str, args: str) -> int:
         out = run_cli(self.cfg, "enqueue", worker, "--args", args, env=self.env)
         assert out.returncode == 0, out.stderr
         return int(out.stdout)
 
-    def row(self, job_id: int) -> tuple[str, int, str | None] | None:
+    def row(self, job_id: int) -> tuple[str, int, str | None]:
         with sqlite3.connect(self.db, timeout=30) as conn:
-            return conn.execute("SELECT state, attempt, result FROM jobrunner_jobs WHERE id = ?",
-                                (job_id,)).fetchone()
+            row: tuple[str, int, str | None] | None = conn.execute(
+                "SELECT state, attempt, result FROM jobrunner_jobs WHERE id = ?", (job_id,)).fetchone()
+            assert row is not None, f"no job {job_id}"
+            return row
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -78,7 +82,7 @@ class Daemon:
 
 
 @pytest.fixture
-def daemons(subprocess_env: dict[str, str]) -> Any:
+def daemons(subprocess_env: dict[str, str]) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def start(tmp: Path, backend: str, grace: float) -> Daemon:
@@ -105,7 +109,7 @@ def start_gated_job(daemon: Daemon, tmp: Path) -> int:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_second_signal_stops_at_once_while_a_thread_perform_runs(
-    tmp_path: Path, daemons: Any, backend: str
+    tmp_path: Path, daemons: Callable[..., Daemon], backend: str
 ) -> None:
     daemon = daemons(tmp_path, backend, grace=60)
     job_id = start_gated_job(daemon, tmp_path)
@@ -121,7 +125,7 @@ def test_a_second_signal_stops_at_once_while_a_thread_perform_runs(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_thread_perform_past_the_grace_does_not_hold_the_exit(
-    tmp_path: Path, daemons: Any, backend: str
+    tmp_path: Path, daemons: Callable[..., Daemon], backend: str
 ) -> None:
     daemon = daemons(tmp_path, backend, grace=0.3)
     job_id = start_gated_job(daemon, tmp_path)
@@ -134,7 +138,7 @@ def test_a_thread_perform_past_the_grace_does_not_hold_the_exit(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_job_finished_during_the_grace_is_recorded_not_run_again(
-    tmp_path: Path, daemons: Any, backend: str
+    tmp_path: Path, daemons: Callable[..., Daemon], backend: str
 ) -> None:
     daemon = daemons(tmp_path, backend, grace=60)
     job_id = start_gated_job(daemon, tmp_path)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from jobrunner import Runner
 from jobrunner.config import parse
 from jobrunner.storage import NewJob
 from tests.daemon_harness import DaemonProcess, holds_for, start_on_free_port, wait_until
+from tests.helpers import get_job
 
 #: Ten heartbeat intervals (the defaults keep twelve: 5 s and 60 s). At five, a 2-core VM
 #: running this flood, the daemon and the rescuing test sometimes left the heartbeat
@@ -52,7 +54,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Runner]]:
     observer = Runner(parse({"database": {"url": f"sqlite:///{db}"}, "topics": {"py": {}}}))
     observer.migrate()
     args = json.dumps({"blob": "x" * 1500})
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"topic": "archive", "worker": "elsewhere.W", "args": args, "state": "available",
          "priority": 2, "attempt": 0, "max_attempts": 1, "errors": "[]", "inserted_at": 0.0, "scheduled_at": 0.0}
         for _ in range(3000)
@@ -77,7 +79,7 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
     url, observer = daemon
     sleep = {"worker": "tests.http_workers.Sleep", "args": {"seconds": 60}}
     job_id = httpx.post(f"{url}/jobs", json=sleep).json()["id"]
-    wait_until(f"job {job_id} to be executing", lambda: observer.get_job(job_id).state == "executing", timeout=15)
+    wait_until(f"job {job_id} to be executing", lambda: get_job(observer, job_id).state == "executing", timeout=15)
 
     stop = threading.Event()
     served = [0]
@@ -105,5 +107,5 @@ def test_a_flood_of_reads_never_gets_a_live_node_declared_dead(daemon: tuple[str
             reader.join()
     assert served[0] > 24, "the flood did not run"
     assert rescued == [], f"a live node was declared dead during the read flood: {rescued}"
-    job = observer.get_job(job_id)
+    job = get_job(observer, job_id)
     assert job.state == "executing" and job.attempt == 1 and job.errors == []

@@ -131,7 +131,7 @@ async def test_control_reports_pause_cancellations_and_lost_jobs(api: AsyncStora
     (await api.cycle([Ack(Transition.RELEASE, lost)]))
     running = [(j.id, j.attempt) for j in (kept, cancelled, lost)]
     control = await api.control("t", running, "n1")
-    assert (control.paused, control.cancelled, control.lost) == (False, {cancelled.id}, {lost.id})
+    assert (control.paused, control.cancelled, control.lost) == (False, frozenset({cancelled.id}), frozenset({lost.id}))
     assert (await api.control("t", running, "another-node")).lost == {kept.id, lost.id}
     api.storage.operator.set_paused("t", True, NOW)
     assert api.storage.operator.paused_topics() == {"t"}

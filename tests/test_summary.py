@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -14,6 +13,7 @@ from jobrunner import Job, Worker
 from jobrunner.config import ConfigError, parse
 from jobrunner.summary import new_tally, summary_line
 from jobrunner.testing import EventRecorder, running
+from tests.helpers import MakeRunner
 from tests.workers import Add, AlwaysFails, CancelMe, FailTimes
 
 
@@ -46,7 +46,7 @@ class Summaries(logging.Handler):
             self._changed.set()
 
     def of(self, topic: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.topic == topic]
+        return [r for r in self.records if r.__dict__["topic"] == topic]  # an `extra` of the log call
 
     async def until(self, what: str, predicate: Callable[[], bool], timeout: float = 10) -> None:
         try:
@@ -61,7 +61,7 @@ class Summaries(logging.Handler):
 
 
 @pytest.fixture
-def summaries() -> Any:
+def summaries() -> Iterator[Summaries]:
     handler = Summaries()
     logger = logging.getLogger("jobrunner")
     level = logger.level
@@ -83,7 +83,9 @@ def totals(records: list[logging.LogRecord]) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.anyio
-async def test_each_active_topic_gets_a_summary_line_per_interval(make_runner: Any, summaries: Summaries) -> None:
+async def test_each_active_topic_gets_a_summary_line_per_interval(
+    make_runner: MakeRunner, summaries: Summaries
+) -> None:
     runner = make_runner({"t": {"parallelism": 4, "poll_interval": 0.05}, "u": {"parallelism": 1}},
                          runner={"summary_interval": 0.2})
     with EventRecorder("t") as recorder:
@@ -105,7 +107,9 @@ async def test_each_active_topic_gets_a_summary_line_per_interval(make_runner: A
     assert len(summaries.of("t")) == seen
     record = summaries.of("t")[0]
     assert record.name == "jobrunner" and record.levelno == logging.INFO
-    assert LINE.match(record.getMessage()).group(7) == "4"  # running n/parallelism
+    matched = LINE.match(record.getMessage())
+    assert matched is not None
+    assert matched.group(7) == "4"  # running n/parallelism
 
 
 def test_summary_line_format() -> None:

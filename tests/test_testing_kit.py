@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jobrunner import Runner, events as signals
 from jobrunner.recording import EventRecorder, RecordedEvent
 from jobrunner.testing import running, wait_for
+from tests.helpers import MakeRunner
 from tests.workers import Add
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def test_our_conftest_overrides_the_plugin_runner_and_the_events_fixture_records
 
 
 @pytest.mark.anyio
-async def test_both_wait_fors_return_the_same_recorded_event(make_runner: Any) -> None:
+async def test_both_wait_fors_return_the_same_recorded_event(make_runner: MakeRunner) -> None:
     runner = make_runner({"t": {"poll_interval": 0.05}})
     with EventRecorder() as recorder:
         async with running(runner):

@@ -17,6 +17,7 @@ import pytest
 from jobrunner.config import Settings, TopicSettings
 from jobrunner.testing import perform_job
 from jobrunner.worker import current_settings
+from tests.helpers import MakeRunner, get_job
 from topics.demo import FlakyJob, PrintMessage, PrintSum
 from topics.shell import RunCommand
 from topics.webhooks import SIGNATURE_HEADER, Deliver, sign, verify
@@ -87,6 +88,7 @@ async def test_webhook_4xx_is_a_permanent_failure(status: int) -> None:
     with Receiver([status]) as receiver, topic_options("webhooks", secret=SECRET):
         outcome = await perform_job(Deliver, {"url": receiver.url, "payload": {}})
     assert outcome.state == "cancelled"
+    assert outcome.reason is not None
     assert f"HTTP {status}" in outcome.reason
 
 
@@ -123,6 +125,7 @@ async def test_webhook_without_secret_or_with_bad_url_is_cancelled() -> None:
         assert (await perform_job(Deliver, {"url": "http://127.0.0.1:9/"})).state == "cancelled"
     with topic_options("webhooks", secret=SECRET):
         outcome = await perform_job(Deliver, {"url": "file:///etc/passwd"})
+    assert outcome.reason is not None
     assert outcome.state == "cancelled" and "http(s) URL" in outcome.reason
 
 
@@ -152,6 +155,7 @@ async def test_shell_nonzero_exit_fails_with_code_and_stderr() -> None:
 async def test_shell_refuses_commands_that_config_does_not_name(command: Any) -> None:
     with topic_options("shell", commands=COMMANDS):
         outcome = await perform_job(RunCommand, {"command": command, "args": ["-rf", "/"]})
+    assert outcome.reason is not None
     assert outcome.state == "cancelled" and "not allowed" in outcome.reason
 
 
@@ -170,7 +174,8 @@ async def test_demo_workers(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 class QuickShell(RunCommand):
-    timeout = 2.5  # long enough for two Python interpreters to start on a loaded machine
+    # mypy infers int from RunCommand's `timeout = 600` (Worker declares float | None): hence the ignore.
+    timeout = 2.5  # type: ignore[assignment]  # long enough for two Python interpreters to start on a loaded machine
 
 
 async def test_shell_timeout_terminates_the_whole_process_group(tmp_path: Any) -> None:
@@ -199,7 +204,7 @@ def running(pid: int) -> bool:
 
 
 async def test_ds_creates_its_output_folder_on_a_fresh_checkout(
-    make_runner: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    make_runner: MakeRunner, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The README's first ds command, from a folder without ds-output (the default output_dir)."""
     from jobrunner import events
@@ -217,7 +222,7 @@ async def test_ds_creates_its_output_folder_on_a_fresh_checkout(
         async with anyio.create_task_group() as tg:
             for waiter in (final, discarded):
                 tg.start_soon(_first_of, waiter, tg.cancel_scope)
-    stored = runner.get_job(job.id)
+    stored = get_job(runner, job.id)
     assert stored.state == "completed", stored.errors
     output = tmp_path / "ds-output" / f"job-{job.id}.json"
     assert stored.result == {"output": str(output), "exit_code": 0}

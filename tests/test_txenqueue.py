@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobrunner import EnqueueError, Runner, events
 from jobrunner.testing import EventRecorder, running, wait_for
+from tests.helpers import MakeRunner, job_of
 from tests.workers import Add, Noop
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +55,7 @@ def test_session_announces_only_after_commit(runner: Runner, app_engine: Engine)
             job = runner.enqueue(Noop, {}, connection=session)
             assert recorder.of("job_inserted") == []
             session.commit()
-        assert [e.job.id for e in recorder.of("job_inserted")] == [job.id]
+        assert [job_of(e).id for e in recorder.of("job_inserted")] == [job.id]
         with Session(app_engine) as session:
             runner.enqueue(Noop, {}, connection=session)
             session.rollback()
@@ -63,7 +64,7 @@ def test_session_announces_only_after_commit(runner: Runner, app_engine: Engine)
     assert runner.stats()["t"]["available"] == 1
 
 
-async def test_a_committed_job_starts_without_waiting_for_the_poll(make_runner: Any, app_engine: Engine) -> None:
+async def test_a_committed_job_starts_without_waiting_for_the_poll(make_runner: MakeRunner, app_engine: Engine) -> None:
     runner = make_runner(NO_POLL)
     async with running(runner):
         for use_session in (False, True):
@@ -75,7 +76,7 @@ async def test_a_committed_job_starts_without_waiting_for_the_poll(make_runner: 
                 with app_engine.begin() as conn:
                     job = runner.enqueue(Add, {"a": 2, "b": 3}, connection=conn)
             completed = await waiter
-            assert completed.job.id == job.id and completed.job.result == 5
+            assert job_of(completed).id == job.id and job_of(completed).result == 5
 
 
 def test_connection_on_another_database_is_refused(runner: Runner, tmp_path: Any) -> None:
@@ -90,7 +91,7 @@ def test_connection_on_another_database_is_refused(runner: Runner, tmp_path: Any
     assert sum(runner.stats()["t"].values()) == 0
 
 
-async def test_no_wake_up_reaches_a_producer_before_the_commit(make_runner: Any, app_engine: Engine) -> None:
+async def test_no_wake_up_reaches_a_producer_before_the_commit(make_runner: MakeRunner, app_engine: Engine) -> None:
     runner = make_runner(NO_POLL)
     with EventRecorder("t") as recorder:
         async with running(runner):

@@ -19,6 +19,7 @@ from jobrunner.storage import NewJob
 from jobrunner.testing import drain, perform_job
 from tests import typed_workers
 from tests.daemon_harness import run_cli
+from tests.helpers import get_job
 from tests.typed_workers import Greet, Order, Plot, Point, TakeOrder, Untyped
 from topics.demo import FlakyJob, PrintMessage, PrintSum
 
@@ -82,7 +83,7 @@ def test_an_instance_of_the_type_is_stored_as_its_json_form(runner: Runner) -> N
     when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     job = runner.enqueue(TakeOrder, Order("book", 3, when))
     assert job.args == {"sku": "book", "quantity": 3, "when": "2030-01-02T03:04:05Z"}
-    assert runner.get_job(job.id).args == job.args
+    assert get_job(runner, job.id).args == job.args
     [struct_job] = runner.enqueue_many([(Plot, Point(1, 2, ["a"]))])
     assert struct_job.args == {"x": 1, "y": 2, "tags": ["a"]}
 
@@ -97,14 +98,14 @@ async def test_perform_reads_the_converted_instance_while_job_args_stays_json(ru
     assert typed_workers.seen[order.id] == (Order, order.args)
     assert typed_workers.seen[plot.id] == (Point, {"x": 3, "y": 4})
     assert typed_workers.seen[greet.id] == (dict, {"name": "Ada", "polite": True})
-    results = {j.id: runner.get_job(j.id).result for j in (order, plot, greet, untyped)}
+    results = {j.id: get_job(runner, j.id).result for j in (order, plot, greet, untyped)}
     assert results == {order.id: 2, plot.id: 7, greet.id: "Dear Ada", untyped.id: [1, "x"]}
 
 
 @pytest.mark.anyio
 async def test_a_stored_job_whose_arguments_no_longer_match_is_discarded_at_once(runner: Runner) -> None:
     # As if TakeOrder's args_type gained the required field `sku` after this job was stored.
-    row = {
+    row: dict[str, Any] = {
         "topic": "t", "worker": "tests.typed_workers.TakeOrder", "args": '{"quantity": 2}',
         "state": "available", "priority": 0, "attempt": 0, "max_attempts": 50, "errors": "[]",
         "inserted_at": 0.0, "scheduled_at": 0.0,
@@ -113,7 +114,7 @@ async def test_a_stored_job_whose_arguments_no_longer_match_is_discarded_at_once
     assert await drain(runner, "t", with_scheduled=True) == {
         "completed": 0, "failed": 0, "discarded": 1, "cancelled": 0, "snoozed": 0,
     }
-    stored = runner.get_job(job.id)
+    stored = get_job(runner, job.id)
     assert stored.state == "discarded" and stored.attempt == 1 and len(stored.errors) == 1
     entry = stored.errors[0]
     assert entry["error"] == (

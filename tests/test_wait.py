@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -15,12 +16,12 @@ import httpx
 import pytest
 
 import jobrunner
-from jobrunner import JobNotFoundError, Runner, WaitTimeoutError
+from jobrunner import Job, JobNotFoundError, Runner, WaitTimeoutError
 from jobrunner.config import parse
 from jobrunner.testing import running
 from tests import forkserver
 from tests.conftest import PYTHON
-from tests.readme_session import free_port
+from tests.daemon_harness import free_port
 from tests.workers import Add, FailTimes
 
 TOPICS = {"t": {"parallelism": 2, "poll_interval": 0.05}}
@@ -33,7 +34,7 @@ def make(url: str, **sections: Any) -> Runner:
 
 
 @pytest.fixture
-def waiter(any_db_url: str) -> Any:
+def waiter(any_db_url: str) -> Iterator[Runner]:
     made = make(any_db_url)
     yield made
     made.store.close()
@@ -67,7 +68,7 @@ async def test_wait_times_out_with_the_last_state_seen(waiter: Runner) -> None:
     with pytest.raises(WaitTimeoutError, match=f"job {job.id} is still scheduled after 0.3s") as info:
         await waiter.wait_async(job, timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 5
-    assert info.value.job.state == "scheduled"
+    assert cast(Job, info.value.job).state == "scheduled"  # WaitTimeoutError.job is typed object
     assert isinstance(info.value, TimeoutError) and jobrunner.WaitTimeoutError is WaitTimeoutError
     with pytest.raises(JobNotFoundError, match="no job with id 987654"):
         await waiter.wait_async(987654, timeout=1)

@@ -126,7 +126,7 @@ class SyncChained(Worker):
     def perform(self, job: Job) -> Any:
         record(job)
         try:
-            {}["missing"]
+            dict[str, int]()["missing"]
         except KeyError as exc:
             raise RuntimeError("lookup failed") from exc
 

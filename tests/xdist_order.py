@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from xdist.scheduler import LoadScheduling
-from xdist.workermanage import WorkerController
+from xdist.scheduler import LoadScheduling  # type: ignore[import-untyped]  # pytest-xdist ships no type hints
+from xdist.workermanage import WorkerController  # type: ignore[import-untyped]
 
 #: Files whose tests must run in order in one process (a shared session or browser).
 SEQUENTIAL_FILES = ("tests/test_readme.py", "tests/test_dashboard_browser.py")
 
 
-class SequentialFilesScheduling(LoadScheduling):
+class SequentialFilesScheduling(LoadScheduling):  # type: ignore[misc]  # an Any base: xdist is untyped
     """``--dist load``, with the tests of each of :data:`SEQUENTIAL_FILES` kept together."""
 
     def _send_tests(self, node: WorkerController, num: int) -> None:
