@@ -8,6 +8,11 @@ what a caller may want to catch; a few derive from the built-in they refine inst
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import Job
+
 
 class JobrunnerError(Exception):
     """A jobrunner error."""
@@ -84,9 +89,9 @@ class JobNotFoundError(JobrunnerError):
 class WaitTimeoutError(JobrunnerError, TimeoutError):
     """The job did not reach a final state (completed, discarded, cancelled) in time."""
 
-    def __init__(self, message: str | None = None, job: object = None) -> None:
+    def __init__(self, message: str | None = None, job: Job | None = None) -> None:
         super().__init__(message)
-        #: The job as it was last read (a :class:`~jobrunner.Job`), or None.
+        #: The job as it was last read, or None.
         self.job = job
 
 

@@ -126,8 +126,12 @@ class Worker:
         cls.cron_schedules = _cron_schedules(cls, name)
         register(cls)
 
-    async def perform(self, job: Job) -> Any:
-        """Do the job's work. Return a value (completed), ``Snooze`` or ``Cancel``; raise to fail."""
+    def perform(self, job: Job) -> Any:
+        """Do the job's work. Return a value (completed), ``Snooze`` or ``Cancel``; raise to fail.
+
+        Override it with ``async def perform`` (run on the event loop) or a plain ``def
+        perform`` (run in a worker thread); declared plain here so that both type-check.
+        """
         raise NotImplementedError(f"{type(self).__qualname__} must implement perform(job)")
 
     def args_of(self, job: Job) -> Any:

@@ -25,7 +25,7 @@ class BlockingSleep(Worker):
     release = threading.Event()
 
     # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
-    def perform(self, job: Job) -> None:  # type: ignore[override]
+    def perform(self, job: Job) -> None:
         with BlockingSleep.lock:
             BlockingSleep.active += 1
             BlockingSleep.peak = max(BlockingSleep.peak, BlockingSleep.active)

@@ -270,7 +270,7 @@ class SlowThread(Worker):
     release = threading.Event()
 
     # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
-    def perform(self, job: Job) -> None:  # type: ignore[override]
+    def perform(self, job: Job) -> None:
         SlowThread.release.wait(30)
 
 

@@ -42,7 +42,7 @@ class HalfwayInThread(Worker):
     topic = "t"
 
     # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
-    def perform(self, job: Job) -> None:  # type: ignore[override]
+    def perform(self, job: Job) -> None:
         self.progress_sync(job, 0.75)
 
 

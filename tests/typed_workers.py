@@ -59,7 +59,7 @@ class Plot(Worker):
     args_type = Point
 
     # Worker.perform is typed async, but a plain def perform (run in a thread) is supported.
-    def perform(self, job: Job) -> int:  # type: ignore[override]
+    def perform(self, job: Job) -> int:
         point: Point = self.args_of(job)
         seen[job.id] = (type(point), job.args)
         return point.x + point.y
