@@ -33,7 +33,7 @@ from .outcomes import (
 )
 from .payload import PayloadError
 from .process import ExternalProcess, as_external_process
-from .threads import ThreadCall
+from .threads import ThreadCall, started_in_thread
 from .worker import Worker
 from .worker_lookup import runnable_worker
 
@@ -85,6 +85,7 @@ class Executor:
                     return plan(job, outcome, self.topic, self.clock(), None, 0.0)
             if not worker.perform_is_async:
                 call = ThreadCall(functools.partial(worker.perform, job))
+                started_in_thread(call)
             outcome = classify(await self._perform(worker, job, call))
         except anyio.get_cancelled_exc_class():
             if call is None or not call.done:

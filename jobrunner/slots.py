@@ -22,9 +22,12 @@ from anyio.abc import TaskGroup
 from .context import in_own_context
 from .job import Job
 from .outcomes import Finished
-from .threads import ThreadCall
+from .threads import ThreadCall, watch_threads
 
 logger = logging.getLogger("jobrunner.producer")
+
+#: Threads remembered after their execution ended are pruned of finished ones at this count.
+LINGERING_PRUNE_AT = 64
 
 
 @dataclass(slots=True, eq=False)
@@ -34,16 +37,20 @@ class Execution:
     ``scope`` cancels it (its job task's scope). ``lost``: the job left this node's
     hands meanwhile (rescued, retried or claimed again), so nothing is written or
     announced for it. ``cancelled``: it was cancelled in the table by request, so its
-    end is only announced. ``after``: an earlier execution of the same job, lost and
-    still unwinding, that this one waits for before it starts; ``finished`` is set when
-    this one has ended (made only when a later execution waits for it).
+    end is only announced. ``thread``: the worker thread of a plain ``def perform``.
+    ``after`` / ``after_thread``: an earlier execution of the same job still unwinding
+    here, or the thread of one that outlived it (cancelled, lost or timed out), which
+    this one waits for before it starts; ``finished`` is set when this one has ended
+    (made only when a later execution waits for it).
     """
 
     job: Job
     scope: anyio.CancelScope
     lost: bool = False
     cancelled: bool = False
+    thread: ThreadCall | None = None
     after: Execution | None = None
+    after_thread: ThreadCall | None = None
     finished: anyio.Event | None = None
 
 
@@ -70,6 +77,8 @@ class JobSlots:
         self._executions: dict[int, Execution] = {}
         #: Executions abandoned (their job lost) whose task has not ended yet, by job id.
         self._unwinding: dict[int, Execution] = {}
+        #: Threads of plain ``def perform`` still running after their execution ended, by job id.
+        self._lingering: dict[int, ThreadCall] = {}
         self._jobs_tg: TaskGroup | None = None
         self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
@@ -111,12 +120,17 @@ class JobSlots:
     def _wait_for_unwinding(self, execution: Execution) -> None:
         """A job never runs twice at once here: when an abandoned execution of the same job
         is still unwinding (its cancellation not yet delivered, its ``finally`` blocks not
-        yet run), the new one starts only after it has ended."""
-        previous = self._unwinding.get(execution.job.id) if self._unwinding else None
+        yet run), or the thread of an earlier one still runs, the new one starts only after
+        it has ended."""
+        job_id = execution.job.id
+        previous = self._unwinding.get(job_id) if self._unwinding else None
         if previous is not None:
             if previous.finished is None:
                 previous.finished = self._new_event()
             execution.after = previous
+        thread = self._lingering.pop(job_id, None) if self._lingering else None
+        if thread is not None and not thread.done:
+            execution.after_thread = thread
 
     def cancel(self, job_id: int) -> bool:
         """Stop the execution of ``job_id`` (cancelled in the table); False if none runs here."""
@@ -183,17 +197,26 @@ class JobSlots:
     async def _run(self, execution: Execution) -> None:
         finished: Finished | None = None
         try:
-            previous = execution.after
-            if previous is not None:
-                assert previous.finished is not None  # made when this execution was linked to it
-                await previous.finished.wait()
-                execution.after = None
+            if execution.after is not None or execution.after_thread is not None:
+                await self._wait_for_earlier(execution)
+            watch_threads(execution)  # this job's own context: see in_own_context
             finished = await self._perform(execution.job)
         finally:
             overrun = finished.overrun if finished is not None else None
             self._end(execution, finished, free_slot=overrun is None)
         if overrun is not None:
             await self._hold_slot(execution.job, overrun)
+
+    async def _wait_for_earlier(self, execution: Execution) -> None:
+        previous, execution.after = execution.after, None
+        if previous is not None:
+            assert previous.finished is not None  # made when this execution was linked to it
+            await previous.finished.wait()
+            if previous.thread is not None:
+                await previous.thread.wait_done()
+        thread, execution.after_thread = execution.after_thread, None
+        if thread is not None:
+            await thread.wait_done()
 
     async def _hold_slot(self, job: Job, overrun: ThreadCall) -> None:
         """Keep the slot of a timed-out job whose thread runs on, until the thread ends.
@@ -217,6 +240,9 @@ class JobSlots:
             del self._executions[job_id]
         elif self._unwinding.get(job_id) is execution:
             del self._unwinding[job_id]
+        thread = execution.thread
+        if thread is not None and not thread.done:  # cancelled, lost or timed out: it runs on
+            self._linger(job_id, thread)
         if execution.finished is not None:
             execution.finished.set()
         self._ended(execution, finished)
@@ -224,6 +250,11 @@ class JobSlots:
             self._free_slot()
         else:
             self._changed()  # its outcome may be pending
+
+    def _linger(self, job_id: int, thread: ThreadCall) -> None:
+        if len(self._lingering) >= LINGERING_PRUNE_AT:
+            self._lingering = {k: t for k, t in self._lingering.items() if not t.done}
+        self._lingering[job_id] = thread
 
     def _free_slot(self) -> None:
         self.taken -= 1

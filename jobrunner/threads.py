@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import anyio
 
@@ -37,7 +38,7 @@ class ThreadCall:
     still known (``value`` / ``error``).
     """
 
-    __slots__ = ("_lock", "_waiter", "done", "error", "fn", "value")
+    __slots__ = ("_lock", "_waiters", "done", "error", "fn", "value")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
@@ -45,7 +46,7 @@ class ThreadCall:
         self.value: Any = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._waiter: tuple[EventLoop, anyio.Event] | None = None
+        self._waiters: list[tuple[EventLoop, anyio.Event]] = []
 
     def __call__(self) -> Any:
         _count_thread(1)
@@ -58,20 +59,43 @@ class ThreadCall:
         finally:
             with self._lock:
                 self.done = True
-                waiter = self._waiter
+                waiters, self._waiters = self._waiters, []
             _count_thread(-1)
-            if waiter is not None:
-                loop, ended = waiter
+            for loop, ended in waiters:
                 loop.call(ended.set)  # False when the loop is gone: nobody waits any more
 
     async def wait_done(self) -> None:
-        """Wait (in the event loop) until the call has returned or raised in its thread."""
+        """Wait (in the event loop) until the call has returned or raised in its thread;
+        any number of tasks may wait."""
         ended = anyio.Event()
         with self._lock:
             if self.done:
                 return
-            self._waiter = (EventLoop.current(), ended)
+            self._waiters.append((EventLoop.current(), ended))
         await ended.wait()
 
 
-__all__ = ["ThreadCall", "performs_in_threads"]
+class RunsThreads(Protocol):
+    """What records the thread of a plain ``def perform`` (an execution's record)."""
+
+    thread: ThreadCall | None
+
+
+_watcher: ContextVar[RunsThreads | None] = ContextVar("jobrunner_thread_watcher", default=None)
+
+
+def watch_threads(record: RunsThreads) -> None:
+    """In the current context, let :func:`started_in_thread` put the ThreadCall of a plain
+    ``def perform`` in ``record.thread`` (the job slots set it for each execution, so a
+    later execution of the same job can wait for a thread that outlived its own)."""
+    _watcher.set(record)
+
+
+def started_in_thread(call: ThreadCall) -> None:
+    """``call`` is about to run a plain ``def perform`` of the execution of this context."""
+    record = _watcher.get()
+    if record is not None:
+        record.thread = call
+
+
+__all__ = ["RunsThreads", "ThreadCall", "performs_in_threads", "started_in_thread", "watch_threads"]

@@ -549,13 +549,12 @@ def test_cancel_then_retry_of_a_running_job_never_runs_it_twice_at_once(
     assert_clean_output(daemon)
 
 
-@pytest.mark.xfail(reason=(
-    "known limitation: a plain def perform runs in a worker thread nothing can interrupt, so when its "
-    "job is cancelled and retried while it runs, the node starts the new execution while the old thread "
-    "still runs (its outcome is dropped, but its side effects overlap the new one)"))
 def test_cancel_then_retry_of_a_running_sync_perform_never_runs_it_twice_at_once(
     make_cluster: Callable[..., Cluster]
 ) -> None:
+    """A plain ``def perform`` runs in a thread nothing can interrupt: when its job is
+    cancelled and retried while it runs, the node that claims it again starts the new
+    execution only once the old thread has returned."""
     c = make_cluster(parallelism=2, poll=0.5)
     daemon = c.start()
     gate = c.tmp / "gate"
@@ -569,11 +568,16 @@ def test_cancel_then_retry_of_a_running_sync_perform_never_runs_it_twice_at_once
         assert runner.retry_jobs([job_id]) == [job_id]
     finally:
         runner.store.close()
-    c.wait_until("the job to run again", lambda: len(c.executions_of(job_id)) >= 2)
+    # The node claims it again (attempt 2) while the first thread still waits at the gate:
+    # the new execution waits for that thread before it starts.
+    c.wait_until("the job to be claimed again", lambda: c.query(
+        "SELECT attempt FROM jobrunner_jobs WHERE id = :id AND state = 'executing'", {"id": job_id}) == [(2,)])
+    assert len(c.executions_of(job_id)) == 1, "the second execution started while the first thread runs"
     gate.touch()
     first, second = c.wait_until(
         "both executions to end",
-        lambda: (rows := c.executions_of(job_id)[:2])[0]["ended"] and rows[1]["ended"] and rows)
+        lambda: len(rows := c.executions_of(job_id)) >= 2 and rows[0]["ended"] and rows[1]["ended"] and rows[:2])
     c.wait_state(job_id, "completed")
     assert c.terminate(daemon) == 0
     assert first["ended"] <= second["started"], f"two executions of job {job_id} at once: {first} and {second}"
+    assert (first["attempt"], second["attempt"]) == (1, 2)
