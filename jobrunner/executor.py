@@ -120,6 +120,13 @@ class Executor:
             finished.overrun = call
         return finished
 
+    def timeout_of(self, job: Job) -> float | None:
+        """The ``timeout`` of the worker that runs ``job`` (None: none, or no such worker)."""
+        try:
+            return runnable_worker(job.worker).timeout
+        except UnknownWorkerError:
+            return None
+
     async def _perform(self, worker: Worker, job: Job, call: ThreadCall | None) -> Any:
         timeout = worker.timeout
         if timeout is None:

@@ -65,7 +65,7 @@ class Producer:
         self.wakeup = Wakeup()
         self.stopping = False
         self.paused = False
-        self.slots = JobSlots(topic.name, executor.execute, self._ended, self.wakeup.set)
+        self.slots = JobSlots(topic.name, executor.execute, self._ended, self.wakeup.set, executor.timeout_of)
         self._pending: list[Finished] = []
         self._next_stage = 0.0
         self._check_requested = True

@@ -22,12 +22,11 @@ from anyio.abc import TaskGroup
 from .context import in_own_context
 from .job import Job
 from .outcomes import Finished
+from .serial_runs import SerialRuns
 from .threads import ThreadCall, watch_threads
 
 logger = logging.getLogger("jobrunner.producer")
 
-#: Threads remembered after their execution ended are pruned of finished ones at this count.
-LINGERING_PRUNE_AT = 64
 
 
 @dataclass(slots=True, eq=False)
@@ -41,7 +40,7 @@ class Execution:
     ``after`` / ``after_thread``: an earlier execution of the same job still unwinding
     here, or the thread of one that outlived it (cancelled, lost or timed out), which
     this one waits for before it starts; ``finished`` is set when this one has ended
-    (made only when a later execution waits for it).
+    (made only when a later execution waits for it). See :mod:`jobrunner.serial_runs`.
     """
 
     job: Job
@@ -64,21 +63,20 @@ class JobSlots:
 
     ``perform`` runs one job to its outcome; ``ended`` books each end (see
     :data:`Ended`); ``changed`` is called after each end and whenever a slot becomes free.
+    ``patience(job)``: how long an execution waits for an earlier one of its job that
+    still runs here (:mod:`jobrunner.serial_runs`; None: no bound).
     """
 
     def __init__(self, topic: str, perform: Callable[[Job], Awaitable[Finished]], ended: Ended,
-                 changed: Callable[[], None]) -> None:
+                 changed: Callable[[], None], patience: Callable[[Job], float | None] = lambda job: None) -> None:
         self.topic = topic
         self._perform = perform
         self._ended = ended
         self._changed = changed
-        #: Slots taken: executions running, plus timed-out ones whose thread runs on.
+        #: Slots taken: executions running (or waiting for an earlier execution of their
+        #: job), plus timed-out ones whose thread runs on.
         self.taken = 0
         self._executions: dict[int, Execution] = {}
-        #: Executions abandoned (their job lost) whose task has not ended yet, by job id.
-        self._unwinding: dict[int, Execution] = {}
-        #: Threads of plain ``def perform`` still running after their execution ended, by job id.
-        self._lingering: dict[int, ThreadCall] = {}
         self._jobs_tg: TaskGroup | None = None
         self._idle_tasks: list[_Handoff] = []
         self._idle = anyio.Event()
@@ -86,6 +84,7 @@ class JobSlots:
         # anyio.Event() looks up the running event loop's library on every call; the
         # class it returns makes the same events without the look-up (one per job here).
         self._new_event: Callable[[], anyio.Event] = type(self._idle)
+        self._serial = SerialRuns(topic, patience, self._new_event)
 
     def running(self) -> list[tuple[int, int]]:
         """(id, attempt) of every execution running here."""
@@ -109,28 +108,13 @@ class JobSlots:
         if self._idle_tasks:
             handoff = self._idle_tasks.pop()
             execution = self._executions[job.id] = Execution(job, handoff.scope)
-            self._wait_for_unwinding(execution)
+            self._serial.link(execution)
             handoff.give(execution)
         else:
             execution = self._executions[job.id] = Execution(job, anyio.CancelScope())
-            self._wait_for_unwinding(execution)
+            self._serial.link(execution)
             jobs_tg.start_soon(self._job_task, execution, self._idle_tasks)
         return execution
-
-    def _wait_for_unwinding(self, execution: Execution) -> None:
-        """A job never runs twice at once here: when an abandoned execution of the same job
-        is still unwinding (its cancellation not yet delivered, its ``finally`` blocks not
-        yet run), or the thread of an earlier one still runs, the new one starts only after
-        it has ended."""
-        job_id = execution.job.id
-        previous = self._unwinding.get(job_id) if self._unwinding else None
-        if previous is not None:
-            if previous.finished is None:
-                previous.finished = self._new_event()
-            execution.after = previous
-        thread = self._lingering.pop(job_id, None) if self._lingering else None
-        if thread is not None and not thread.done:
-            execution.after_thread = thread
 
     def cancel(self, job_id: int) -> bool:
         """Stop the execution of ``job_id`` (cancelled in the table); False if none runs here."""
@@ -147,12 +131,7 @@ class JobSlots:
         if execution is None:
             return
         execution.lost = True
-        earlier = execution.after
-        if earlier is None:
-            self._unwinding[job_id] = execution
-        elif earlier.finished is not None and not earlier.finished.is_set():
-            # It never started: only the execution it was waiting for may still be unwinding.
-            self._unwinding[job_id] = earlier
+        self._serial.lost(execution)
         logger.warning(
             "job_lost id=%s topic=%s attempt=%s: the job left this node's hands (rescued, retried or "
             "claimed again); stopping this execution", job_id, self.topic, execution.job.attempt,
@@ -198,7 +177,7 @@ class JobSlots:
         finished: Finished | None = None
         try:
             if execution.after is not None or execution.after_thread is not None:
-                await self._wait_for_earlier(execution)
+                await self._serial.wait(execution)
             watch_threads(execution)  # this job's own context: see in_own_context
             finished = await self._perform(execution.job)
         finally:
@@ -206,17 +185,6 @@ class JobSlots:
             self._end(execution, finished, free_slot=overrun is None)
         if overrun is not None:
             await self._hold_slot(execution.job, overrun)
-
-    async def _wait_for_earlier(self, execution: Execution) -> None:
-        previous, execution.after = execution.after, None
-        if previous is not None:
-            assert previous.finished is not None  # made when this execution was linked to it
-            await previous.finished.wait()
-            if previous.thread is not None:
-                await previous.thread.wait_done()
-        thread, execution.after_thread = execution.after_thread, None
-        if thread is not None:
-            await thread.wait_done()
 
     async def _hold_slot(self, job: Job, overrun: ThreadCall) -> None:
         """Keep the slot of a timed-out job whose thread runs on, until the thread ends.
@@ -238,23 +206,12 @@ class JobSlots:
         job_id = execution.job.id
         if self._executions.get(job_id) is execution:
             del self._executions[job_id]
-        elif self._unwinding.get(job_id) is execution:
-            del self._unwinding[job_id]
-        thread = execution.thread
-        if thread is not None and not thread.done:  # cancelled, lost or timed out: it runs on
-            self._linger(job_id, thread)
-        if execution.finished is not None:
-            execution.finished.set()
+        self._serial.ended(execution)
         self._ended(execution, finished)
         if free_slot:
             self._free_slot()
         else:
             self._changed()  # its outcome may be pending
-
-    def _linger(self, job_id: int, thread: ThreadCall) -> None:
-        if len(self._lingering) >= LINGERING_PRUNE_AT:
-            self._lingering = {k: t for k, t in self._lingering.items() if not t.done}
-        self._lingering[job_id] = thread
 
     def _free_slot(self) -> None:
         self.taken -= 1

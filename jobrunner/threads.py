@@ -30,6 +30,10 @@ def _count_thread(delta: int) -> None:
         _threads_running += delta
 
 
+def _called() -> Any:
+    raise RuntimeError("this ThreadCall has already run")
+
+
 class ThreadCall:
     """A plain ``def perform`` to run in a worker thread; remembers how it ended.
 
@@ -57,6 +61,7 @@ class ThreadCall:
             self.error = exc
             raise
         finally:
+            self.fn = _called  # drop the worker and its job: a lingering call is kept a while
             with self._lock:
                 self.done = True
                 waiters, self._waiters = self._waiters, []
@@ -68,11 +73,17 @@ class ThreadCall:
         """Wait (in the event loop) until the call has returned or raised in its thread;
         any number of tasks may wait."""
         ended = anyio.Event()
+        waiter = (EventLoop.current(), ended)
         with self._lock:
             if self.done:
                 return
-            self._waiters.append((EventLoop.current(), ended))
-        await ended.wait()
+            self._waiters.append(waiter)
+        try:
+            await ended.wait()
+        finally:
+            with self._lock:
+                if waiter in self._waiters:  # cancelled while waiting
+                    self._waiters.remove(waiter)
 
 
 class RunsThreads(Protocol):

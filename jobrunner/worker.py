@@ -99,7 +99,7 @@ class Worker:
     _jobrunner_args: tuple[Job, Any]
 
     #: True when ``perform`` is a coroutine function (set for every subclass).
-    perform_is_async: ClassVar[bool] = True
+    perform_is_async: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

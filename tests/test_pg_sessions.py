@@ -1,9 +1,10 @@
 """On PostgreSQL every session of a runner is named ``jobrunner <node id>``
 (``application_name``), so an operator can tell nodes apart in ``pg_stat_activity``; a
-name in the URL wins."""
+name in the URL or in ``PGAPPNAME`` wins."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from jobrunner import Runner
@@ -22,7 +23,7 @@ def test_a_runners_sessions_carry_its_node_id(pg_url: str) -> None:
     runner = Runner(parse({"database": {"url": pg_url}, "runner": {"node": "web-1:4242:abcdef"}}))
     try:
         assert _session_name(runner) == "jobrunner web-1:4242:abcdef"
-        listener_url = libpq_url(runner.store.db.engine.url, runner.store.db.client_name)
+        listener_url = libpq_url(runner.store.db.engine.url, runner.store.db.application_name)
         assert "application_name=jobrunner+web-1%3A4242%3Aabcdef" in listener_url
     finally:
         runner.store.close()
@@ -42,6 +43,16 @@ def test_the_urls_application_name_wins(pg_url: str) -> None:
     runner = Runner(parse({"database": {"url": url}}))
     try:
         assert _session_name(runner) == "billing"
-        assert "application_name=billing" in libpq_url(runner.store.db.engine.url, runner.store.db.client_name)
+        assert runner.store.db.application_name is None
+        assert "application_name=billing" in libpq_url(runner.store.db.engine.url, runner.store.db.application_name)
+    finally:
+        runner.store.close()
+
+
+def test_pgappname_wins(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGAPPNAME", "reports")
+    runner = Runner(parse({"database": {"url": pg_url}}))
+    try:
+        assert _session_name(runner) == "reports" and runner.store.db.application_name is None
     finally:
         runner.store.close()

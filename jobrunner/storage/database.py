@@ -94,12 +94,15 @@ class Database:
     """The engines of one database and the ways to run a transaction on them.
 
     ``client_name`` names this process's sessions on PostgreSQL (``application_name``,
-    seen in ``pg_stat_activity``) unless the URL sets one; a runner passes its node id.
+    seen in ``pg_stat_activity``) unless the URL or ``PGAPPNAME`` sets one; a runner
+    passes its node id.
     """
 
     def __init__(self, settings: DatabaseSettings, client_name: str = "jobrunner") -> None:
         self.settings = settings
-        self.client_name = client_name.encode()[:APPLICATION_NAME_LIMIT].decode(errors="ignore")
+        #: The ``application_name`` jobrunner gives its PostgreSQL sessions (None: the URL's or
+        #: ``PGAPPNAME``'s applies).
+        self.application_name: str | None = client_name.encode()[:APPLICATION_NAME_LIMIT].decode(errors="ignore")
         try:
             url = make_url(settings.url)
         except ArgumentError as exc:
@@ -120,7 +123,9 @@ class Database:
             #: The engine of state transitions (SQLite: a lighter durability level).
             self.transitions = sqlite_engine(url, settings.url, level, settings.busy_timeout, self.sqlite)
         else:
-            connect_args = {} if "application_name" in url.query else {"application_name": self.client_name}
+            if "application_name" in url.query or os.environ.get("PGAPPNAME"):
+                self.application_name = None
+            connect_args = {"application_name": self.application_name} if self.application_name else {}
             try:
                 self.engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             except Exception as exc:  # noqa: BLE001 - any bad url is a configuration error

@@ -87,7 +87,7 @@ class NoticeVerbs:
         event loop; None where the database has no notifications."""
         if not self.notifies:
             return None
-        url = libpq_url(self.db.engine.url, self.db.client_name)
+        url = libpq_url(self.db.engine.url, self.db.application_name)
         return NotificationListener(url, CHANNEL, lambda text: on_notice(*parse(text)))
 
 
