@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import overrides as overrides_module
-from .config_checks import MAX_NUMBER, Where, at_least, check, reject_unknown, subtable
+from .config_checks import MAX_NUMBER, Where, at_least, check, one_of, reject_unknown, subtable
 from .cron_config import parse_entries as parse_cron
 from .errors import ConfigError
 from .limits import PARTITION_FORM, GlobalParallelism, RateLimit
@@ -51,11 +51,7 @@ def _parse_backoff(where: Where, raw: Mapping[str, Any]) -> BackoffSettings:
     reject_unknown(where, raw, set(kinds))
     values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = BackoffSettings(**values)
-    if settings.strategy not in BACKOFF_STRATEGIES:
-        raise ConfigError(
-            f"{where.at('strategy')}: key 'strategy' must be one of {', '.join(BACKOFF_STRATEGIES)}, "
-            f"got {settings.strategy!r}"
-        )
+    one_of(where, "strategy", settings.strategy, BACKOFF_STRATEGIES)
     at_least(where, "base", settings.base, 0)
     at_least(where, "max", settings.max, 0)
     if not 0 <= settings.jitter <= 1:
@@ -143,16 +139,8 @@ def _parse_database(root: Where, raw: Mapping[str, Any]) -> DatabaseSettings:
     values = {k: check(where, k, v, kinds[k]) for k, v in raw.items()}
     settings = DatabaseSettings(**values)
     level = settings.synchronous.upper()
-    if level not in SYNCHRONOUS_LEVELS:
-        raise ConfigError(
-            f"{where.at('synchronous')}: key 'synchronous' must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
-            f"got {settings.synchronous!r}"
-        )
-    if settings.sqlite_library not in SQLITE_LIBRARIES:
-        raise ConfigError(
-            f"{where.at('sqlite_library')}: key 'sqlite_library' must be one of {', '.join(SQLITE_LIBRARIES)}, "
-            f"got {settings.sqlite_library!r}"
-        )
+    one_of(where, "synchronous", level, SYNCHRONOUS_LEVELS, given=settings.synchronous)
+    one_of(where, "sqlite_library", settings.sqlite_library, SQLITE_LIBRARIES)
     at_least(where, "busy_timeout", settings.busy_timeout, 0)
     at_least(where, "watch_interval", settings.watch_interval, 0)
     return dataclasses.replace(settings, synchronous=level)

@@ -113,4 +113,12 @@ def at_least(where: Where, key: str, value: float, low: float, strict: bool = Fa
         raise ConfigError(f"{where.at(key)}: key {key!r} must be {bound}, got {value!r}")
 
 
-__all__ = ["MAX_NUMBER", "Where", "at_least", "check", "reject_unknown", "subtable", "type_name"]
+def one_of(where: Where, key: str, value: Any, choices: tuple[str, ...], *, given: Any = None) -> None:
+    """ConfigError unless ``value`` of ``key`` is one of ``choices`` (the message shows
+    ``given``, what the file said, when ``value`` was normalised from it)."""
+    if value not in choices:
+        shown = value if given is None else given
+        raise ConfigError(f"{where.at(key)}: key {key!r} must be one of {', '.join(choices)}, got {shown!r}")
+
+
+__all__ = ["MAX_NUMBER", "Where", "at_least", "check", "one_of", "reject_unknown", "subtable", "type_name"]
